@@ -1,0 +1,247 @@
+"""Evaluation data sets as uniform :class:`Problem` records.
+
+Standard sets: ``gsm8k`` and ``math500`` ship inside the package (``evals/data/``, byte-identical
+copies, sha256 in ``SHA256SUMS``, licences in ``NOTICE.md``). ``math`` (5000, gold = the MARIO
+human-checked answers), ``gsm-hard``, ``svamp``, ``aime24`` and ``amc23`` load from a local folder:
+``$MATHAGENT_DATA_DIR``, else ``../shared/data/datasets`` next to the checkout or the working dir.
+When none holds the file and ``datasets`` can reach a hub, a fallback loader may be used (never
+required). Any other argument is read as a JSONL path.
+
+Malformed data is never skipped silently: a line that is not JSON, or lacks the question or gold
+field, raises :class:`DatasetError` naming the file and line number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SHIPPED = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500_test.jsonl"}
+LOCAL = {
+    "math": "math_test.jsonl",
+    "gsm-hard": "gsm_hard_test.jsonl",
+    "svamp": "svamp_test.jsonl",
+    "aime24": "aime24_test.jsonl",
+    "amc23": "amc23_test.jsonl",
+}
+MARIO_FILE = "math_test_answer_annotation_mario.json"
+STANDARD = tuple(SHIPPED) + tuple(LOCAL)
+"""Names accepted by :func:`load_problems` besides a path."""
+
+GRADING_KIND = {
+    "gsm8k": "gsm8k",
+    "gsm-hard": "gsm8k",
+    "svamp": "gsm8k",
+    "math": "math",
+    "math500": "math",
+    "aime24": "math",
+    "amc23": "math",
+}
+"""Data set name -> the grading policy it uses (``gsm8k``: numbers; ``math``: expressions)."""
+
+
+class DatasetError(ValueError):
+    """A data file is missing or malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One evaluation problem, the same shape for every data set."""
+
+    id: str
+    """Stable id within the data set (row index or the set's own id)."""
+    question: str
+    """The problem statement shown to the model."""
+    gold: str
+    """The reference final answer (a string as the data set gives it)."""
+    dataset: str
+    """Data set name, e.g. ``gsm8k``, ``math``, or the JSONL file's stem."""
+    level: str | None = None
+    """Difficulty level (MATH: ``1``..``5``), when the set has one."""
+    subject: str | None = None
+    """Subject (MATH: ``Algebra``...), when the set has one."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Anything else worth keeping (reference solution, url...)."""
+
+    @property
+    def grading_kind(self) -> str:
+        return GRADING_KIND.get(self.dataset, "math")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Problem:
+        return cls(**d)
+
+
+def data_dirs() -> list[Path]:
+    """Folders searched for the non-shipped sets, in order."""
+    dirs: list[Path] = []
+    env = os.environ.get("MATHAGENT_DATA_DIR")
+    if env:
+        dirs.append(Path(env))
+    repo = Path(__file__).resolve().parents[1]
+    dirs += [repo.parent / "shared" / "data" / "datasets", Path.cwd().parent / "shared" / "data" / "datasets"]
+    return dirs
+
+
+def _find_local(filename: str) -> Path | None:
+    for d in data_dirs():
+        if (d / filename).is_file():
+            return d / filename
+    return None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def shipped_path(name: str) -> Path:
+    """Path of a shipped data file inside the package."""
+    return Path(str(resources.files("mathagent.evals") / "data" / SHIPPED[name]))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Parse a JSONL file; a bad line raises :class:`DatasetError` with file and line number."""
+    rows: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def _gsm8k_gold(answer: str) -> str:
+    return answer.split("####")[-1].strip().replace(",", "")
+
+
+def _convert(name: str, rows: list[dict[str, Any]], path: Path) -> list[Problem]:
+    out: list[Problem] = []
+    for i, r in enumerate(rows):
+        where = f"{path}: row {i + 1}"
+        try:
+            if name == "gsm8k":
+                out.append(Problem(str(i), r["question"], _gsm8k_gold(r["answer"]), name))
+            elif name == "math500":
+                out.append(
+                    Problem(
+                        r.get("unique_id", str(i)),
+                        r["problem"],
+                        str(r["answer"]),
+                        name,
+                        level=str(r.get("level")) if r.get("level") is not None else None,
+                        subject=r.get("subject"),
+                        meta={"solution": r.get("solution", "")},
+                    )
+                )
+            elif name == "gsm-hard":
+                out.append(Problem(str(r.get("idx", i)), r["input"], str(r["target"]), name))
+            elif name == "svamp":
+                q = f"{r['Body'].strip()} {r['Question'].strip()}"
+                out.append(Problem(str(r.get("ID", i)), q, str(r["Answer"]), name, subject=r.get("Type")))
+            elif name in ("aime24", "amc23"):
+                q = r.get("problem") or r["question"]
+                out.append(Problem(str(r.get("id", i)), q, str(r["answer"]), name, meta={"url": r.get("url")}))
+            else:  # a user file: question/problem + answer/gold
+                q = r.get("question") or r.get("problem")
+                gold = r.get("gold", r.get("answer"))
+                if q is None or gold is None:
+                    raise KeyError("question/problem and answer/gold")
+                if name == "" and isinstance(gold, str) and "####" in gold:
+                    gold = _gsm8k_gold(gold)
+                out.append(
+                    Problem(
+                        str(r.get("id", r.get("idx", i))),
+                        q,
+                        str(gold),
+                        r.get("dataset") or path.stem,
+                        level=str(r["level"]) if r.get("level") is not None else None,
+                        subject=r.get("subject") or r.get("type"),
+                    )
+                )
+        except KeyError as e:
+            raise DatasetError(f"{where}: missing field {e}") from None
+    return out
+
+
+def _load_math(path: Path) -> list[Problem]:
+    mario_path = path.parent / MARIO_FILE
+    if not mario_path.is_file():
+        raise DatasetError(f"{mario_path}: MARIO answer annotation not found (gold for `math`)")
+    rows = read_jsonl(path)
+    mario = json.loads(mario_path.read_text(encoding="utf-8"))
+    if len(mario) != len(rows):
+        raise DatasetError(f"{mario_path}: {len(mario)} annotations for {len(rows)} problems in {path}")
+    out = []
+    for i, (r, m) in enumerate(zip(rows, mario)):
+        level = str(r.get("level", "")).replace("Level ", "") or None
+        out.append(
+            Problem(
+                str(r.get("idx", i)),
+                r["problem"],
+                str(m["answer"]),
+                "math",
+                level=level,
+                subject=r.get("type"),
+                meta={"solution": r.get("solution", "")},
+            )
+        )
+    return out
+
+
+def resolve(name_or_path: str) -> tuple[str, Path]:
+    """Map a set name or a path onto (data set name, file path)."""
+    if name_or_path in SHIPPED:
+        return name_or_path, shipped_path(name_or_path)
+    if name_or_path in LOCAL:
+        found = _find_local(LOCAL[name_or_path])
+        if found is None:
+            raise DatasetError(
+                f"data set {name_or_path!r} is not shipped; put {LOCAL[name_or_path]} in $MATHAGENT_DATA_DIR "
+                f"(searched: {', '.join(str(d) for d in data_dirs())})"
+            )
+        return name_or_path, found
+    p = Path(name_or_path)
+    if not p.is_file():
+        raise DatasetError(f"{name_or_path!r} is neither a known data set ({', '.join(STANDARD)}) nor a file")
+    return "", p
+
+
+def load_problems(
+    name_or_path: str, *, limit: int | None = None, seed: int | None = None, shuffle: bool = False
+) -> list[Problem]:
+    """Load a data set; ``shuffle`` (seeded) happens before ``limit``."""
+    name, path = resolve(name_or_path)
+    problems = _load_math(path) if name == "math" else _convert(name, read_jsonl(path), path)
+    if shuffle:
+        random.Random(seed).shuffle(problems)
+    if limit is not None:
+        problems = problems[:limit]
+    return problems
+
+
+def dataset_info(name_or_path: str) -> dict[str, Any]:
+    """Name, path and sha256 of the data file (for run headers)."""
+    name, path = resolve(name_or_path)
+    return {"name": name or path.stem, "path": str(path), "sha256": sha256_file(path)}
