@@ -1,0 +1,270 @@
+"""Run llama-cpp-python's OpenAI-compatible server on a bundled GGUF model, on loopback only.
+
+``LlamaServer`` starts ``python -m llama_cpp.server`` in its own process group on a free port of
+127.0.0.1, waits until ``GET /v1/models`` answers, and stops it on ``stop()``, on leaving its
+``with`` block, or at interpreter exit. ``shared_server()`` hands out one server per (model, n_ctx)
+for the whole process, so every backend of a run talks to the same server.
+
+Facts this module builds on (llama-cpp-python 0.3.x): the server defaults to one thread, so we pass
+``--n_threads``; it ignores ``n > 1`` (one choice); it uses the chat template stored in the GGUF when
+no ``--chat_format`` is given; its chat endpoint cannot continue a partial assistant message, which
+is why :func:`apply_chat_template` exists — render the ChatML prompt by hand and continue through
+``/v1/completions``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from mathagent.agent.models import is_bundled, model_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_N_CTX = 4096
+
+
+QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+DEFAULT_SYSTEM: dict[str, str] = {
+    "qwen2.5-coder-1.5b": QWEN_SYSTEM,
+    "qwen2.5-coder-0.5b": QWEN_SYSTEM,
+    "smollm2-135m": "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+}
+"""The system prompt each bundled model's own template inserts when a conversation has none."""
+
+
+def apply_chat_template(
+    messages: Sequence[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    *,
+    default_system: str | None = QWEN_SYSTEM,
+) -> str:
+    """Render messages in the ChatML template used by Qwen2.5 and SmolLM2 (``<|im_start|>role\\n...<|im_end|>\\n``).
+
+    When the last message is an unfinished assistant turn (``{"role": "assistant", "partial": True}``)
+    it is left open so that a completion continues it. Otherwise, with ``add_generation_prompt``, an
+    open assistant header is appended. Qwen2.5's template adds a default system prompt when none is
+    given (``default_system``; ``None`` adds none); we do the same so prompts match what the chat
+    endpoint would build.
+    """
+    msgs = list(messages)
+    out: list[str] = []
+    if default_system is not None and (not msgs or msgs[0].get("role") != "system"):
+        out.append(f"<|im_start|>system\n{default_system}<|im_end|>\n")
+    for i, m in enumerate(msgs):
+        content = m.get("content") or ""
+        role = m.get("role", "user")
+        if role == "tool":
+            role, content = "user", f"<tool_response>\n{content}\n</tool_response>"
+        last_open = i == len(msgs) - 1 and role == "assistant" and m.get("partial")
+        if last_open:
+            out.append(f"<|im_start|>assistant\n{content}")
+            return "".join(out)
+        out.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
+    if add_generation_prompt:
+        out.append("<|im_start|>assistant\n")
+    return "".join(out)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_LIVE: set[LlamaServer] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _stop_all() -> None:
+    with _LIVE_LOCK:
+        servers = list(_LIVE)
+    for s in servers:
+        s.stop()
+
+
+atexit.register(_stop_all)
+
+
+class LlamaServer:
+    """A llama.cpp server process on loopback; a context manager; stopped at exit at the latest."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = "qwen2.5-coder-1.5b",
+        *,
+        port: int | None = None,
+        n_ctx: int = DEFAULT_N_CTX,
+        n_threads: int | None = None,
+        chat_format: str | None = None,
+        startup_timeout: float = 180.0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.name = str(model)
+        self.path = model_path(str(model)) if is_bundled(str(model)) else Path(model)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"GGUF model not found: {self.path}")
+        self.alias = str(model) if is_bundled(str(model)) else self.path.stem
+        self.host = "127.0.0.1"
+        self.port = port or free_port(self.host)
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or default_threads()
+        self.chat_format = chat_format
+        self.startup_timeout = startup_timeout
+        self.extra_args = tuple(extra_args)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+        self.log_path: Path | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI base URL, e.g. ``http://127.0.0.1:8765/v1``."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.path), "--model_alias", self.alias,
+            "--host", self.host, "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
+            "--n_threads_batch", str(self.n_threads), "--verbose", "False",
+        ]  # fmt: skip
+        if self.chat_format:
+            cmd += ["--chat_format", self.chat_format]
+        return cmd + list(self.extra_args)
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 30) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def start(self) -> LlamaServer:
+        """Start the server and block until it answers; ``RuntimeError`` with its log tail on failure."""
+        with self._lock:
+            if self.is_running():
+                return self
+            try:
+                import llama_cpp.server  # noqa: F401
+            except ImportError as e:
+                raise RuntimeError(
+                    'llama.cpp server is not installed: pip install "llama-cpp-python[server]"'
+                ) from e
+            fd, name = tempfile.mkstemp(prefix=f"mathagent-llama-{self.port}-", suffix=".log")
+            self.log_path = Path(name)
+            self._log_file = os.fdopen(fd, "wb")
+            log.info("starting llama.cpp server: %s", " ".join(self.command()))
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            with _LIVE_LOCK:
+                _LIVE.add(self)
+            try:
+                self._wait_ready()
+            except BaseException:
+                self._stop_locked()
+                raise
+            return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"llama.cpp server exited with code {self.proc.returncode} while starting "
+                        f"({self.path.name}); log tail:\n{self.log_tail()}"
+                    )
+                try:
+                    if client.get(f"{self.base_url}/models").status_code == 200:
+                        log.info("llama.cpp server ready at %s", self.base_url)
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"llama.cpp server did not become ready within {self.startup_timeout:.0f} s "
+                        f"at {self.base_url}; log tail:\n{self.log_tail()}"
+                    )
+                time.sleep(0.25)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._stop_locked(timeout)
+
+    def _stop_locked(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if proc is not None:
+            proc.poll()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+
+    def __enter__(self) -> LlamaServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"LlamaServer({self.alias!r}, {self.base_url}, {state})"
+
+
+_SHARED: dict[tuple[str, int], LlamaServer] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_server(model: str = "qwen2.5-coder-1.5b", *, n_ctx: int = DEFAULT_N_CTX, **kw: Any) -> LlamaServer:
+    """One running server per (model, n_ctx) for this process; started on first use, stopped at exit."""
+    key = (str(model), n_ctx)
+    with _SHARED_LOCK:
+        server = _SHARED.get(key)
+        if server is None or not server.is_running():
+            server = LlamaServer(model, n_ctx=n_ctx, **kw).start()
+            _SHARED[key] = server
+        return server
