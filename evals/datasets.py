@@ -162,7 +162,9 @@ def _convert(name: str, rows: list[dict[str, Any]], path: Path) -> list[Problem]
                 out.append(Problem(str(r.get("ID", i)), q, str(r["Answer"]), name, subject=r.get("Type")))
             elif name in ("aime24", "amc23"):
                 q = r.get("problem") or r["question"]
-                out.append(Problem(str(r.get("id", i)), q, str(r["answer"]), name, meta={"url": r.get("url")}))
+                out.append(
+                    Problem(str(r.get("id", i)), q, str(r["answer"]), name, meta={"url": r.get("url")})
+                )
             else:  # a user file: question/problem + answer/gold
                 q = r.get("question") or r.get("problem")
                 gold = r.get("gold", r.get("answer"))
@@ -194,7 +196,7 @@ def _load_math(path: Path) -> list[Problem]:
     if len(mario) != len(rows):
         raise DatasetError(f"{mario_path}: {len(mario)} annotations for {len(rows)} problems in {path}")
     out = []
-    for i, (r, m) in enumerate(zip(rows, mario)):
+    for i, (r, m) in enumerate(zip(rows, mario, strict=True)):
         level = str(r.get("level", "")).replace("Level ", "") or None
         out.append(
             Problem(

@@ -1,0 +1,157 @@
+"""Summaries of an evaluation run: accuracy, maj@k, weighted vote, pass@k, by level and subject.
+
+Input is the run's sample records (see :func:`mathagent.evals.runner.sample_record`). A failed
+sample (backend error) counts as answered ``None``: wrong, and it never wins a vote.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def _ks(k: int) -> list[int]:
+    ks, x = [], 1
+    while x < k:
+        ks.append(x)
+        x *= 2
+    return ks + [k]
+
+
+def _group_metrics(groups: dict[str, list[dict[str, Any]]], k: int, weights: Any, dataset: str) -> dict:
+    """Metrics over problems -> their records (sorted by sample_index)."""
+    from mathagent.evals import voting
+
+    problems = list(groups.values())
+    n = len(problems)
+    if not n:
+        return {"n_problems": 0}
+    first = sum(bool(recs[0].get("correct")) for recs in problems) / n
+    samples = [
+        [
+            voting.Sample(
+                r.get("answer"),
+                r.get("verification_state"),
+                ran_code=r.get("ran_code", True),
+                fabricated_output=r.get("fabricated_output", False),
+            )
+            for r in recs
+        ]
+        for recs in problems
+    ]
+    correct = [[bool(r.get("correct")) for r in recs] for recs in problems]
+    kk = min(k, min(len(c) for c in correct))
+    rows = voting.vote_accuracy_at_k(
+        samples, correct, ks=_ks(kk), weights=weights, dataset=dataset, cluster_fn=_cluster_fn(dataset)
+    )
+    top = rows[-1] if rows else None
+    return {
+        "n_problems": n,
+        "accuracy": first,
+        "k": kk,
+        "maj_at_k": top.majority if top else None,
+        "weighted_at_k": top.weighted if top else None,
+        "pass_at_k": top.pass_at_k if top else None,
+        "by_k": [r.to_dict() for r in rows],
+    }
+
+
+def _cluster_fn(dataset: str):
+    def fn(answers: Sequence[str | None]) -> list[int]:
+        from mathagent.evals.grading import cluster_answers
+
+        return cluster_answers(answers, dataset)
+
+    return fn
+
+
+def summarize(
+    records: Sequence[dict[str, Any]], *, k: int | None = None, weights: Any = None, dataset: str = "math"
+) -> dict[str, Any]:
+    """Build the run summary (written as ``summary.json`` and shown as the final table)."""
+    from mathagent.evals import voting
+
+    if weights is None:
+        weights = voting.Weights()
+    elif isinstance(weights, str):
+        weights = voting.Weights.parse(weights)
+    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_problem[str(r["problem_id"])].append(r)
+    for recs in by_problem.values():
+        recs.sort(key=lambda r: int(r.get("sample_index", 0)))
+    k = k or max((len(v) for v in by_problem.values()), default=1)
+    overall = _group_metrics(by_problem, k, weights, dataset)
+
+    def split(field: str) -> dict[str, Any]:
+        sub: dict[str, dict[str, list]] = defaultdict(dict)
+        for pid, recs in by_problem.items():
+            val = recs[0].get(field)
+            if val is not None:
+                sub[str(val)][pid] = recs
+        return {key: _group_metrics(sub[key], k, weights, dataset) for key in sorted(sub)}
+
+    ex = {"cells": 0, "errors": 0, "timeouts": 0, "restarts": 0}
+    tokens_in = tokens_out = 0
+    time_s = 0.0
+    failed: dict[str, int] = defaultdict(int)
+    stops: dict[str, int] = defaultdict(int)
+    vstates: dict[str, int] = defaultdict(int)
+    for r in records:
+        for key in ex:
+            ex[key] += int(r.get("exec", {}).get(key, 0))
+        tokens_in += int(r.get("tokens_in", 0))
+        tokens_out += int(r.get("tokens_out", 0))
+        time_s += float(r.get("time_s", 0.0))
+        stops[str(r.get("stop_reason"))] += 1
+        vstates[str(r.get("verification_state") or "none")] += 1
+        if r.get("status") == "failed":
+            failed[(r.get("error") or "unknown").split(":")[0][:80]] += 1
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "n_samples": len(records),
+        "n_failed": sum(failed.values()),
+        "failed_reasons": dict(failed),
+        "weights": weights.to_dict(),
+        "overall": overall,
+        "by_level": split("level"),
+        "by_subject": split("subject"),
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "sample_time_s": round(time_s, 3),
+        "exec": ex,
+        "stop_reasons": dict(stops),
+        "verification_states": dict(vstates),
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Rows ``[group, n, acc, maj@k, weighted@k, pass@k]`` for a table (overall, levels, subjects)."""
+    rows = []
+
+    def add(name: str, m: dict[str, Any]) -> None:
+        if m.get("n_problems"):
+            rows.append(
+                [
+                    name,
+                    str(m["n_problems"]),
+                    _pct(m.get("accuracy")),
+                    _pct(m.get("maj_at_k")),
+                    _pct(m.get("weighted_at_k")),
+                    _pct(m.get("pass_at_k")),
+                ]
+            )
+
+    add("overall", summary["overall"])
+    for lvl, m in summary.get("by_level", {}).items():
+        add(f"level {lvl}", m)
+    for subj, m in summary.get("by_subject", {}).items():
+        add(subj, m)
+    return rows
