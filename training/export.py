@@ -1,0 +1,168 @@
+"""Turn traces into training rows: TRL conversational rows (``chat``) or MathCoder text (``mathcoder``).
+
+``chat`` rows follow TRL's tool-calling conversational layout: a ``messages`` column where the model's
+text and code are ``assistant`` turns (code as a call of the ``python`` tool with a ``code``
+argument), execution results are ``tool`` turns (so assistant-only loss never trains on them), and a
+``tools`` column holding the tool's JSON schema. ``mathcoder`` rows hold one whole conversation in a
+``text`` column, written with the MathCoder block markers (see :mod:`mathagent.training.tokens`).
+Both keep provenance columns (problem id, source, model, verification state, seed...). Files are
+JSONL and load with ``datasets.load_dataset("json", data_files=...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mathagent.agent.trace import StepKind, Trace
+from mathagent.training import tokens as T
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("chat", "mathcoder")
+
+PYTHON_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "python",
+        "description": "Run Python code in a persistent Jupyter kernel and return what it prints.",
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "The Python code to run."}},
+            "required": ["code"],
+        },
+    },
+}
+"""The one tool a ``chat`` row declares."""
+
+
+def provenance(trace: Trace) -> dict[str, Any]:
+    """Columns that say where a row came from; identical for both formats."""
+    state = trace.verification_state
+    return {
+        "problem_id": trace.problem_id,
+        "source": str(trace.meta.get("source") or trace.meta.get("dataset") or ""),
+        "model": trace.model,
+        "trace_format": trace.format,
+        "verification": state.value if state is not None else None,
+        "final_answer": trace.final_answer,
+        "stop_reason": trace.stop_reason.value,
+        "sample_index": trace.sample_index,
+        "seed": trace.seed,
+    }
+
+
+def trace_to_chat(trace: Trace, system: str | None = T.DEFAULT_SYSTEM) -> dict[str, Any]:
+    """One TRL conversational row with a python tool: text and code as assistant turns, output as tool turns."""
+    messages: list[dict[str, Any]] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    messages.append({"role": "user", "content": trace.problem})
+    pending_text: list[str] = []
+    last_call_id: str | None = None
+    n_calls = 0
+    for step in trace.steps:
+        if step.kind is StepKind.TEXT:
+            pending_text.append(step.content)
+        elif step.kind is StepKind.CODE:
+            last_call_id = f"call_{n_calls}"
+            n_calls += 1
+            call = {
+                "id": last_call_id,
+                "type": "function",
+                "function": {"name": "python", "arguments": {"code": step.content}},
+            }
+            messages.append({"role": "assistant", "content": "\n\n".join(pending_text), "tool_calls": [call]})
+            pending_text = []
+        else:  # EXECUTION
+            if pending_text:  # text between code and its output cannot happen in a loop trace; keep it anyway
+                messages.append({"role": "assistant", "content": "\n\n".join(pending_text)})
+                pending_text = []
+            messages.append(
+                {
+                    "role": "tool",
+                    "name": "python",
+                    "tool_call_id": last_call_id or "",
+                    "content": step.content,
+                }
+            )
+    if pending_text:
+        messages.append({"role": "assistant", "content": "\n\n".join(pending_text)})
+    return {"messages": messages, "tools": [PYTHON_TOOL], **provenance(trace)}
+
+
+def render_mathcoder(trace: Trace, system: str | None = T.DEFAULT_SYSTEM) -> str:
+    """The whole conversation as MathCoder text, ending with ``<|endofmessage|>``."""
+    parts: list[str] = []
+    if system:
+        parts.append(f"{T.SYSTEM}{T.TEXT}{system}{T.END_BLOCK}{T.END_MESSAGE}")
+    parts.append(f"{T.USER}{T.TEXT}{trace.problem}{T.END_BLOCK}{T.END_MESSAGE}")
+    parts.append(T.ASSISTANT)
+    opener = {StepKind.TEXT: T.TEXT, StepKind.CODE: T.CODE, StepKind.EXECUTION: T.EXECUTION}
+    for step in trace.steps:
+        parts.append(f"{opener[step.kind]}{step.content}{T.END_BLOCK}")
+    parts.append(T.END_MESSAGE)
+    return "".join(parts)
+
+
+def trace_to_mathcoder(trace: Trace, system: str | None = T.DEFAULT_SYSTEM) -> dict[str, Any]:
+    """One row with the conversation in a ``text`` column."""
+    return {"text": render_mathcoder(trace, system), **provenance(trace)}
+
+
+def trace_to_row(trace: Trace, fmt: str, system: str | None = T.DEFAULT_SYSTEM) -> dict[str, Any]:
+    if fmt == "chat":
+        return trace_to_chat(trace, system)
+    if fmt == "mathcoder":
+        return trace_to_mathcoder(trace, system)
+    raise ValueError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
+
+
+def read_traces(path: str | os.PathLike[str]) -> Iterator[Trace]:
+    """Traces from a JSONL file (one ``Trace.to_dict()`` a line) or every ``*.jsonl`` in a folder.
+
+    Lines that are not traces (a run header, a torn last line) are skipped with a warning.
+    """
+    p = Path(path)
+    files = sorted(p.rglob("*.jsonl")) if p.is_dir() else [p]
+    for f in files:
+        with f.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("%s:%d: not JSON (torn line?), skipped", f, lineno)
+                    continue
+                if not isinstance(d, dict) or "steps" not in d or "problem" not in d:
+                    continue
+                yield Trace.from_dict(d)
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str]) -> int:
+    """Write rows as JSONL (flushed and fsynced); returns how many were written."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with p.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+        fh.flush()
+        os.fsync(fh.fileno())
+    return n
+
+
+def export_traces(
+    traces: Iterable[Trace],
+    path: str | os.PathLike[str],
+    fmt: str,
+    system: str | None = T.DEFAULT_SYSTEM,
+) -> int:
+    """Export traces to a JSONL file in ``fmt`` (``chat`` or ``mathcoder``)."""
+    return write_jsonl((trace_to_row(t, fmt, system) for t in traces), path)
