@@ -1,0 +1,207 @@
+"""Answer equivalence under a per-data-set ``GradingPolicy``, and clustering for voting.
+
+Decision ladder for one (pred, gold) pair, both normalized (``normalize_answer``):
+1. identical strings;
+2. a variable assignment on one side (``x = 3`` vs ``3``): compare the right-hand side;
+3. plain numbers: exact rational equality (``Fraction``), tolerance only where the policy sets one;
+4. text answers: case, spaces and ``\\text{}`` ignored;
+5. structures: tuples / intervals (ordered, same brackets), ``\\{...\\}`` sets and (by policy) bare comma
+   lists (as multisets), unions of intervals; element by element with this same ladder;
+6. symbolic: sympy in a worker process with a deadline, only for answers that pass ``guards.is_safe``.
+Anything undecided is NOT equivalent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+from mathagent.evals.grading.guards import is_safe
+from mathagent.evals.grading.normalize import normalize_answer
+from mathagent.evals.grading.numbers import numbers_equal, parse_number
+from mathagent.evals.grading.policy import GradingPolicy, policy_for
+from mathagent.evals.grading.worker import bounded_sympy_equal
+
+_VAR_EQ_RE = re.compile(r"^\s*([a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]+)\s*=\s*(.+)$")
+_OPEN = {"(": ")", "[": "]", "\\{": "\\}"}
+
+
+def split_top_level(s: str, sep: str = ",") -> list[str]:
+    """Split ``s`` at ``sep`` outside any brackets / braces."""
+    parts, depth, cur = [], 0, []
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s) and s[i + 1] in "{}":
+            cur.append(s[i : i + 2])
+            depth += 1 if s[i + 1] == "{" else -1
+            i += 2
+            continue
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        if depth == 0 and s.startswith(sep, i):
+            parts.append("".join(cur).strip())
+            cur = []
+            i += len(sep)
+            continue
+        cur.append(c)
+        i += 1
+    parts.append("".join(cur).strip())
+    return parts
+
+
+def _container(s: str) -> tuple[str, str, list[str]] | None:
+    """``(open, close, elements)`` when ``s`` is one bracketed sequence like ``(1, 2]`` or ``\\{1,2\\}``."""
+    s = s.strip()
+    for o in ("\\{", "(", "["):
+        if s.startswith(o):
+            break
+    else:
+        return None
+    body_start = len(o)
+    # find the bracket matching the opening one
+    depth, i = 0, 0
+    while i < len(s):
+        if s.startswith("\\{", i) or s.startswith("\\}", i):
+            depth += 1 if s[i + 1] == "{" else -1
+            i += 2
+        else:
+            depth += 1 if s[i] in "([{" else -1 if s[i] in ")]}" else 0
+            i += 1
+        if depth == 0:
+            break
+    if i != len(s):
+        return None
+    close = s[-2:] if s.endswith("\\}") else s[-1]
+    if o == "\\{" and close != "\\}":
+        return None
+    body = s[body_start : len(s) - len(close)]
+    return o, close, split_top_level(body)
+
+
+def _text_key(s: str) -> str:
+    s = re.sub(r"\\(?:text|mathrm|textbf|mbox)\s*", "", s)
+    return re.sub(r"[\s{}]", "", s).lower()
+
+
+def _multiset_match(ps: list[str], gs: list[str], policy: GradingPolicy) -> bool:
+    left = list(gs)
+    for p in ps:
+        for j, g in enumerate(left):
+            if _equiv(p, g, policy):
+                del left[j]
+                break
+        else:
+            return False
+    return not left
+
+
+def _seq_equiv(p: str, g: str, policy: GradingPolicy) -> bool | None:
+    """Verdict for sequence-like answers, or None when neither side is a sequence."""
+    cp, cg = _container(p), _container(g)
+    if "\\cup" in p or "\\cup" in g:
+        pp, gg = split_top_level(p, "\\cup"), split_top_level(g, "\\cup")
+        if len(pp) > 1 or len(gg) > 1:
+            return len(pp) == len(gg) and _multiset_match(pp, gg, policy)
+    lp = cp[2] if cp else split_top_level(p)
+    lg = cg[2] if cg else split_top_level(g)
+    if len(lp) < 2 and len(lg) < 2:
+        if cp and cg and (cp[0], cp[1]) != (cg[0], cg[1]) and len(lp) == len(lg) == 1:
+            return None if cp[0] == "(" and cg[0] == "(" else False
+        return None
+    if len(lp) != len(lg):
+        return False
+    if cp and cg:
+        if (cp[0], cp[1]) != (cg[0], cg[1]):
+            return False
+        unordered = cp[0] == "\\{"
+    elif cp or cg:
+        c = cp or cg
+        assert c is not None
+        if c[0] == "\\{":
+            unordered = True
+        elif c[0] == "(" and c[1] == ")":
+            unordered = False  # a tuple written with / without its parentheses
+        else:
+            return False  # an interval against a bare list
+    else:
+        unordered = policy.unordered_lists
+    if unordered:
+        return _multiset_match(lp, lg, policy)
+    return all(_equiv(a, b, policy) for a, b in zip(lp, lg, strict=True))
+
+
+@lru_cache(maxsize=1 << 16)
+def _equiv(p: str, g: str, policy: GradingPolicy) -> bool:
+    if p == g:
+        return True
+    if not p or not g:
+        return False
+    # 2. assignments: "x = 3" vs "3"; "x = 3" vs "y = 3" are different unless both sides reduce equally
+    mp, mg = _VAR_EQ_RE.match(p), _VAR_EQ_RE.match(g)
+    if mp and not mg and "=" not in g:
+        return _equiv(mp.group(2).strip(), g, policy)
+    if mg and not mp and "=" not in p:
+        return _equiv(p, mg.group(2).strip(), policy)
+    if mp and mg and mp.group(1) == mg.group(1) and "=" not in mp.group(2) + mg.group(2):
+        return _equiv(mp.group(2).strip(), mg.group(2).strip(), policy)
+    # 3. numbers
+    np_, ng = parse_number(p), parse_number(g)
+    if np_ is not None and ng is not None:
+        return numbers_equal(np_, ng, policy.rel_tol, policy.abs_tol)
+    # 4. text
+    if _text_key(p) == _text_key(g):
+        return True
+    # 5. structures
+    if not policy.numeric_only:
+        seq = _seq_equiv(p, g, policy)
+        if seq is not None:
+            return seq
+    # 6. symbolic
+    if not policy.symbolic:
+        return False
+    if not (is_safe(p, policy.max_len) and is_safe(g, policy.max_len)):
+        return False
+    if not (re.search(r"[\d\\a-zA-Z]", p) and re.search(r"[\d\\a-zA-Z]", g)):
+        return False
+    return bool(bounded_sympy_equal(p, g, policy.symbolic_timeout_s))
+
+
+def is_equivalent(pred: str | None, gold: str | Sequence[str], dataset: str | GradingPolicy = "math") -> bool:
+    """True when ``pred`` (an extracted answer) equals ``gold`` under the data set's policy.
+
+    ``gold`` may be a sequence of acceptable answers (any match counts). ``pred`` None is never equal.
+    """
+    if pred is None:
+        return False
+    policy = policy_for(dataset)
+    golds = [gold] if isinstance(gold, (str, int, float)) else list(gold)
+    p = normalize_answer(str(pred), policy.strip_units)
+    return any(_equiv(p, normalize_answer(str(g), policy.strip_units), policy) for g in golds)
+
+
+def cluster_answers(answers: Sequence[str | None], dataset: str | GradingPolicy = "math") -> list[int]:
+    """A cluster id per answer (-1 for None / empty); ids numbered in order of first appearance.
+
+    Each answer joins the first existing cluster whose representative (its first member) it equals, so
+    the result is deterministic and does not depend on equivalence being transitive.
+    """
+    policy = policy_for(dataset)
+    reps: list[str] = []
+    ids: list[int] = []
+    for a in answers:
+        n = normalize_answer(str(a), policy.strip_units) if a is not None else ""
+        if not n:
+            ids.append(-1)
+            continue
+        for cid, r in enumerate(reps):
+            if _equiv(n, r, policy):
+                ids.append(cid)
+                break
+        else:
+            reps.append(n)
+            ids.append(len(reps) - 1)
+    return ids

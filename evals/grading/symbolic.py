@@ -1,0 +1,120 @@
+"""Symbolic comparison with sympy. Runs INSIDE the grader worker process (see ``worker.py``).
+
+Parsing: ``latex2sympy2_extended.latex2sympy`` for LaTeX, sympy's ``parse_expr`` for plain text
+(``sqrt(2)/2``). Decimals are rewritten as exact fractions before parsing, so nothing is rounded.
+Equal means: ``simplify(a - b) == 0``, or, for constant expressions, ``|a - b|`` below 1e-40 relative at
+60 significant digits (so 1/2^99 and 1/2^98 stay different). Equations compare ``lhs - rhs`` up to sign.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_DECIMAL_RE = re.compile(r"(?<![\d.])(\d+)\.(\d+)(?![\d.])")
+
+
+def _exact_decimals(s: str) -> str:
+    def repl(m: re.Match[str]) -> str:
+        whole, frac = m.group(1), m.group(2)
+        return "\\frac{" + str(int(whole + frac)) + "}{" + "1" + "0" * len(frac) + "}"
+
+    return _DECIMAL_RE.sub(lambda m: "(" + repl(m) + ")", s)
+
+
+def parse(s: str) -> Any | None:
+    """A sympy object for ``s`` (LaTeX first, then plain text), or None."""
+    import sympy
+    from latex2sympy2_extended import latex2sympy
+
+    text = _exact_decimals(s)
+    expr = None
+    try:
+        expr = latex2sympy(text)
+    except Exception:  # noqa: BLE001 - any parse failure means "not parseable"
+        expr = None
+    if expr is None or isinstance(expr, (list, tuple)):
+        try:
+            from sympy.parsing.sympy_parser import (
+                convert_xor,
+                implicit_multiplication_application,
+                parse_expr,
+                standard_transformations,
+            )
+
+            expr = parse_expr(
+                s.replace("^", "**"),
+                transformations=standard_transformations + (implicit_multiplication_application, convert_xor),
+                evaluate=True,
+            )
+        except Exception:  # noqa: BLE001
+            return None
+    if isinstance(expr, sympy.Float):
+        expr = sympy.Rational(str(expr))
+    return expr
+
+
+def _zero(d: Any) -> bool:
+    import sympy
+
+    if d == 0:
+        return True
+    try:
+        if not d.free_symbols:
+            v = sympy.N(d, 60)
+            if v.is_number and v.is_real is not False:
+                return bool(abs(v) < sympy.Float("1e-45", 60))
+            return bool(sympy.simplify(d) == 0)
+        s = sympy.simplify(d)
+        if s == 0:
+            return True
+        return bool(sympy.expand(s) == 0)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _rel_zero(a: Any, b: Any) -> bool:
+    import sympy
+
+    if not a.free_symbols and not b.free_symbols:
+        try:
+            va, vb = sympy.N(a, 60), sympy.N(b, 60)
+            scale = max(abs(va), abs(vb), sympy.Float(1))
+            if va.is_real and vb.is_real:
+                return bool(abs(va - vb) <= sympy.Float("1e-40", 60) * scale)
+        except Exception:  # noqa: BLE001
+            pass
+    return _zero(a - b)
+
+
+def sympy_equal(a: str, b: str) -> bool:
+    """True when the two answer strings denote the same mathematical object."""
+    import sympy
+
+    ea, eb = parse(a), parse(b)
+    if ea is None or eb is None:
+        return False
+    if isinstance(ea, sympy.MatrixBase) or isinstance(eb, sympy.MatrixBase):
+        if (
+            not (isinstance(ea, sympy.MatrixBase) and isinstance(eb, sympy.MatrixBase))
+            or ea.shape != eb.shape
+        ):
+            return False
+        return all(_rel_zero(x, y) for x, y in zip(ea, eb, strict=True))
+    rel = (sympy.Eq, sympy.Rel)
+    if isinstance(ea, rel) or isinstance(eb, rel):
+        if not (isinstance(ea, sympy.Eq) and isinstance(eb, sympy.Eq)):
+            if isinstance(ea, rel) and isinstance(eb, rel) and type(ea) is type(eb):
+                return _zero(ea.lhs - eb.lhs) and _zero(ea.rhs - eb.rhs)
+            return False
+        da, db = ea.lhs - ea.rhs, eb.lhs - eb.rhs
+        return _zero(da - db) or _zero(da + db)
+    if not isinstance(ea, sympy.Expr) or not isinstance(eb, sympy.Expr):
+        try:
+            return bool(ea == eb)
+        except Exception:  # noqa: BLE001
+            return False
+    return _rel_zero(ea, eb)
