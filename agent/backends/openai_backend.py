@@ -1,0 +1,386 @@
+"""The OpenAI-compatible backend: OpenAI, vLLM, llama.cpp's server, Ollama — anything speaking ``/v1``.
+
+* A ``str`` prompt goes to ``/v1/completions`` (raw-prompt models, continuing a hand-rendered chat);
+  a message list goes to ``/v1/chat/completions``. A message list whose last message is
+  ``{"role": "assistant", "partial": True, ...}`` is rendered with :meth:`render_chat` and continued
+  through ``/v1/completions`` when the backend knows the model's chat template (bundled models).
+* Native tool calls: ``params.tools`` are passed through; ``Completion.tool_calls`` comes back.
+* k samples: servers that honour ``n`` (OpenAI) get one request; others (llama.cpp ignores ``n``) get
+  ``n`` parallel requests, with ``seed + i`` for sample ``i`` when a seed is given. Missing choices
+  are always topped up with extra requests.
+* Streaming: with ``on_text`` the first sample is streamed (``stream=True``) and its text pieces are
+  passed to ``on_text``; other samples are fetched normally.
+* Retries: :mod:`.retry` (the client's own ``max_retries`` is 0); a hard per-request timeout; at
+  most ``max_concurrency`` requests in flight.
+* ``count_tokens``: the GGUF vocabulary (loaded vocab-only through llama_cpp) when a ``gguf_path``
+  is known, else an estimate of ``ceil(len(text) / 3.5)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from mathagent.agent.backends.base import (
+    BackendError,
+    Completion,
+    GenerationParams,
+    Message,
+    Prompt,
+    TokenCallback,
+    ToolCall,
+)
+from mathagent.agent.backends.retry import GarbageResponse, RetryPolicy, WaitFn, call_with_retries
+
+log = logging.getLogger(__name__)
+
+LOCAL_KEY = "sk-no-key-required"
+"""Placeholder API key sent to local servers, which ignore it (the client refuses an empty key)."""
+
+CHARS_PER_TOKEN = 3.5
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+
+
+def is_local_url(url: str | None) -> bool:
+    host = (urlparse(url).hostname or "") if url else ""
+    return host in ("localhost", "127.0.0.1", "::1", "0.0.0.0") or host.endswith(".local")
+
+
+class OpenAIBackend:
+    """An OpenAI-compatible chat/completions client with retries, timeouts and a concurrency limit."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        default_format: str = "markdown",
+        context_window: int | None = None,
+        timeout: float = 300.0,
+        max_concurrency: int = 8,
+        retry: RetryPolicy | None = None,
+        wait: WaitFn | None = None,
+        native_n: bool | None = None,
+        chat_template: str | None = None,
+        default_system: str | None = None,
+        gguf_path: str | os.PathLike[str] | None = None,
+        server: Any = None,
+    ) -> None:
+        """
+        Args:
+            model: model id sent with each request; ``None``: env ``OPENAI_MODEL``, else the first
+                model the server lists.
+            base_url: ``None``: env ``OPENAI_BASE_URL``, else OpenAI's own.
+            api_key: ``None``: env ``OPENAI_API_KEY``; a placeholder when the base URL is local.
+            native_n: whether the server honours ``n``; ``None``: only api.openai.com is trusted.
+            chat_template: ``"chatml"`` when the model's template is known, enabling :meth:`render_chat`.
+            default_system: system prompt the model's template inserts when none is given.
+            gguf_path: the served GGUF file, for exact ``count_tokens``.
+            server: a :class:`~mathagent.agent.llama_server.LlamaServer` this backend keeps alive.
+        """
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if self.base_url:
+                key = LOCAL_KEY
+                if not is_local_url(self.base_url):
+                    log.info("no OPENAI_API_KEY set for %s; sending a placeholder key", self.base_url)
+            else:
+                raise BackendError("no API key: set OPENAI_API_KEY, or give a base URL of a local server")
+        self.api_key = key
+        self.model = model or os.environ.get("OPENAI_MODEL") or ""
+        self.default_format = default_format
+        self.context_window = context_window
+        self.timeout = timeout
+        self.max_concurrency = max(1, max_concurrency)
+        self.retry = retry or RetryPolicy()
+        self.wait = wait
+        host = urlparse(self.base_url).hostname if self.base_url else "api.openai.com"
+        self.native_n = native_n if native_n is not None else host == "api.openai.com"
+        self.gguf_path = Path(gguf_path) if gguf_path else None
+        self.server = server
+        if chat_template == "chatml":
+            from mathagent.agent.llama_server import apply_chat_template
+
+            # An instance attribute, so ``hasattr(backend, "render_chat")`` tells whether it is usable.
+            self.render_chat = functools.partial(apply_chat_template, default_system=default_system)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+        self._sem: asyncio.Semaphore | None = None
+        self._vocab: Any = None
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _bind(self) -> tuple[Any, asyncio.Semaphore]:
+        """The client and semaphore of the running event loop (recreated when the loop changes)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop or self._sem is None:
+            from openai import AsyncOpenAI
+
+            self._client = AsyncOpenAI(
+                api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0
+            )
+            self._sem = asyncio.Semaphore(self.max_concurrency)
+            self._loop = loop
+        return self._client, self._sem
+
+    async def _resolve_model(self) -> str:
+        if self.model:
+            return self.model
+        client, _ = self._bind()
+
+        async def first() -> str:
+            page = await client.models.list()
+            ids = [m.id for m in page.data]
+            if not ids:
+                raise GarbageResponse("server lists no models")
+            return str(ids[0])
+
+        self.model = await call_with_retries(first, what="listing models", policy=self.retry, wait=self.wait)
+        return self.model
+
+    # -- the Backend protocol ---------------------------------------------------------------------
+
+    async def generate(
+        self, prompt: Prompt, params: GenerationParams, *, on_text: TokenCallback | None = None
+    ) -> list[Completion]:
+        model = await self._resolve_model()
+        if (
+            not isinstance(prompt, str)
+            and prompt
+            and prompt[-1].get("partial")
+            and hasattr(self, "render_chat")
+        ):
+            prompt = self.render_chat(prompt)
+        n = max(1, params.n)
+        if self.native_n and n > 1 and on_text is None:
+            out = await self._request(model, prompt, params, n=n, seed=params.seed, index=0)
+        else:
+            out = []
+        missing = n - len(out)
+        if missing > 0:
+            start = len(out)
+            tasks = [
+                self._request(
+                    model,
+                    prompt,
+                    params,
+                    n=1,
+                    seed=None if params.seed is None else params.seed + i,
+                    index=i,
+                    on_text=on_text if i == 0 else None,
+                )
+                for i in range(start, start + missing)
+            ]
+            for result in await asyncio.gather(*tasks):
+                out.extend(result)
+        return out[:n]
+
+    def count_tokens(self, text: str) -> int:
+        vocab = self._load_vocab()
+        if vocab is not None:
+            return len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return estimate_tokens(text)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.close()
+            except RuntimeError:  # its loop is already closed
+                pass
+
+    # -- one request ------------------------------------------------------------------------------
+
+    def _load_vocab(self) -> Any:
+        if self._vocab is None and self.gguf_path is not None:
+            try:
+                import llama_cpp
+
+                self._vocab = llama_cpp.Llama(str(self.gguf_path), vocab_only=True, verbose=False)
+            except Exception as e:  # noqa: BLE001 - fall back to the estimate
+                log.warning("cannot load the tokenizer of %s (%s); estimating tokens", self.gguf_path, e)
+                self.gguf_path = None
+        return self._vocab
+
+    def _kwargs(self, model: str, params: GenerationParams, n: int, seed: int | None) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "model": model,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if params.stop:
+            kw["stop"] = list(params.stop)
+        if seed is not None:
+            kw["seed"] = seed
+        if n > 1:
+            kw["n"] = n
+        return kw
+
+    async def _request(
+        self,
+        model: str,
+        prompt: Prompt,
+        params: GenerationParams,
+        *,
+        n: int,
+        seed: int | None,
+        index: int,
+        on_text: TokenCallback | None = None,
+    ) -> list[Completion]:
+        client, sem = self._bind()
+        kw = self._kwargs(model, params, n, seed)
+        chat = not isinstance(prompt, str)
+        if chat:
+            kw["messages"] = [_clean_message(m) for m in prompt]  # type: ignore[union-attr]
+            if params.tools:
+                kw["tools"] = list(params.tools)
+        else:
+            kw["prompt"] = prompt
+        endpoint = client.chat.completions if chat else client.completions
+        what = f"{'chat' if chat else 'completion'} request to {self.base_url or 'OpenAI'} (sample {index})"
+
+        async def once() -> list[Completion]:
+            async with sem:
+                t0 = time.perf_counter()
+                coro = (
+                    self._stream(endpoint, kw, chat, on_text)
+                    if on_text is not None
+                    else self._plain(endpoint, kw, chat)
+                )
+                try:
+                    comps = await asyncio.wait_for(coro, timeout=self.timeout)
+                except asyncio.TimeoutError:
+                    raise asyncio.TimeoutError(f"no answer within {self.timeout:.0f} s") from None
+                latency = time.perf_counter() - t0
+            return [self._finish(c, prompt, latency) for c in comps]
+
+        return await call_with_retries(once, what=what, policy=self.retry, wait=self.wait)
+
+    def _finish(self, c: Completion, prompt: Prompt, latency: float) -> Completion:
+        from dataclasses import replace
+
+        pt, ct = c.prompt_tokens, c.completion_tokens
+        if not pt:
+            pt = estimate_tokens(prompt if isinstance(prompt, str) else messages_text(prompt))
+        if not ct:
+            ct = estimate_tokens(c.text)
+        return replace(c, prompt_tokens=pt, completion_tokens=ct, latency_s=latency)
+
+    async def _plain(self, endpoint: Any, kw: dict[str, Any], chat: bool) -> list[Completion]:
+        resp = await endpoint.create(**kw)
+        choices = getattr(resp, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise GarbageResponse(f"response has no choices: {str(resp)[:200]!r}")
+        usage = getattr(resp, "usage", None)
+        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        ct = int(getattr(usage, "completion_tokens", 0) or 0)
+        out = []
+        for ch in sorted(choices, key=lambda c: getattr(c, "index", 0) or 0):
+            if chat:
+                msg = getattr(ch, "message", None)
+                if msg is None:
+                    raise GarbageResponse("chat choice without a message")
+                text = msg.content or ""
+                calls = tuple(
+                    ToolCall(
+                        id=tc.id or f"call_{i}", name=tc.function.name, arguments=tc.function.arguments or ""
+                    )
+                    for i, tc in enumerate(getattr(msg, "tool_calls", None) or [])
+                    if getattr(tc, "function", None) is not None
+                )
+            else:
+                text, calls = getattr(ch, "text", None), ()
+                if text is None:
+                    raise GarbageResponse("completion choice without text")
+            finish = ch.finish_reason or "stop"
+            if calls:
+                finish = "tool_calls"
+            stop_reason = getattr(ch, "stop_reason", None)  # vLLM reports the matched stop string
+            out.append(
+                Completion(
+                    text=text,
+                    finish_reason=finish,
+                    stop_string=stop_reason if isinstance(stop_reason, str) else None,
+                    tool_calls=calls,
+                    prompt_tokens=pt,
+                    completion_tokens=ct // len(choices) if len(choices) > 1 else ct,
+                )
+            )
+        return out
+
+    async def _stream(
+        self, endpoint: Any, kw: dict[str, Any], chat: bool, on_text: TokenCallback
+    ) -> list[Completion]:
+        stream = await endpoint.create(**kw, stream=True)
+        pieces: list[str] = []
+        finish: str | None = None
+        stop_reason: Any = None
+        pt = ct = 0
+        calls: dict[int, dict[str, str]] = {}
+        async for chunk in stream:
+            usage = getattr(chunk, "usage", None)
+            if usage is not None:
+                pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+                ct = int(getattr(usage, "completion_tokens", 0) or 0)
+            for ch in getattr(chunk, "choices", None) or []:
+                if chat:
+                    delta = getattr(ch, "delta", None)
+                    piece = getattr(delta, "content", None) if delta is not None else None
+                    for tc in getattr(delta, "tool_calls", None) or []:
+                        slot = calls.setdefault(tc.index or 0, {"id": "", "name": "", "arguments": ""})
+                        slot["id"] = tc.id or slot["id"]
+                        if tc.function is not None:
+                            slot["name"] += tc.function.name or ""
+                            slot["arguments"] += tc.function.arguments or ""
+                else:
+                    piece = getattr(ch, "text", None)
+                if piece:
+                    pieces.append(piece)
+                    on_text(piece)
+                if getattr(ch, "finish_reason", None):
+                    finish = ch.finish_reason
+                    stop_reason = getattr(ch, "stop_reason", None)
+        if finish is None and not pieces and not calls:
+            raise GarbageResponse("stream ended without any content")
+        tool_calls = tuple(
+            ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"])
+            for i, c in sorted(calls.items())
+        )
+        return [
+            Completion(
+                text="".join(pieces),
+                finish_reason="tool_calls" if tool_calls else (finish or "stop"),
+                stop_string=stop_reason if isinstance(stop_reason, str) else None,
+                tool_calls=tool_calls,
+                prompt_tokens=pt,
+                completion_tokens=ct,
+            )
+        ]
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+
+
+def _clean_message(m: Message) -> dict[str, Any]:
+    """Drop keys OpenAI-compatible servers do not know (e.g. our ``partial`` marker)."""
+    return {k: v for k, v in m.items() if k in ("role", "content", "name", "tool_calls", "tool_call_id")}
+
+
+def messages_text(messages: Sequence[Message]) -> str:
+    return "\n".join(str(m.get("content") or "") for m in messages)
