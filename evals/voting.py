@@ -52,9 +52,9 @@ class Weights:
 
     true: float = 1.0
     """Weight of a sample whose verification came out True."""
-    uncertain: float = 0.5
+    uncertain: float = 0.3
     """Weight of an Uncertain sample (no way to check, or the check failed to run); also unverified."""
-    false: float = 0.2
+    false: float = 0.1
     """Weight of a sample whose final verification still came out False."""
 
     def __post_init__(self) -> None:
@@ -116,6 +116,10 @@ class Sample:
     """At least one code cell was executed."""
     fabricated_output: bool = False
     """The text states an output block that no execution produced."""
+
+    def __post_init__(self) -> None:
+        if self.state is not None and not isinstance(self.state, VerificationState):
+            object.__setattr__(self, "state", VerificationState(self.state))
 
     @classmethod
     def from_trace(cls, trace: Any) -> Sample:
@@ -538,16 +542,22 @@ def add_voting_args(parser: Any) -> Any:
     """Add ``--k``, ``--verify/--no-verify``, ``--max-revisions``, ``--weights``, ``--prune/--no-prune``."""
     import argparse
 
+    from mathagent.agent.config import AgentConfig
+
+    defaults = AgentConfig()
     g = parser.add_argument_group("sampling and voting")
     g.add_argument("--k", type=int, default=1, help="samples per problem to vote over (default 1)")
     g.add_argument(
         "--verify",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=defaults.verify,
         help="code-based self-verification after each answer (CSV); revise when it comes out False",
     )
     g.add_argument(
-        "--max-revisions", type=int, default=2, help="revise-and-reverify rounds after a False (default 2)"
+        "--max-revisions",
+        type=int,
+        default=defaults.max_revisions,
+        help=f"revise-and-reverify rounds after a False (default {defaults.max_revisions})",
     )
     g.add_argument(
         "--weights",
