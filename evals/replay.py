@@ -1,0 +1,386 @@
+"""Replay published model traces through the real loop and sandbox, and compare with the publication.
+
+Two formats are read:
+
+* ToRA (``idx, question, gt, code[0], pred[0]``): ``code[0]`` is one whole trace in the markdown
+  format (prose, a ```python block, an ```output block, a closing sentence with ``\\boxed{}``).
+  Their verdict is their grader's: ``pred[0]`` vs ``gt`` with ToRA's ``math_equal`` rules (numbers
+  equal within rel. 1e-4, and ``gt/100`` or ``gt*100`` also accepted: the "x100 quirk").
+* MathCoder (``id, debug_result, ground_truth``): blocks with roles text/code/execution. Their verdict
+  is the file the row came from (``..._correct`` / ``..._wrong``; rows with ``model_answer`` are wrong).
+
+Each model turn (the text the model generated between two executions) is handed to the scripted
+backend; the real agent loop (:func:`mathagent.agent.loop.solve`) parses it, runs every code block in
+our sandbox and asks for the next turn. The recorded outputs are never shown to the loop: we compare
+them afterwards with what our kernel printed, and grade the final answer with our grader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mathagent.agent.trace import StepKind, Trace
+from mathagent.sandbox.base import ExecResult
+
+log = logging.getLogger(__name__)
+
+PUBLISHED = {"tora": ("ToRA-70B", 84.3), "mathcoder": ("MathCoder-L-70B", 83.9)}
+"""Format -> (model, published GSM8K accuracy %)."""
+
+_TORA_CODE = re.compile(r"```python\n(.*?)```", re.S)
+_TORA_OUT = re.compile(r"```output\n(.*?)```", re.S)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class ReplayItem:
+    """One published trace, split into what the model wrote and what the executor printed."""
+
+    source: str
+    """``tora`` or ``mathcoder``."""
+    problem_id: str
+    question: str
+    gold: str
+    turns: tuple[str, ...]
+    """What the scripted backend serves: the whole published trace, recorded outputs included (the
+    backend cuts it at the format's stop strings and drops each recorded output; the loop appends
+    our own)."""
+    codes: tuple[str, ...]
+    """The code blocks, in order."""
+    recorded: tuple[str | None, ...]
+    """The recorded output per code block (None: the trace has no output for it)."""
+    their_pred: str | None
+    their_correct: bool
+    format: str
+    """The loop format that speaks these turns: ``markdown`` or ``mathcoder``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- loading -------------------------------------------------------------------------------------
+def _num(s: Any) -> float | None:
+    try:
+        return float(str(s).replace(",", "").replace("$", "").strip().rstrip("."))
+    except (TypeError, ValueError):
+        return None
+
+
+def tora_equal(pred: str | None, gt: str) -> bool:
+    """ToRA's numeric verdict: rel. 1e-4, with gt/100 and gt*100 also accepted."""
+    a, b = _num(pred), _num(gt)
+    if a is not None and b is not None:
+        return any(math.isclose(a, x, rel_tol=1e-4) for x in (b / 100, b, b * 100))
+    return pred is not None and str(pred).strip() == str(gt).strip()
+
+
+def tora_item(row: dict[str, Any]) -> ReplayItem:
+    text = row["code"][0]
+    codes = [m.group(1).rstrip("\n") for m in _TORA_CODE.finditer(text)]
+    recorded: list[str | None] = [m.group(1).rstrip("\n") for m in _TORA_OUT.finditer(text)]
+    recorded += [None] * (len(codes) - len(recorded))
+    pred = row.get("pred", [None])[0]
+    return ReplayItem(
+        "tora",
+        str(row["idx"]),
+        row["question"],
+        str(row["gt"]),
+        (text,),
+        tuple(codes),
+        tuple(recorded),
+        pred,
+        tora_equal(pred, str(row["gt"])),
+        "markdown",
+    )
+
+
+def mathcoder_item(row: dict[str, Any], their_correct: bool) -> ReplayItem:
+    from mathagent.agent.formats.mathcoder import END_MESSAGE, blocks, steps_from_debug_result
+
+    question, steps = steps_from_debug_result(row["debug_result"])
+    codes: list[str] = []
+    recorded: list[str | None] = []
+    for s in steps:
+        if s.kind is StepKind.CODE:
+            codes.append(s.content)
+            recorded.append(None)
+        elif s.kind is StepKind.EXECUTION and recorded and recorded[-1] is None:
+            recorded[-1] = s.content
+    their = None if their_correct else row.get("model_answer")
+    return ReplayItem(
+        "mathcoder",
+        str(row["id"]),
+        question or row.get("question", ""),
+        str(row["ground_truth"]["answer"]),
+        (blocks(steps) + END_MESSAGE,),
+        tuple(codes),
+        tuple(recorded),
+        str(their) if their is not None else None,
+        their_correct,
+        "mathcoder",
+    )
+
+
+def load_replay_file(path: str | Path, limit: int | None = None) -> list[ReplayItem]:
+    """Read a ToRA or MathCoder trace file (auto-detected by its fields)."""
+    path = Path(path)
+    items: list[ReplayItem] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if limit is not None and len(items) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if "code" in row and "idx" in row:
+                items.append(tora_item(row))
+            elif "debug_result" in row:
+                wrong = "model_answer" in row or path.stem.endswith("_wrong")
+                items.append(mathcoder_item(row, their_correct=not wrong))
+            else:
+                raise ValueError(f"{path}:{lineno}: neither a ToRA nor a MathCoder trace row")
+    return items
+
+
+# -- output comparison ---------------------------------------------------------------------------
+def derive_output(ex: ExecResult, source: str) -> str:
+    """What the published executor would have printed for this result."""
+    if ex.timed_out:
+        return "TimeoutError"
+    if ex.error is not None:
+        if source == "tora":  # ToRA keeps the last traceback line
+            return f"{ex.error.ename}: {ex.error.evalue}"
+        return _ANSI.sub("", ex.error.traceback or f"{ex.error.ename}: {ex.error.evalue}")
+    parts = [ex.stdout.rstrip("\n")] if ex.stdout.strip() else []
+    if ex.result is not None:
+        parts.append(ex.result)
+    return "\n".join(parts).strip()
+
+
+_NUM = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def _nums(s: str) -> list[float]:
+    return [float(x) for x in _NUM.findall(s)]
+
+
+def _ename(s: str) -> str | None:
+    m = re.search(r"\b([A-Za-z_.]*(?:Error|Exception|Interrupt))\b", _ANSI.sub("", s))
+    return m.group(1).split(".")[-1] if m else None
+
+
+def classify(recorded: str | None, ours: str, ex: ExecResult | None, code: str) -> str:
+    """Category of the difference between the recorded and the re-derived output."""
+    if ex is None:
+        return "not_executed"
+    if recorded is None:
+        return "no_recorded_output"
+    r, o = recorded.strip(), ours.strip()
+    if r == o:
+        return "identical"
+    if " ".join(r.split()) == " ".join(o.split()):
+        return "whitespace"
+    r_err, o_err = _ename(r) if ("Error" in r or "Traceback" in r) else None, None
+    if ex.timed_out or "Timed Out" in r or "TimeoutError" in r:
+        return "timeout"
+    if ex.error is not None:
+        o_err = ex.error.ename
+    if r_err or o_err:
+        return "error_same" if r_err == o_err else "error_differs"
+    if re.search(r"\brandom\b|np\.random|shuffle|uuid|time\.time|datetime\.now", code):
+        return "randomness"
+    rn, on = _nums(r), _nums(o)
+    if (
+        rn
+        and len(rn) == len(on)
+        and all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(rn, on))
+    ):
+        return "float_format"
+    if len(r) > len(o) and (r.startswith(o) or "..." in r):
+        return "truncated"
+    return "other"
+
+
+IDENTICAL = ("identical",)
+EQUIVALENT = ("identical", "whitespace", "float_format", "error_same")
+
+
+# -- results -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReplayResult:
+    """One replayed trace, graded by us, beside the publication's verdict."""
+
+    source: str
+    problem_id: str
+    gold: str
+    our_answer: str | None
+    our_correct: bool
+    their_pred: str | None
+    their_correct: bool
+    outputs: tuple[dict[str, Any], ...] = ()
+    """Per code block: ``category``, ``recorded``, ``ours``."""
+    why: str | None = None
+    """Why our verdict differs from theirs (None when they agree)."""
+    error: str | None = None
+    time_s: float = 0.0
+    trace: dict[str, Any] | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outputs"] = list(self.outputs)
+        return d
+
+
+def explain(item: ReplayItem, ours: str | None, our_ok: bool, categories: Sequence[str]) -> str | None:
+    """Why our verdict differs from the publication's."""
+    if our_ok == item.their_correct:
+        return None
+    a, g = _num(item.their_pred), _num(item.gold)
+    if item.their_correct and not our_ok:
+        if a is not None and g is not None and not math.isclose(a, g, rel_tol=1e-4):
+            if any(math.isclose(a, x, rel_tol=1e-4) for x in (g / 100, g * 100)):
+                return "their x100 acceptance (pred is gold*100 or gold/100)"
+        if a is not None and g is not None and a != g and abs(a - g) < 0.01 + 1e-12:
+            return "their 0.01 tolerance"
+        if a is not None and g is not None and a != g and math.isclose(a, g, rel_tol=1e-4):
+            return "their relative tolerance 1e-4"
+        if any(c not in EQUIVALENT for c in categories):
+            return "our re-execution differs (" + ",".join(c for c in categories if c not in EQUIVALENT) + ")"
+        if ours is None:
+            return "we extracted no answer"
+        return f"our grader rejects {ours!r} vs gold {item.gold!r}"
+    # we accept, they rejected
+    if any(c not in EQUIVALENT for c in categories):
+        return "our re-execution differs and gives the gold answer"
+    if item.source == "mathcoder":
+        return f"their extraction/grader rejected it (their answer {item.their_pred!r}); ours reads {ours!r}"
+    return f"their extraction {item.their_pred!r} vs ours {ours!r}"
+
+
+def build_report(results: Sequence[ReplayResult], wall_s: float | None = None) -> dict[str, Any]:
+    """Accuracy beside the published score, disagreements with reasons, and output-match shares."""
+    out: dict[str, Any] = {"sources": {}}
+    for source in sorted({r.source for r in results}):
+        rs = [r for r in results if r.source == source]
+        n = len(rs)
+        cats = Counter(o["category"] for r in rs for o in r.outputs)
+        compared = sum(v for k, v in cats.items() if k not in ("no_recorded_output", "not_executed"))
+        same = cats.get("identical", 0)
+        equiv = sum(cats.get(k, 0) for k in EQUIVALENT)
+        diffs = [
+            {
+                "problem_id": r.problem_id,
+                "gold": r.gold,
+                "ours": r.our_answer,
+                "theirs": r.their_pred,
+                "our_correct": r.our_correct,
+                "their_correct": r.their_correct,
+                "why": r.why,
+            }
+            for r in rs
+            if r.why
+        ]
+        model, published = PUBLISHED.get(source, (source, None))
+        out["sources"][source] = {
+            "model": model,
+            "n": n,
+            "our_accuracy": 100 * sum(r.our_correct for r in rs) / n if n else None,
+            "their_accuracy_on_these": 100 * sum(r.their_correct for r in rs) / n if n else None,
+            "published_accuracy": published,
+            "disagreements": len(diffs),
+            "we_accept_they_reject": sum(1 for d in diffs if d["our_correct"]),
+            "they_accept_we_reject": sum(1 for d in diffs if not d["our_correct"]),
+            "why_counts": dict(Counter(_why_key(d["why"]) for d in diffs)),
+            "code_blocks": sum(cats.values()),
+            "outputs_compared": compared,
+            "output_identical_share": same / compared if compared else None,
+            "output_equivalent_share": equiv / compared if compared else None,
+            "output_categories": dict(cats),
+            "replay_errors": sum(1 for r in rs if r.error),
+            "diff_rows": diffs,
+        }
+    if wall_s is not None:
+        out["wall_s"] = round(wall_s, 2)
+    return out
+
+
+def _why_key(why: str | None) -> str:
+    if not why:
+        return ""
+    return why.split(" (")[0].split(":")[0] if "rejects" not in why else "our grader rejects"
+
+
+def report_table(report: dict[str, Any]) -> list[list[str]]:
+    """Rows for a readable table: one per source."""
+    rows = []
+    for s in report["sources"].values():
+        rows.append(
+            [
+                s["model"],
+                str(s["n"]),
+                f"{s['our_accuracy']:.1f}",
+                f"{s['their_accuracy_on_these']:.1f}",
+                f"{s['published_accuracy']}",
+                str(s["disagreements"]),
+                "-" if s["output_identical_share"] is None else f"{100 * s['output_identical_share']:.1f}",
+                "-" if s["output_equivalent_share"] is None else f"{100 * s['output_equivalent_share']:.1f}",
+            ]
+        )
+    return rows
+
+
+REPORT_HEADER = [
+    "model",
+    "n",
+    "ours %",
+    "theirs %",
+    "published %",
+    "disagree",
+    "out identical %",
+    "out equiv %",
+]
+
+
+def result_from_trace(item: ReplayItem, trace: Trace, time_s: float = 0.0) -> ReplayResult:
+    """Compare a replayed trace's executions with the recorded outputs and grade its answer."""
+    from mathagent.evals.grading import extract_answer, is_equivalent
+
+    execs = [s for s in trace.steps if s.kind is StepKind.EXECUTION]
+    code_steps = [s for s in trace.steps if s.kind is StepKind.CODE]
+    outputs = []
+    for i, rec in enumerate(item.recorded):
+        ex = execs[i].execution if i < len(execs) else None
+        code = code_steps[i].content if i < len(code_steps) else item.codes[i]
+        ours = derive_output(ex, item.source) if ex is not None else ""
+        outputs.append({"category": classify(rec, ours, ex, code), "recorded": rec, "ours": ours})
+    answer = trace.final_answer
+    if answer is None:
+        last_text = next((s.content for s in reversed(trace.steps) if s.kind is StepKind.TEXT), "")
+        answer = extract_answer(last_text, "gsm8k")
+    ok = answer is not None and is_equivalent(answer, item.gold, "gsm8k")
+    why = explain(item, answer, ok, [o["category"] for o in outputs])
+    return ReplayResult(
+        item.source,
+        item.problem_id,
+        item.gold,
+        answer,
+        ok,
+        item.their_pred,
+        item.their_correct,
+        tuple(outputs),
+        why,
+        trace.error,
+        time_s,
+        trace.to_dict(),
+    )
