@@ -1,0 +1,36 @@
+"""A process-wide bound on cells executing at once, so per-cell timeouts keep their meaning under load.
+
+Waiting for a turn is not counted against a cell's timeout: :func:`cell_slot` is entered before the
+cell's clock starts.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_lock = threading.Lock()
+_sem: threading.BoundedSemaphore | None = None
+_size = 0
+
+
+def _semaphore(size: int) -> threading.BoundedSemaphore:
+    global _sem, _size
+    size = size or (os.cpu_count() or 1)
+    with _lock:
+        if _sem is None or _size != size:
+            _sem, _size = threading.BoundedSemaphore(size), size
+        return _sem
+
+
+@contextmanager
+def cell_slot(size: int = 0) -> Iterator[None]:
+    """Hold one of ``size`` (default: CPU count) execution turns for the duration of a cell."""
+    sem = _semaphore(size)
+    sem.acquire()
+    try:
+        yield
+    finally:
+        sem.release()
