@@ -22,6 +22,9 @@ class StepKind(str, enum.Enum):
     TEXT = "text"
     CODE = "code"
     EXECUTION = "execution"
+    USER = "user"
+    """A message from the harness to the model inside the trajectory (e.g. the verification request);
+    not model output. Only the verify / revise phases produce it."""
 
 
 class StopReason(str, enum.Enum):

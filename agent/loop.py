@@ -1,0 +1,421 @@
+"""The reasoning loop: generate until a code block closes, run it, show the output, repeat.
+
+:func:`solve` runs one trajectory and always returns a :class:`~mathagent.agent.trace.Trace` (bad
+input, backend failures, malformed tool calls and full contexts end it with a stop reason and an
+``error`` message; only cancellation propagates). :func:`solve_k` runs ``k`` samples concurrently,
+each in its own fresh sandbox. Progress is reported through small frozen event objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+from mathagent.agent.answer import get_extractor
+from mathagent.agent.backends.base import Backend, BackendError, Completion, GenerationParams
+from mathagent.agent.backends.scripted import prompt_text
+from mathagent.agent.config import DEFAULT_CONTEXT_BUDGET, AgentConfig
+from mathagent.agent.formats import FormatError, TraceFormat, get_format
+from mathagent.agent.prompts import SystemPrompt, load_prompt
+from mathagent.agent.trace import Step, StepKind, StopReason, Trace, VerificationRound
+from mathagent.sandbox.base import ExecResult, Sandbox, SandboxProvider
+
+log = logging.getLogger(__name__)
+
+RESTART_NOTICE = "[kernel restarted: all variables and imports were lost; define them again]"
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of streamed model text."""
+
+    text: str
+    sample_index: int = 0
+
+
+@dataclass(frozen=True)
+class CodeEvent:
+    """The model closed a code block; it is about to run."""
+
+    code: str
+    round: int
+    sample_index: int = 0
+
+
+@dataclass(frozen=True)
+class ExecutionEvent:
+    """A code block ran; ``view`` is what the model is shown."""
+
+    view: str
+    result: ExecResult
+    round: int
+    sample_index: int = 0
+
+
+@dataclass(frozen=True)
+class AnswerEvent:
+    """The trajectory produced its answer (or stopped without one)."""
+
+    answer: str | None
+    stop_reason: StopReason
+    sample_index: int = 0
+
+
+@dataclass(frozen=True)
+class VerificationEvent:
+    """A verification round finished."""
+
+    round: VerificationRound
+    sample_index: int = 0
+
+
+Event = Union[TextDelta, CodeEvent, ExecutionEvent, AnswerEvent, VerificationEvent]
+EventHandler = Callable[[Event], None]
+
+
+def fallback_view(result: ExecResult, max_chars: int, timeout_s: float | None = None) -> str:
+    """The model's view of a result, used when ``mathagent.sandbox.output`` is unavailable."""
+    parts = [result.stdout.rstrip("\n"), result.stderr.rstrip("\n"), result.result or ""]
+    if result.timed_out:
+        parts.append(f"TimeoutError: cell exceeded {timeout_s or 'its time limit'} s")
+    elif result.error is not None:
+        parts.append(f"{result.error.ename}: {result.error.evalue}")
+    text = "\n".join(p for p in parts if p)
+    return text if len(text) <= max_chars else text[: max_chars // 2] + "\n...\n" + text[-max_chars // 2 :]
+
+
+def model_view(result: ExecResult, max_chars: int, timeout_s: float | None = None) -> str:
+    """The capped view the model sees; a kernel restart is always announced."""
+    try:
+        from mathagent.sandbox.output import model_view as sandbox_view
+    except ImportError:
+        view = fallback_view(result, max_chars, timeout_s)
+    else:
+        view = sandbox_view(result, max_chars, timeout_s)
+    if result.kernel_restarted and "all variables" not in view:
+        view = f"{view}\n{RESTART_NOTICE}".strip()
+    return view
+
+
+class Trajectory:
+    """The mutable state of one running trajectory (verification hooks continue it)."""
+
+    def __init__(
+        self,
+        problem: str,
+        backend: Backend,
+        provider: SandboxProvider | None,
+        config: AgentConfig,
+        fmt: TraceFormat,
+        prompt: SystemPrompt,
+        *,
+        on_event: EventHandler | None,
+        sample_index: int,
+    ) -> None:
+        self.problem, self.backend, self.provider, self.config = problem, backend, provider, config
+        self.fmt, self.prompt, self.on_event, self.sample_index = fmt, prompt, on_event, sample_index
+        self.seed = None if config.seed is None else config.seed + sample_index
+        self.budget = (
+            config.context_budget or getattr(backend, "context_window", None) or DEFAULT_CONTEXT_BUDGET
+        )
+        self.steps: list[Step] = []
+        self.tokens_in = self.tokens_out = self.calls = self.rounds = 0
+        self.timings: dict[str, float] = {"model": 0.0, "exec": 0.0, "sandbox": 0.0}
+        self.sandbox: Sandbox | None = None
+        self.extract = get_extractor()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:  # noqa: BLE001 - a display bug must not end the trajectory
+            log.exception("on_event handler failed")
+
+    def build_prompt(self, steps: list[Step] | None = None) -> Any:
+        render_chat = getattr(self.backend, "render_chat", None)
+        return self.fmt.build_prompt(
+            self.problem, self.steps if steps is None else steps, self.prompt.text, render_chat=render_chat
+        )
+
+    async def call_model(self, prompt: Any) -> Completion | str:
+        """One backend call; returns an error message (str) instead of raising."""
+        n_prompt = self.backend.count_tokens(prompt_text(prompt))
+        room = self.budget - n_prompt
+        if room < self.config.min_call_tokens:
+            return f"context full: the prompt needs {n_prompt} tokens of a {self.budget}-token budget"
+        params = GenerationParams(
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            max_tokens=min(self.config.max_tokens, room),
+            stop=self.fmt.stop_strings,
+            seed=self.seed,
+            tools=tuple(getattr(self.fmt, "tools", ())) if self.fmt.needs_tools else (),
+        )
+        on_text = None
+        if self.on_event is not None:
+            on_text = lambda piece: self.emit(TextDelta(piece, self.sample_index))  # noqa: E731
+        t0 = time.perf_counter()
+        try:
+            out = await self.backend.generate(prompt, params, on_text=on_text)
+        except BackendError as e:
+            return f"backend error: {e}"
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - a backend bug ends this trajectory, not the run
+            log.exception("backend raised")
+            return f"backend error: {type(e).__name__}: {e}"
+        finally:
+            self.timings["model"] += time.perf_counter() - t0
+            self.calls += 1
+        if not out:
+            return "backend error: no completion returned"
+        c = out[0]
+        self.tokens_in += c.prompt_tokens or n_prompt
+        self.tokens_out += c.completion_tokens or self.backend.count_tokens(c.text)
+        if c.finish_reason == "error":
+            return f"backend error: completion finished with error: {c.text[:200]}"
+        return c
+
+    async def execute(self, code: str) -> ExecResult | str:
+        """Run ``code`` in this trajectory's sandbox (acquired on first use)."""
+        try:
+            if self.sandbox is None:
+                if self.provider is None:
+                    return "no sandbox provider: code cannot be executed"
+                t0 = time.perf_counter()
+                self.sandbox = await asyncio.to_thread(self.provider.acquire)
+                self.timings["sandbox"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            try:
+                from mathagent.sandbox import arun  # type: ignore[attr-defined]
+            except ImportError:
+                result = await asyncio.to_thread(self.sandbox.run, code, self.config.cell_timeout)
+            else:
+                result = await arun(self.sandbox, code, self.config.cell_timeout)
+            self.timings["exec"] += time.perf_counter() - t0
+            return result
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - the sandbox contract says run never raises; be safe
+            log.exception("sandbox failed")
+            return f"sandbox error: {type(e).__name__}: {e}"
+
+    def answer(self) -> str | None:
+        text = "\n".join(s.content for s in self.steps if s.kind is StepKind.TEXT and s.phase == "solve")
+        try:
+            return self.extract(text)
+        except Exception:  # noqa: BLE001
+            log.exception("answer extraction failed")
+            return None
+
+    async def close(self) -> None:
+        sandbox, self.sandbox = self.sandbox, None
+        if sandbox is not None:
+            try:
+                await asyncio.to_thread(sandbox.close)
+            except Exception:  # noqa: BLE001
+                log.exception("closing the sandbox failed")
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def run(self, phase: str = "solve", max_rounds: int | None = None) -> tuple[StopReason, str | None]:
+        """Generate / execute until the message ends; returns (stop reason, error message)."""
+        limit = self.config.max_rounds if max_rounds is None else max_rounds
+        rounds, text_streak = 0, 0
+        while True:
+            c = await self.call_model(self.build_prompt())
+            if isinstance(c, str):
+                return (StopReason.CONTEXT_FULL if c.startswith("context full") else StopReason.ERROR), c
+            try:
+                g = self.fmt.parse_generation(c)
+            except FormatError as e:
+                if c.text.strip():
+                    self.steps.append(Step(StepKind.TEXT, c.text.strip(), phase=phase))
+                return StopReason.ERROR, f"malformed tool call: {e}"
+            if not g.text.strip() and g.code is None and not c.tool_calls and not self.steps:
+                return StopReason.ERROR, "backend returned an empty completion"
+            if g.text.strip():
+                self.steps.append(Step(StepKind.TEXT, g.text, phase=phase))
+            if g.unclosed_code:
+                return (
+                    StopReason.ERROR,
+                    f"the model did not close its code block within {self.config.max_tokens} tokens",
+                )
+            if g.code is not None:
+                self.steps.append(Step(StepKind.CODE, g.code, phase=phase))
+                if rounds >= limit:
+                    return StopReason.MAX_ROUNDS, None
+                self.emit(CodeEvent(g.code, rounds, self.sample_index))
+                result = await self.execute(g.code)
+                if isinstance(result, str):
+                    return StopReason.ERROR, result
+                view = model_view(result, self.config.view_chars, self.config.cell_timeout)
+                self.steps.append(Step(StepKind.EXECUTION, view, execution=result, phase=phase))
+                self.emit(ExecutionEvent(view, result, rounds, self.sample_index))
+                rounds += 1
+                self.rounds += 1
+                text_streak = 0
+                continue
+            text_streak += 1
+            if g.finished or c.finish_reason == "length" or text_streak >= self.config.max_text_blocks:
+                if self.answer() is not None:
+                    return StopReason.ANSWERED, None
+                if c.finish_reason == "length":
+                    return (
+                        StopReason.NO_ANSWER,
+                        f"max_tokens ({self.config.max_tokens}) reached without an answer",
+                    )
+                return StopReason.NO_ANSWER, None
+
+    # -- the verification phase's view of the trajectory (mathagent.agent.verification.VerifyContext)
+
+    def add_message(self, text: str, phase: str) -> None:
+        """Append a harness message (a user turn) to the conversation."""
+        self.steps.append(Step(StepKind.USER, text, phase=phase))
+
+    async def run_turn(self, phase: str) -> Any:
+        """Let the model write and run code until its message ends; returns a ``TurnResult``."""
+        from mathagent.agent.verification import TurnResult
+
+        start = len(self.steps)
+        reason, error = await self.run(phase)
+        if error:
+            log.info("%s turn ended: %s (%s)", phase, reason.value, error)
+        new = tuple(self.steps[start:])
+        text = "\n".join(s.content for s in new if s.kind is StepKind.TEXT)
+        executions = tuple(s.execution for s in new if s.kind is StepKind.EXECUTION and s.execution)
+        return TurnResult(text=text, executions=executions, answer=self._extract(text), steps=new)
+
+    def _extract(self, text: str) -> str | None:
+        try:
+            return self.extract(text) if text.strip() else None
+        except Exception:  # noqa: BLE001
+            log.exception("answer extraction failed")
+            return None
+
+
+async def _verify(traj: Trajectory, answer: str) -> tuple[str, tuple[VerificationRound, ...], dict[str, Any]]:
+    """Run the verification hook when its module is installed; never raises."""
+    try:
+        from mathagent.agent.verification import verify_and_revise
+    except ImportError:
+        return answer, (), {}
+    t0 = time.perf_counter()
+    try:
+        out = await verify_and_revise(traj, answer, max_revisions=traj.config.max_revisions)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - verification is best effort; the solve answer stands
+        log.exception("verification failed")
+        return answer, (), {"verification_error": f"{type(e).__name__}: {e}"}
+    finally:
+        traj.timings["verify"] = time.perf_counter() - t0
+    for r in out.rounds:
+        traj.emit(VerificationEvent(r, traj.sample_index))
+    return out.answer or answer, out.rounds, {"verification_prompts": dict(out.prompt_hashes)}
+
+
+async def solve(
+    problem: str,
+    backend: Backend,
+    sandbox_provider: SandboxProvider | None,
+    config: AgentConfig | None = None,
+    *,
+    on_event: EventHandler | None = None,
+    problem_id: str = "",
+    sample_index: int = 0,
+) -> Trace:
+    """Run one trajectory on ``problem``; always returns a trace (see the module docstring)."""
+    config = config or AgentConfig()
+    t0 = time.perf_counter()
+    base = Trace(
+        problem=problem if isinstance(problem, str) else repr(problem),
+        backend=getattr(backend, "name", type(backend).__name__),
+        model=getattr(backend, "model", ""),
+        sandbox_level=getattr(getattr(sandbox_provider, "level", None), "value", ""),
+        problem_id=problem_id,
+        sample_index=sample_index,
+        seed=None if config.seed is None else config.seed + sample_index,
+    )
+
+    def failed(message: str, reason: StopReason = StopReason.ERROR) -> Trace:
+        out = base.with_(stop_reason=reason, error=message, timings={"total": time.perf_counter() - t0})
+        if on_event is not None:
+            on_event(AnswerEvent(None, reason, sample_index))
+        return out
+
+    try:
+        fmt = get_format(config.format or getattr(backend, "default_format", None) or "markdown")
+        prompt = load_prompt(config.system_prompt or fmt.name)
+    except ValueError as e:
+        return failed(str(e))
+    base = base.with_(format=fmt.name, prompt_hash=prompt.sha256)
+    if not isinstance(problem, str) or not problem.strip():
+        return failed("empty problem")
+    traj = Trajectory(
+        problem, backend, sandbox_provider, config, fmt, prompt, on_event=on_event, sample_index=sample_index
+    )
+    meta: dict[str, Any] = {"prompt_name": prompt.name, "config": config.to_dict()}
+    verification: tuple[VerificationRound, ...] = ()
+    try:
+        reason, error = await traj.run("solve")
+        answer = traj.answer() if reason is StopReason.ANSWERED else None
+        if answer is not None and config.verify:
+            answer, verification, extra = await _verify(traj, answer)
+            meta.update(extra)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        reason, error, answer = StopReason.CANCELLED, "cancelled", None
+        raise
+    finally:
+        await traj.close()
+    meta.update(rounds=traj.rounds, calls=traj.calls)
+    timings = {**traj.timings, "total": time.perf_counter() - t0}
+    trace = base.with_(
+        steps=tuple(traj.steps),
+        final_answer=answer,
+        stop_reason=reason,
+        verification=verification,
+        tokens_in=traj.tokens_in,
+        tokens_out=traj.tokens_out,
+        timings={k: round(v, 6) for k, v in timings.items()},
+        error=error,
+        meta=meta,
+    )
+    traj.emit(AnswerEvent(answer, reason, sample_index))
+    return trace
+
+
+async def solve_k(
+    problem: str,
+    backend: Backend,
+    sandbox_provider: SandboxProvider | None,
+    config: AgentConfig | None = None,
+    *,
+    k: int = 1,
+    on_event: EventHandler | None = None,
+    problem_id: str = "",
+) -> list[Trace]:
+    """``k`` samples of ``problem`` concurrently (sample ``i`` uses seed ``seed + i``), each in its own sandbox."""
+    return list(
+        await asyncio.gather(
+            *(
+                solve(
+                    problem,
+                    backend,
+                    sandbox_provider,
+                    config,
+                    on_event=on_event,
+                    problem_id=problem_id,
+                    sample_index=i,
+                )
+                for i in range(k)
+            )
+        )
+    )
