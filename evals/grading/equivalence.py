@@ -19,11 +19,10 @@ from functools import lru_cache
 
 from mathagent.evals.grading.guards import is_safe
 from mathagent.evals.grading.normalize import normalize_answer
-from mathagent.evals.grading.numbers import numbers_equal, parse_number
+from mathagent.evals.grading.numbers import numbers_equal, parse_number, rounded_places, rounds_to
 from mathagent.evals.grading.policy import GradingPolicy, policy_for
 from mathagent.evals.grading.worker import bounded_sympy_equal
 
-_VAR_EQ_RE = re.compile(r"^\s*([a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]+)\s*=\s*(.+)$")
 _OPEN = {"(": ")", "[": "]", "\\{": "\\}"}
 
 
@@ -53,6 +52,12 @@ def split_top_level(s: str, sep: str = ",") -> list[str]:
     return parts
 
 
+def split_items(s: str) -> list[str]:
+    """Top-level items of a list: split at ``;`` when there is one at top level, else at ``,``."""
+    parts = split_top_level(s, ";")
+    return parts if len(parts) > 1 else split_top_level(s, ",")
+
+
 def _container(s: str) -> tuple[str, str, list[str]] | None:
     """``(open, close, elements)`` when ``s`` is one bracketed sequence like ``(1, 2]`` or ``\\{1,2\\}``."""
     s = s.strip()
@@ -79,7 +84,7 @@ def _container(s: str) -> tuple[str, str, list[str]] | None:
     if o == "\\{" and close != "\\}":
         return None
     body = s[body_start : len(s) - len(close)]
-    return o, close, split_top_level(body)
+    return o, close, split_items(body)
 
 
 def _text_key(s: str) -> str:
@@ -88,15 +93,10 @@ def _text_key(s: str) -> str:
 
 
 def _multiset_match(ps: list[str], gs: list[str], policy: GradingPolicy) -> bool:
-    left = list(gs)
-    for p in ps:
-        for j, g in enumerate(left):
-            if _equiv(p, g, policy):
-                del left[j]
-                break
-        else:
-            return False
-    return not left
+    """Set equality: every predicted item equals some gold item and every gold item is predicted."""
+    return all(any(_equiv(p, g, policy) for g in gs) for p in ps) and all(
+        any(_equiv(p, g, policy) for p in ps) for g in gs
+    )
 
 
 def _seq_equiv(p: str, g: str, policy: GradingPolicy) -> bool | None:
@@ -106,14 +106,12 @@ def _seq_equiv(p: str, g: str, policy: GradingPolicy) -> bool | None:
         pp, gg = split_top_level(p, "\\cup"), split_top_level(g, "\\cup")
         if len(pp) > 1 or len(gg) > 1:
             return len(pp) == len(gg) and _multiset_match(pp, gg, policy)
-    lp = cp[2] if cp else split_top_level(p)
-    lg = cg[2] if cg else split_top_level(g)
+    lp = cp[2] if cp else split_items(p)
+    lg = cg[2] if cg else split_items(g)
     if len(lp) < 2 and len(lg) < 2:
         if cp and cg and (cp[0], cp[1]) != (cg[0], cg[1]) and len(lp) == len(lg) == 1:
             return None if cp[0] == "(" and cg[0] == "(" else False
         return None
-    if len(lp) != len(lg):
-        return False
     if cp and cg:
         if (cp[0], cp[1]) != (cg[0], cg[1]):
             return False
@@ -131,7 +129,75 @@ def _seq_equiv(p: str, g: str, policy: GradingPolicy) -> bool | None:
         unordered = policy.unordered_lists
     if unordered:
         return _multiset_match(lp, lg, policy)
+    if len(lp) != len(lg):
+        return False
     return all(_equiv(a, b, policy) for a, b in zip(lp, lg, strict=True))
+
+
+_REL_RE = re.compile(r"\\leq|\\geq|\\neq|<|>")
+_FLIP = {"<": ">", ">": "<", "\\leq": "\\geq", "\\geq": "\\leq", "\\neq": "\\neq"}
+
+
+def _top_level_eq(s: str) -> list[str]:
+    parts = split_top_level(s, "=")
+    return parts if len(parts) > 1 and all(parts) else [s]
+
+
+def _relation(s: str) -> tuple[list[str], list[str]] | None:
+    """``a < b \\leq c`` -> (["a", "b", "c"], ["<", "\\leq"]), with ``>``-type chains flipped to ``<``-type."""
+    if "," in s or ";" in s:
+        return None
+    ops = _REL_RE.findall(s)
+    if not ops:
+        return None
+    terms = [t.strip() for t in _REL_RE.split(s)]
+    if not all(terms):
+        return None
+    if all(o in (">", "\\geq") for o in ops):
+        terms, ops = terms[::-1], [_FLIP[o] for o in reversed(ops)]
+    return terms, ops
+
+
+def _as_interval(s: str) -> str | None:
+    """``-2 \\leq x \\leq 7`` -> ``[-2,7]``; ``x < 3`` -> ``(-\\infty,3)``; ``x \\in S`` -> ``S``."""
+    m = re.match(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*\\in\s*(.+)$", s)
+    if m:
+        return m.group(1).strip()
+    rel = _relation(s)
+    if rel is None:
+        return None
+    terms, ops = rel
+    if any(o not in ("<", "\\leq") for o in ops):
+        return None
+    if len(terms) == 3 and parse_number(terms[1]) is None:
+        return (
+            ("[" if ops[0] == "\\leq" else "(")
+            + terms[0]
+            + ","
+            + terms[2]
+            + ("]" if ops[1] == "\\leq" else ")")
+        )
+    if len(terms) == 2:
+        if re.fullmatch(r"[a-zA-Z]", terms[0]):
+            return "(-\\infty," + terms[1] + ("]" if ops[0] == "\\leq" else ")")
+        if re.fullmatch(r"[a-zA-Z]", terms[1]):
+            return ("[" if ops[0] == "\\leq" else "(") + terms[0] + ",\\infty)"
+    return None
+
+
+def _numbers(p: str, g: str, policy: GradingPolicy) -> bool | None:
+    np_, ng = parse_number(p), parse_number(g)
+    if np_ is None or ng is None:
+        return None
+    if numbers_equal(np_, ng, policy.rel_tol, policy.abs_tol):
+        return True
+    if policy.allow_rounded:
+        for lit, exact, rounded in ((p, ng, np_), (g, np_, ng)):
+            places = rounded_places(lit)
+            if places is not None and rounded_places(g if lit is p else p) is None:
+                if rounds_to(exact, rounded, places):
+                    return True
+    return False
 
 
 @lru_cache(maxsize=1 << 16)
@@ -140,34 +206,45 @@ def _equiv(p: str, g: str, policy: GradingPolicy) -> bool:
         return True
     if not p or not g:
         return False
-    # 2. assignments: "x = 3" vs "3"; "x = 3" vs "y = 3" are different unless both sides reduce equally
-    mp, mg = _VAR_EQ_RE.match(p), _VAR_EQ_RE.match(g)
-    if mp and not mg and "=" not in g:
-        return _equiv(mp.group(2).strip(), g, policy)
-    if mg and not mp and "=" not in p:
-        return _equiv(p, mg.group(2).strip(), policy)
-    if mp and mg and mp.group(1) == mg.group(1) and "=" not in mp.group(2) + mg.group(2):
-        return _equiv(mp.group(2).strip(), mg.group(2).strip(), policy)
-    # 3. numbers
-    np_, ng = parse_number(p), parse_number(g)
-    if np_ is not None and ng is not None:
-        return numbers_equal(np_, ng, policy.rel_tol, policy.abs_tol)
-    # 4. text
+    num = _numbers(p, g, policy)
+    if num is not None:
+        return num
     if _text_key(p) == _text_key(g):
         return True
-    # 5. structures
+    # lists, tuples, sets, intervals
     if not policy.numeric_only:
         seq = _seq_equiv(p, g, policy)
         if seq is not None:
             return seq
-    # 6. symbolic
+    # equations: "x = 3" vs "3", chains "x = 5+5+1 = 11", labelled answers "(p,q)=(3,2)", "|AB|=1"
+    ep, eg = _top_level_eq(p), _top_level_eq(g)
+    if len(ep) > 1 or len(eg) > 1:
+        if len(ep) > 1 and len(eg) == 1:
+            return _equiv(ep[-1], g, policy)
+        if len(eg) > 1 and len(ep) == 1:
+            return _equiv(p, eg[-1], policy)
+        if len(ep) > 2 or len(eg) > 2 or _text_key(ep[0]) == _text_key(eg[0]):
+            if _equiv(ep[-1], eg[-1], policy) and (
+                _text_key(ep[0]) == _text_key(eg[0]) or len(ep) > 2 or len(eg) > 2
+            ):
+                return True
+    # inequalities and intervals
+    if not policy.numeric_only:
+        rp, rg = _relation(p), _relation(g)
+        if rp and rg and rp[1] == rg[1] and len(rp[0]) == len(rg[0]):
+            if all(_equiv(a, b, policy) for a, b in zip(rp[0], rg[0], strict=True)):
+                return True
+        ip, ig = _as_interval(p), _as_interval(g)
+        if ip is not None or ig is not None:
+            if _equiv(ip or p, ig or g, policy):
+                return True
     if not policy.symbolic:
         return False
     if not (is_safe(p, policy.max_len) and is_safe(g, policy.max_len)):
         return False
     if not (re.search(r"[\d\\a-zA-Z]", p) and re.search(r"[\d\\a-zA-Z]", g)):
         return False
-    return bool(bounded_sympy_equal(p, g, policy.symbolic_timeout_s))
+    return bool(bounded_sympy_equal(p, g, policy.symbolic_timeout_s, policy.allow_rounded))
 
 
 def is_equivalent(pred: str | None, gold: str | Sequence[str], dataset: str | GradingPolicy = "math") -> bool:

@@ -14,16 +14,17 @@ from mathagent.evals.grading.policy import GradingPolicy, policy_for
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _ANSWER_IS_RE = re.compile(
-    r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*(?:[:=]\s*)?(.+?)(?:\s*(?:\n|$)|\.\s+(?=[A-Z])|\.\s*$)",
-    re.IGNORECASE,
+    r"(?:final answer|the answer|answer)\s*(?:is\b|:|=|\s(?=\$|\\\(|\\\[))\s*(?:[:=]\s*)?"
+    r"(.+?)(?:\s*(?:\n\n|$)|\.\s+(?=[A-Z])|\.\s*$)",
+    re.IGNORECASE | re.DOTALL,
 )
 _HASH_RE = re.compile(r"####\s*([^\n]+)")
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
 
 
-def find_boxed(text: str) -> list[str]:
-    """Contents of every complete ``\\boxed{...}`` / ``\\fbox{...}`` (and ``\\boxed 5``), in order."""
-    out: list[str] = []
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, content)`` of every complete box, in order."""
+    out: list[tuple[int, int, str]] = []
     for m in _BOX_RE.finditer(text):
         i = m.end()
         while i < len(text) and text[i] == " ":
@@ -32,26 +33,60 @@ def find_boxed(text: str) -> list[str]:
             end = find_brace_group(text, i)
             if end < 0:
                 continue  # incomplete box (truncated generation)
-            out.append(text[i + 1 : end - 1].strip())
+            out.append((m.start(), end, text[i + 1 : end - 1].strip()))
         elif i > m.end():  # "\boxed 5": one token up to whitespace, $ or end
             tok = re.match(r"[^\s$]+", text[i:])
             if tok:
-                out.append(tok.group(0).rstrip(".,;"))
+                out.append((m.start(), i + tok.end(), tok.group(0).rstrip(".,;")))
     return out
 
 
+def find_boxed(text: str) -> list[str]:
+    """Contents of every complete ``\\boxed{...}`` / ``\\fbox{...}`` (and ``\\boxed 5``), in order."""
+    return [c for _, _, c in _boxes(text)]
+
+
+_CONNECTIVE_RE = re.compile(
+    r"\\(?:text|textbf|mathrm|mbox)\s*\{[^{}]*\}|\\(?:quad|qquad|[,;:! ()\[\]])|\\\\|[$&,.;:\s]"
+    r"|\b(?:and|or|respectively)\b|(?:[a-zA-Z](?:_\{?\w+\}?)?|\([a-z, ]+\))\s*=",
+)
+
+
+def _is_connective(sep: str) -> bool:
+    return len(sep) <= 80 and not _CONNECTIVE_RE.sub("", sep).strip()
+
+
+def final_boxed(text: str) -> str | None:
+    """The final answer in boxes: the last box, joined with the boxes just before it when only
+    connective text (``and``, commas, ``\\quad``, ``$``, ``x =``) separates them: ``$\\boxed{-2}$ and
+    $\\boxed{1}$`` gives ``-2, 1``."""
+    boxes = _boxes(text)
+    if not boxes:
+        return None
+    run = [boxes[-1]]
+    for prev in reversed(boxes[:-1]):
+        if _is_connective(text[prev[1] : run[0][0]]):
+            run.insert(0, prev)
+        else:
+            break
+    return ", ".join(c for _, _, c in run)
+
+
 def last_boxed(text: str) -> str | None:
-    """The last complete boxed answer, or None."""
-    boxes = find_boxed(text)
-    return boxes[-1] if boxes else None
+    """The last complete boxed answer (alone), or None."""
+    boxes = _boxes(text)
+    return boxes[-1][2] if boxes else None
 
 
-def _answer_phrase(text: str) -> str | None:
+def _answer_phrase(text: str, depth: int = 0) -> str | None:
     hits = list(_ANSWER_IS_RE.finditer(text))
     for m in reversed(hits):
         cand = m.group(1).strip().strip("*").strip()
-        if cand.startswith("$") and cand.count("$") >= 2:
-            cand = cand[1 : cand.index("$", 1)]
+        if depth < 3:
+            inner = _answer_phrase(cand, depth + 1)
+            if inner is not None:
+                cand = inner
+        cand = re.sub(r"\.?\s*I hope it is correct\.?$", "", cand).strip()
         if cand:
             return cand
     return None
@@ -69,18 +104,42 @@ def extract_raw(text: str, policy: GradingPolicy) -> str | None:
     """The answer substring as found in ``text`` (not normalized)."""
     if not text:
         return None
-    box = last_boxed(text)
+    box = final_boxed(text)
     if box is not None:
         return box
     phrase = _answer_phrase(text)
     if phrase is not None:
-        return phrase
+        return _unwrap_math(phrase)
     hashes = _HASH_RE.findall(text)
     if hashes:
         return hashes[-1].strip()
+    if not policy.numeric_only:
+        span = last_math_span(text)
+        if span is not None:
+            return span
     if policy.last_number_fallback:
         return last_number(text)
     return None
+
+
+_MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$(.+?)(?<!\\)\$", re.DOTALL)
+
+
+def last_math_span(text: str) -> str | None:
+    """Content of the last ``$...$`` / ``$$...$$`` / ``\\(...\\)`` / ``\\[...\\]`` span in the text."""
+    spans = [next(g for g in m.groups() if g is not None) for m in _MATH_SPAN_RE.finditer(text)]
+    spans = [sp.strip() for sp in spans if sp.strip()]
+    return spans[-1] if spans else None
+
+
+def _unwrap_math(phrase: str) -> str:
+    """``$9$`` / ``\\(9\\)`` inside an answer phrase -> ``9``; a sentence around one math span -> that span."""
+    span = last_math_span(phrase)
+    if span is not None and len(_MATH_SPAN_RE.findall(phrase)) == 1:
+        rest = _MATH_SPAN_RE.sub("", phrase).strip(" .")
+        if not re.search(r"\d", rest):
+            return span
+    return phrase
 
 
 def extract_answer(text: str, dataset: str | GradingPolicy = "math") -> str | None:

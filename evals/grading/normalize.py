@@ -7,19 +7,28 @@ from __future__ import annotations
 
 import re
 
-_BRACE_CMDS = ("\\text", "\\textbf", "\\mathrm", "\\mathbf", "\\textrm", "\\mbox", "\\operatorname")
+_BRACE_CMDS = (
+    "\\text",
+    "\\textbf",
+    "\\textnormal",
+    "\\textit",
+    "\\mathrm",
+    "\\mathbf",
+    "\\textrm",
+    "\\mbox",
+    "\\operatorname",
+)
 
 # Unit words dropped when they trail a number ("5 cm", "12 \text{ dollars}").
 _UNIT_WORDS = (
     "degrees?|degree|cm|centimeters?|meters?|m|km|kilometers?|mm|inches|inch|in|feet|foot|ft|yards?|miles?|"
     "units?|square units|sq units|cubic units|dollars?|cents?|hours?|hrs?|minutes?|mins?|seconds?|secs?|"
     "days?|weeks?|months?|years?|kg|g|grams?|pounds?|lbs?|ounces?|oz|liters?|litres?|ml|gallons?|mph|"
-    "points?|percent|people|students|apples|marbles|books|pages|cookies|miles per hour|sq ft|square feet|"
+    "points?|percent|percentage|pct|people|students|apples|marbles|books|pages|cookies|miles per hour|sq ft|square feet|"
     "square meters|square inches|square centimeters|cubic feet|cubic inches|cubic centimeters|ways|times"
 )
 _UNIT_RE = re.compile(r"^(.*?\d[\d.,/]*)\s*(?:\\,|\\;|\\ |~)*\s*(?:" + _UNIT_WORDS + r")\.?$", re.IGNORECASE)
-_THOUSANDS_RE = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})+)(?![\d])(?!,\d)")
-_THOUSANDS_SPACE_RE = re.compile(r"(?<![\d.])(\d{1,3}(?:(?:\\,|\\ |\s|\{,\})\d{3})+)(?![\d])")
+_THOUSANDS_FULL_RE = re.compile(r"[-+]?\d{1,3}(?:(?:,|\{,\}|\\,|\\ | )\d{3})+(?:\.\d+)?")
 
 
 def find_brace_group(s: str, start: int) -> int:
@@ -77,7 +86,7 @@ def unwrap_command(s: str, cmd: str, keep: bool = True) -> str:
 def strip_text_units(s: str) -> str:
     """Drop a trailing ``\\text{...}`` / ``\\mbox{...}`` that follows a number (a unit)."""
     m = re.search(
-        r"^(.*?[\d}])\s*(?:\\[,;! ]|~|\s)*\\(?:text|mbox|mathrm|textrm)\s*\{\s*[a-zA-Z][a-zA-Z .\-^0-9]*\}\s*$",
+        r"^(.*?[\d}])\s*(?:\\[,;! ]|~|\s)*\\(?:text|mbox|mathrm|textrm|textnormal|textbf|textit)\s*\{\s*[a-zA-Z][a-zA-Z .\-^0-9]*\}\s*$",
         s,
     )
     if m and re.search(r"\d", m.group(1)):
@@ -86,9 +95,11 @@ def strip_text_units(s: str) -> str:
 
 
 def strip_thousands(s: str) -> str:
-    """``7,425,000`` -> ``7425000``; ``1\\,000`` / ``1 000`` -> ``1000``. Leaves lists like ``1,2`` alone."""
-    s = _THOUSANDS_RE.sub(lambda m: m.group(1).replace(",", ""), s)
-    s = _THOUSANDS_SPACE_RE.sub(lambda m: re.sub(r"\\,|\\ |\s|\{,\}", "", m.group(1)), s)
+    """``7,425,000`` -> ``7425000``; ``1\\,000`` / ``1 000`` -> ``1000`` — only when the WHOLE answer is one
+    such number, so tuples like ``(12,102)`` and lists like ``1,2`` are left alone."""
+    t = s.strip()
+    if _THOUSANDS_FULL_RE.fullmatch(t):
+        return re.sub(r",|\\,|\\ |\s|\{,\}", "", t)
     return s
 
 
@@ -107,25 +118,27 @@ def normalize_answer(s: str | None, strip_units: bool = True) -> str:
     for a, b in (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")):
         if s.startswith(a) and s.endswith(b) and len(s) >= len(a) + len(b):
             s = s[len(a) : len(s) - len(b)].strip()
-    s = s.replace("$", "")
+    s = s.replace("\\$", "\x00")  # protect escaped dollars from the delimiter removal
+    s = s.replace("$", "").replace("\x00", "\\$")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
     s = s.replace("\\left", "").replace("\\right", "")
     s = re.sub(r"\\(?:displaystyle|textstyle|mathstrut|Big|big|Bigg|bigg)(?![a-zA-Z])", "", s)
-    s = (
-        s.replace("\\!", "")
-        .replace("\\ ", " ")
-        .replace("\\;", " ")
-        .replace("\\:", " ")
-        .replace("\\quad", " ")
-    )
+    s = re.sub(r"(\d)(?:,|\{,\})\\!\s*(?=\d{3})", r"\1,", s)  # 11,\!111 is a thousands separator
+    s = re.sub(r"(?<!\\)\\ ", " ", s.replace("\\!", ""))
+    s = s.replace("bmatrix", "pmatrix").replace("\\\\ ", "\\\\")
+    s = s.replace("\\;", " ").replace("\\,", " ").replace("\\:", " ").replace("\\quad", " ")
     s = s.replace("\\qquad", " ").replace("~", " ")
     s = s.replace("\\le ", "\\leq ").replace("\\ge ", "\\geq ")
+    s = re.sub(r"\\lt(?![a-zA-Z])", "<", s)
+    s = re.sub(r"\\gt(?![a-zA-Z])", ">", s)
+    s = s.replace("<=", "\\leq ").replace(">=", "\\geq ").replace("!=", "\\neq ").replace("≤", "\\leq ")
+    s = s.replace("≥", "\\geq ").replace("≠", "\\neq ").replace("\\ne ", "\\neq ")
     s = re.sub(r"\\(?:le|leqslant)(?![a-zA-Z])", r"\\leq", s)
     s = re.sub(r"\\(?:ge|geqslant)(?![a-zA-Z])", r"\\geq", s)
     s = s.replace("−", "-").replace("×", "\\times").replace("·", "\\cdot").replace("√", "\\sqrt")
     s = s.strip()
     # trailing punctuation
-    s = re.sub(r"[\s.;:!?]+$", "", s)
+    s = re.sub(r"(?:[\s.;:!?]|(?<!\\)\\$)+$", "", s)
     if strip_units:
         s = s.replace("\\$", "").replace("\\%", "").replace("%", "")
         s = re.sub(r"\^\s*\{?\\circ\}?", "", s)
@@ -143,7 +156,13 @@ def normalize_answer(s: str | None, strip_units: bool = True) -> str:
             s = unwrap_command(s, cmd)
     s = strip_thousands(s)
     s = re.sub(r"\s+", " ", s).strip()
+    # "6 and 8", "21,16 or 11" -> comma lists (after \text{} unwrapping)
+    s = re.sub(r"(?<=[)\]}])\s*(?:and|or)\s*(?=[(\[{])", ", ", s)
+    if re.search(r"\s(?:and|or)\s", s):
+        s = re.sub(r"\s*,?\s+(?:and|or)\s+", ", ", s)
     s = re.sub(r"[\s,.;]+$", "", s)
+    if s.startswith("{") and find_brace_group(s, 0) == len(s):
+        s = s[1:-1].strip()
     # "\frac12" -> "\frac{1}{2}"
     s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
     s = re.sub(r"\\frac\s*\{([^{}]*)\}\s*(\d)", r"\\frac{\1}{\2}", s)

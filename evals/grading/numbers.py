@@ -81,3 +81,21 @@ def numbers_equal(a: Fraction, b: Fraction, rel_tol: float = 0.0, abs_tol: float
     if rel_tol and diff <= Fraction(rel_tol) * max(abs(a), abs(b)):
         return True
     return False
+
+
+ROUNDED_MIN_DIGITS = 6
+"""A decimal literal with at least this many significant digits may be a rounded value (see below)."""
+
+
+def rounded_places(s: str) -> int | None:
+    """Decimal places of ``s`` when it is a decimal literal with >= ROUNDED_MIN_DIGITS significant digits."""
+    m = re.fullmatch(r"[-+]?(\d*)\.(\d+)", s.strip())
+    if not m:
+        return None
+    sig = (m.group(1) + m.group(2)).lstrip("0")
+    return len(m.group(2)) if len(sig) >= ROUNDED_MIN_DIGITS else None
+
+
+def rounds_to(exact: Fraction, rounded: Fraction, places: int) -> bool:
+    """True when ``exact`` rounded to ``places`` decimals is ``rounded`` (half-unit tolerance)."""
+    return abs(exact - rounded) <= Fraction(5, 10 ** (places + 1))

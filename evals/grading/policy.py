@@ -28,6 +28,9 @@ class GradingPolicy:
     """Bare comma lists (``1, -2``) compare as multisets; tuples ``(a,b)`` and intervals stay ordered."""
     strip_units: bool = True
     """Drop trailing ``\\text{units}``, degrees, ``\\$`` and ``\\%`` before comparing."""
+    allow_rounded: bool = True
+    """A decimal with >= 6 significant digits equals an exact value that rounds to it (0.333333 = 1/3,
+    4.12310562561766 = sqrt(17)). Exact values are never rounded against each other (1/2^99 != 1/2^98)."""
     symbolic_timeout_s: float = 5.0
     """Deadline for one sympy comparison (runs in a worker process); past it the pair is unequal."""
     max_len: int = 2000

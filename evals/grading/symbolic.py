@@ -90,13 +90,53 @@ def _rel_zero(a: Any, b: Any) -> bool:
     return _zero(a - b)
 
 
-def sympy_equal(a: str, b: str) -> bool:
+def _rounded_match(lit: str, other: Any) -> bool:
+    """``lit`` is a decimal with >= 6 significant digits and ``other`` (constant) rounds to it."""
+    import sympy
+    from mathagent.evals.grading.numbers import parse_number, rounded_places
+
+    places = rounded_places(lit)
+    if places is None or other.free_symbols:
+        return False
+    try:
+        v = sympy.N(other, 60)
+        if not v.is_real:
+            return False
+        r = parse_number(lit)
+        assert r is not None
+        return bool(
+            abs(v - sympy.Rational(r.numerator, r.denominator)) <= sympy.Rational(5, 10 ** (places + 1))
+        )
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _ineq_equal(ea: Any, eb: Any) -> bool:
+    """Two one-variable inequalities with the same solution set."""
+    import sympy
+
+    syms = ea.free_symbols | eb.free_symbols
+    if len(syms) != 1:
+        return False
+    (x,) = syms
+    try:
+        sa = sympy.solve_univariate_inequality(ea, x, relational=False)
+        sb = sympy.solve_univariate_inequality(eb, x, relational=False)
+        return bool(sa == sb)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def sympy_equal(a: str, b: str, rounded: bool = True) -> bool:
     """True when the two answer strings denote the same mathematical object."""
     import sympy
 
     ea, eb = parse(a), parse(b)
     if ea is None or eb is None:
         return False
+    if rounded and isinstance(ea, sympy.Expr) and isinstance(eb, sympy.Expr):
+        if _rounded_match(a, eb) or _rounded_match(b, ea):
+            return True
     if isinstance(ea, sympy.MatrixBase) or isinstance(eb, sympy.MatrixBase):
         if (
             not (isinstance(ea, sympy.MatrixBase) and isinstance(eb, sympy.MatrixBase))
@@ -107,11 +147,19 @@ def sympy_equal(a: str, b: str) -> bool:
     rel = (sympy.Eq, sympy.Rel)
     if isinstance(ea, rel) or isinstance(eb, rel):
         if not (isinstance(ea, sympy.Eq) and isinstance(eb, sympy.Eq)):
-            if isinstance(ea, rel) and isinstance(eb, rel) and type(ea) is type(eb):
-                return _zero(ea.lhs - eb.lhs) and _zero(ea.rhs - eb.rhs)
+            if isinstance(ea, rel) and isinstance(eb, rel):
+                if type(ea) is type(eb) and _zero(ea.lhs - eb.lhs) and _zero(ea.rhs - eb.rhs):
+                    return True
+                return _ineq_equal(ea, eb)
             return False
         da, db = ea.lhs - ea.rhs, eb.lhs - eb.rhs
-        return _zero(da - db) or _zero(da + db)
+        if _zero(da - db) or _zero(da + db):
+            return True
+        try:  # the same equation scaled: (2x+4y-3=0) vs (y = -x/2 + 3/4)
+            ratio = sympy.simplify(da / db)
+            return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
+        except Exception:  # noqa: BLE001
+            return False
     if not isinstance(ea, sympy.Expr) or not isinstance(eb, sympy.Expr):
         try:
             return bool(ea == eb)

@@ -46,14 +46,14 @@ class _Worker:
         self._buf = b""
         self.ready = False
 
-    def ask(self, a: str, b: str, timeout: float) -> bool | None:
+    def ask(self, a: str, b: str, timeout: float, rounded: bool = True) -> bool | None:
         """The worker's verdict, or None when it missed the deadline (the worker is then killed)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         if not self.ready:  # the first line is "ready", after sympy is imported
             if self._readline(STARTUP_TIMEOUT_S) is None:
                 raise OSError("grader worker did not start")
             self.ready = True
-        self.proc.stdin.write((json.dumps([a, b]) + "\n").encode())
+        self.proc.stdin.write((json.dumps([a, b, rounded]) + "\n").encode())
         self.proc.stdin.flush()
         line = self._readline(timeout)
         return None if line is None else bool(json.loads(line))
@@ -96,12 +96,12 @@ class _Pool:
         self._broken = False
         self._lock = threading.Lock()
 
-    def compare(self, a: str, b: str, timeout: float) -> bool | None:
+    def compare(self, a: str, b: str, timeout: float, rounded: bool = True) -> bool | None:
         w = self._idle.get()
         try:
             if w is None or not w.alive():
                 w = _Worker()
-            verdict = w.ask(a, b, timeout)
+            verdict = w.ask(a, b, timeout, rounded)
             if not w.alive():
                 w = None
             return verdict
@@ -137,18 +137,18 @@ def _get_pool() -> _Pool:
         return _pool
 
 
-def bounded_sympy_equal(a: str, b: str, timeout: float) -> bool | None:
+def bounded_sympy_equal(a: str, b: str, timeout: float, rounded: bool = True) -> bool | None:
     """``symbolic.sympy_equal(a, b)`` with a deadline; None when the deadline passed."""
     if os.environ.get("MATHAGENT_GRADER_INLINE") == "1":
         from mathagent.evals.grading.symbolic import sympy_equal
 
-        return sympy_equal(a, b)
+        return sympy_equal(a, b, rounded)
     try:
-        return _get_pool().compare(a, b, timeout)
+        return _get_pool().compare(a, b, timeout, rounded)
     except OSError:
         from mathagent.evals.grading.symbolic import sympy_equal
 
-        return sympy_equal(a, b)
+        return sympy_equal(a, b, rounded)
 
 
 def _serve() -> None:
@@ -161,8 +161,8 @@ def _serve() -> None:
     out.flush()
     for line in sys.stdin:
         try:
-            a, b = json.loads(line)
-            verdict = bool(sympy_equal(a, b))
+            a, b, rounded = json.loads(line)
+            verdict = bool(sympy_equal(a, b, rounded))
         except Exception:  # noqa: BLE001
             verdict = False
         out.write("true\n" if verdict else "false\n")
