@@ -17,6 +17,7 @@ them afterwards with what our kernel printed, and grade the final answer with ou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -204,7 +205,7 @@ def classify(recorded: str | None, ours: str, ex: ExecResult | None, code: str) 
     if (
         rn
         and len(rn) == len(on)
-        and all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(rn, on))
+        and all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(rn, on, strict=True))
     ):
         return "float_format"
     if len(r) > len(o) and (r.startswith(o) or "..." in r):
@@ -384,3 +385,83 @@ def result_from_trace(item: ReplayItem, trace: Trace, time_s: float = 0.0) -> Re
         time_s,
         trace.to_dict(),
     )
+
+
+# -- running -------------------------------------------------------------------------------------
+def replay_config(cell_timeout: float = 10.0) -> Any:
+    """Agent settings for replays: no verification (published traces have none), generous limits."""
+    from mathagent.agent.config import AgentConfig
+
+    return AgentConfig(
+        verify=False,
+        max_rounds=64,
+        max_text_blocks=64,
+        max_tokens=1 << 16,
+        context_budget=1 << 24,
+        cell_timeout=cell_timeout,
+        temperature=0.0,
+    )
+
+
+async def replay_one(item: ReplayItem, provider: Any, config: Any) -> ReplayResult:
+    """Feed one published trace through the scripted backend into the real loop."""
+    import time
+
+    from mathagent.agent.backends.scripted import ScriptedBackend
+    from mathagent.evals.runner import solve_with_loop
+
+    backend = ScriptedBackend(item.turns, default_format=item.format, on_exhausted="empty")
+    cfg = dataclasses.replace(config, format=item.format)
+    t0 = time.perf_counter()
+    trace = await solve_with_loop(item.question, backend, provider, cfg, problem_id=item.problem_id)
+    return result_from_trace(item, trace, time.perf_counter() - t0)
+
+
+async def replay_async(
+    items: Sequence[ReplayItem],
+    provider: Any,
+    *,
+    concurrency: int = 4,
+    cell_timeout: float = 10.0,
+    on_result: Any = None,
+) -> list[ReplayResult]:
+    """Replay ``items`` with up to ``concurrency`` trajectories at once; results in input order."""
+    import asyncio
+
+    config = replay_config(cell_timeout)
+    sem = asyncio.Semaphore(max(1, concurrency))
+    results: list[ReplayResult | None] = [None] * len(items)
+
+    async def one(i: int, item: ReplayItem) -> None:
+        async with sem:
+            try:
+                r = await replay_one(item, provider, config)
+            except Exception as e:  # noqa: BLE001 - one broken row must not end the replay
+                log.exception("replay of %s %s failed", item.source, item.problem_id)
+                r = ReplayResult(
+                    item.source,
+                    item.problem_id,
+                    item.gold,
+                    None,
+                    False,
+                    item.their_pred,
+                    item.their_correct,
+                    why=None,
+                    error=f"{type(e).__name__}: {e}",
+                )
+        results[i] = r
+        if on_result:
+            on_result(r)
+
+    await asyncio.gather(*(one(i, it) for i, it in enumerate(items)))
+    return [r for r in results if r is not None]
+
+
+def write_replay_report(report: dict[str, Any], results: Sequence[ReplayResult], out_dir: Path) -> Path:
+    """``replay_report.json`` (+ ``replay_results.jsonl`` with every trace) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "replay_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    with open(out_dir / "replay_results.jsonl", "w", encoding="utf-8") as f:
+        for r in results:
+            f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+    return out_dir / "replay_report.json"

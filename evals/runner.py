@@ -170,3 +170,51 @@ async def run_eval_async(
 def run_eval(problems: Sequence[Problem], solve_fn: SolveFn, run: RunDir, **kw: Any) -> dict[str, int]:
     """Synchronous wrapper around :func:`run_eval_async`."""
     return asyncio.run(run_eval_async(problems, solve_fn, run, **kw))
+
+
+# -- the real agent ------------------------------------------------------------------------------
+class _FreshSandboxes:
+    """A minimal provider: a new :class:`JupyterSandbox` per trajectory (used when no pool exists)."""
+
+    def __init__(self) -> None:
+        from mathagent.sandbox.kernel import JupyterSandbox
+
+        self._cls = JupyterSandbox
+        self._level = None
+
+    @property
+    def level(self):
+        return self._level
+
+    def acquire(self):
+        sb = self._cls()
+        self._level = sb.level
+        return sb
+
+    def close(self) -> None:
+        pass
+
+
+def make_provider(size: int = 2) -> Any:
+    """The sandbox provider: the kernel pool when available, else fresh sandboxes."""
+    try:
+        from mathagent.sandbox import KernelPool  # type: ignore[attr-defined]
+    except ImportError:
+        log.warning("mathagent.sandbox.KernelPool not available; starting one kernel per sample")
+        return _FreshSandboxes()
+    try:
+        return KernelPool(size=size)
+    except TypeError:
+        return KernelPool()
+
+
+async def solve_with_loop(
+    problem: str, backend: Any, provider: Any, config: Any, *, problem_id: str = "", sample_index: int = 0
+) -> Trace:
+    """Run the real agent loop (:func:`mathagent.agent.loop.solve`) for one sample."""
+    from mathagent.agent import loop
+
+    res = loop.solve(problem, backend, provider, config, problem_id=problem_id, sample_index=sample_index)
+    if inspect.isawaitable(res):
+        res = await res
+    return res

@@ -1,0 +1,302 @@
+"""``mathagent eval``: evaluate the agent on a data set in a resumable run folder.
+
+Examples::
+
+    mathagent eval --dataset gsm8k --limit 50 --k 4 --temperature 0.7 --base-url http://127.0.0.1:8080/v1
+    mathagent eval --dataset math500 --run-dir runs/m500      # run again: resumes
+    mathagent eval --replay traces.jsonl                       # same as `mathagent replay`
+
+``--backend scripted --script FILE.jsonl`` replays given turns (one line per problem:
+``{"problem_id": ..., "turns": [...], "error": "...", "latency_s": 0.1}``) for tests and demos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mathagent.agent.backends.base import BackendError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mathagent eval", description="Evaluate on a data set (resumable).")
+    p.add_argument(
+        "--dataset", default="gsm8k", help="gsm8k|math|math500|aime24|amc23|svamp|gsm-hard|PATH.jsonl"
+    )
+    p.add_argument(
+        "--replay", metavar="FILE", nargs="+", help="replay published traces instead (see `replay`)"
+    )
+    p.add_argument("--backend", default=os.environ.get("MATHAGENT_BACKEND", "openai"))
+    p.add_argument("--model", default=os.environ.get("MATHAGENT_MODEL", ""))
+    p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"))
+    p.add_argument("--format", default=None, help="trace format (markdown, mathcoder, tools)")
+    p.add_argument("--script", help="scripted backend: JSONL of {problem_id, turns, error?, latency_s?}")
+    p.add_argument("--k", type=int, default=1, help="samples per problem")
+    p.add_argument("--temperature", type=float, default=None, help="default 0 for k=1, else 0.7")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--shuffle", action="store_true", help="shuffle problems (seeded) before --limit")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rounds", type=int, default=None)
+    p.add_argument("--verify", dest="verify", action="store_true", default=True)
+    p.add_argument("--no-verify", dest="verify", action="store_false")
+    p.add_argument("--weights", default=None, help="verification vote weights w_T,w_U,w_F")
+    p.add_argument("--run-dir", default=None, help="run folder (default: $MATHAGENT_RUNS_DIR/<name>)")
+    p.add_argument("--retry-failed", action="store_true", help="re-run samples that ended in a backend error")
+    p.add_argument("--force", action="store_true", help="start afresh when the folder holds another config")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
+    return p
+
+
+class _ScriptBook:
+    """Per-problem scripted turns for ``--backend scripted``."""
+
+    def __init__(self, path: str | None) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        if path:
+            for line in Path(path).read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.rows[str(row["problem_id"])] = row
+
+    def backend(self, problem_id: str, fmt: str) -> Any:
+        from mathagent.agent.backends.scripted import ScriptedBackend
+
+        row = self.rows.get(problem_id, {})
+        if row.get("error"):
+            msg = row["error"]
+
+            def fail(prompt: Any, params: Any) -> str:
+                raise BackendError(msg)
+
+            turns: list[Any] = [fail]
+        else:
+            turns = list(row.get("turns", []))
+        return ScriptedBackend(
+            turns, default_format=fmt, on_exhausted="empty", latency_s=float(row.get("latency_s", 0.0))
+        )
+
+
+def _make_backend(args: argparse.Namespace) -> Any:
+    from mathagent.agent.backends import make_backend  # type: ignore[attr-defined]
+
+    kw = {"model": args.model or None, "base_url": args.base_url}
+    return make_backend(args.backend, **{k: v for k, v in kw.items() if v is not None})
+
+
+def _prompt_hashes() -> dict[str, str]:
+    out = {}
+    try:
+        from importlib import resources
+
+        for f in (resources.files("mathagent.agent") / "prompts").iterdir():
+            if f.name.endswith((".md", ".txt", ".jinja")):
+                out[f.name] = hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        pass
+    return out
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.replay:
+        from mathagent.evals import cli_replay
+
+        return cli_replay.main(
+            [*args.replay, "--concurrency", str(args.concurrency)]
+            + (["--limit", str(args.limit)] if args.limit else [])
+            + (["--json"] if args.json else [])
+        )
+    from mathagent.agent.config import AgentConfig
+    from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
+    from mathagent.evals.runner import EvalConfig, make_provider, run_eval_async, solve_with_loop
+    from mathagent.evals.runs import RunDir, RunMismatch, default_runs_dir, git_revision, package_versions
+    from mathagent.evals.summary import summarize
+
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.k == 1 else 0.7)
+    if args.weights is None:
+        from mathagent.evals.voting import Weights
+
+        args.weights = str(Weights())
+    try:
+        problems = load_problems(args.dataset, limit=args.limit, seed=args.seed, shuffle=args.shuffle)
+        info = dataset_info(args.dataset)
+    except DatasetError as e:
+        print(f"mathagent eval: {e}", file=sys.stderr)
+        return 2
+    scripted = args.backend == "scripted"
+    book = _ScriptBook(args.script) if scripted else None
+    backend = None if scripted else _make_backend(args)
+    fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
+    model = args.model or (getattr(backend, "model", "") if backend else "scripted")
+    agent_cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify)
+    if args.max_rounds:
+        agent_cfg = agent_cfg.with_(max_rounds=args.max_rounds)
+    cfg = EvalConfig(
+        dataset=args.dataset,
+        k=args.k,
+        temperature=temperature,
+        concurrency=args.concurrency,
+        limit=args.limit,
+        seed=args.seed,
+        verify=args.verify,
+        weights=args.weights,
+        backend=args.backend,
+        model=model,
+        base_url=args.base_url,
+        format=fmt,
+        max_rounds=args.max_rounds,
+        extra={"shuffle": args.shuffle, "script": args.script, "agent": agent_cfg.to_dict()},
+    )
+    run_dir = (
+        Path(args.run_dir)
+        if args.run_dir
+        else default_runs_dir()
+        / (
+            f"{info['name']}-{(model or args.backend).replace('/', '_')}-k{args.k}-"
+            + hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+        )
+    )
+    identity = {
+        "config": cfg.identity(),
+        "dataset": info,
+        "grading_dataset": problems[0].dataset if problems else "",
+    }
+    extra = {
+        "git_revision": git_revision(),
+        "package_versions": package_versions(),
+        "prompt_hashes": _prompt_hashes(),
+        "argv": argv,
+    }
+    try:
+        run = RunDir.open(run_dir, identity, extra, force=args.force)
+    except RunMismatch as e:
+        print(f"mathagent eval: {e}", file=sys.stderr)
+        return 2
+    provider = make_provider(max(1, min(args.concurrency, 8)))
+    run.header["sandbox_level"] = str(getattr(getattr(provider, "level", None), "value", None))
+
+    async def solve_fn(problem: Any, i: int, seed: int | None) -> Any:
+        b = book.backend(problem.id, fmt) if book is not None else backend
+        return await solve_with_loop(
+            problem.question, b, provider, agent_cfg, problem_id=problem.id, sample_index=i
+        )
+
+    import asyncio
+
+    t0 = time.perf_counter()
+    total = len(problems) * args.k
+    progress = None
+    if not args.json:
+        progress = EvalProgress(
+            total,
+            len(
+                run.done(retry_failed=args.retry_failed)
+                & {(p.id, i) for p in problems for i in range(args.k)}
+            ),
+        )
+    try:
+        with progress if progress else _null():
+            counts = asyncio.run(
+                run_eval_async(
+                    problems,
+                    solve_fn,
+                    run,
+                    k=args.k,
+                    concurrency=args.concurrency,
+                    seed=args.seed,
+                    retry_failed=args.retry_failed,
+                    on_record=progress.update if progress else None,
+                )
+            )
+    finally:
+        try:
+            provider.close()
+        except Exception:  # noqa: BLE001
+            pass
+        if backend is not None and hasattr(backend, "aclose"):
+            asyncio.run(backend.aclose())
+    keys = {(p.id, i) for p in problems for i in range(args.k)}
+    records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
+    summary = summarize(
+        records, k=args.k, weights=args.weights, dataset=problems[0].dataset if problems else "math"
+    )
+    summary.update(run_dir=str(run.path), wall_s=round(time.perf_counter() - t0, 2), counts=counts)
+    run.write_summary(summary)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print_summary(summary)
+    return 0
+
+
+class EvalProgress:
+    """A rich progress bar with the running accuracy (first samples)."""
+
+    def __init__(self, total: int, done: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]eval"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[acc]}"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self.task = self.progress.add_task("eval", total=total, completed=done, acc="")
+        self.n = self.correct = self.failed = 0
+
+    def update(self, rec: dict[str, Any]) -> None:
+        self.n += 1
+        self.correct += bool(rec.get("correct"))
+        self.failed += rec.get("status") == "failed"
+        acc = f"acc {100 * self.correct / self.n:.1f}% ({self.correct}/{self.n})"
+        if self.failed:
+            acc += f" failed {self.failed}"
+        self.progress.update(self.task, advance=1, acc=acc)
+
+    def __enter__(self) -> EvalProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from mathagent.evals.summary import summary_rows
+    from rich.console import Console
+    from rich.table import Table
+
+    k = summary["overall"].get("k", 1)
+    t = Table(title=f"{summary['n_samples']} samples, {summary['n_failed']} failed")
+    for col in ("group", "problems", "accuracy", f"maj@{k}", f"weighted@{k}", f"pass@{k}"):
+        t.add_column(col, justify="left" if col == "group" else "right")
+    for row in summary_rows(summary):
+        t.add_row(*row)
+    ex = summary["exec"]
+    c = Console()
+    c.print(t)
+    c.print(
+        f"tokens in {summary['tokens_in']} out {summary['tokens_out']} · sample time {summary['sample_time_s']:.1f}s"
+        f" · wall {summary.get('wall_s', 0)}s · code cells {ex['cells']} (errors {ex['errors']}, timeouts "
+        f"{ex['timeouts']}, restarts {ex['restarts']})"
+    )
+    if summary["failed_reasons"]:
+        c.print(f"failed: {summary['failed_reasons']}")
+    c.print(f"run folder: {summary.get('run_dir')}")
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None

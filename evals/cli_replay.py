@@ -1,0 +1,97 @@
+"""``mathagent replay FILE...``: replay published traces through the real loop and our sandbox.
+
+Prints our accuracy beside the published score, the disagreements with reasons, and the share of
+code blocks whose output we re-derive identically; writes ``replay_report.json`` and
+``replay_results.jsonl`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mathagent replay", description=__doc__.splitlines()[0])
+    p.add_argument("files", nargs="+", help="ToRA or MathCoder trace JSONL files (auto-detected)")
+    p.add_argument("--limit", type=int, default=None, help="first N rows of each file")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--pool-size", type=int, default=None, help="pre-started kernels (default: concurrency)")
+    p.add_argument("--cell-timeout", type=float, default=10.0)
+    p.add_argument("--out", default="replay_out", help="folder for replay_report.json")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--show-diffs", type=int, default=10, help="disagreements to list per source")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from mathagent.evals.replay import (
+        REPORT_HEADER,
+        build_report,
+        load_replay_file,
+        replay_async,
+        report_table,
+        write_replay_report,
+    )
+    from mathagent.evals.runner import make_provider
+
+    items = []
+    try:
+        for f in args.files:
+            items += load_replay_file(f, limit=args.limit)
+    except (OSError, ValueError) as e:
+        print(f"mathagent replay: {e}", file=sys.stderr)
+        return 2
+    provider = make_provider(args.pool_size or args.concurrency)
+    t0 = time.perf_counter()
+    try:
+        if args.json:
+            results = asyncio.run(
+                replay_async(items, provider, concurrency=args.concurrency, cell_timeout=args.cell_timeout)
+            )
+        else:
+            from rich.progress import Progress
+
+            with Progress() as progress:
+                task = progress.add_task("replay", total=len(items))
+                results = asyncio.run(
+                    replay_async(
+                        items,
+                        provider,
+                        concurrency=args.concurrency,
+                        cell_timeout=args.cell_timeout,
+                        on_result=lambda r: progress.advance(task),
+                    )
+                )
+    finally:
+        provider.close()
+    report = build_report(results, time.perf_counter() - t0)
+    path = write_replay_report(report, results, Path(args.out))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    t = Table(title=f"replay of {len(items)} published traces ({report.get('wall_s')} s)")
+    for h in REPORT_HEADER:
+        t.add_column(h, justify="left" if h == "model" else "right")
+    for row in report_table(report):
+        t.add_row(*row)
+    c.print(t)
+    for s in report["sources"].values():
+        c.print(
+            f"[bold]{s['model']}[/]: output categories {s['output_categories']}; why they differ {s['why_counts']}"
+        )
+        for d in s["diff_rows"][: args.show_diffs]:
+            c.print(
+                f"  #{d['problem_id']}: gold {d['gold']!r} ours {d['ours']!r} theirs {d['theirs']!r} — {d['why']}"
+            )
+    c.print(f"report: {path}")
+    return 0
