@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -141,6 +141,8 @@ class TurnResult:
     """The final answer stated in the turn, if any."""
     steps: tuple[Step, ...] = ()
     """The steps the turn added (already recorded by the loop)."""
+    error: str | None = None
+    """Why the turn ended abnormally (backend error, full context...), if it did."""
 
 
 class VerifyContext(Protocol):
@@ -177,6 +179,7 @@ async def verify_and_revise(
     max_revisions: int = 1,
     verify_prompt: PhasePrompt | None = None,
     revise_prompt: PhasePrompt | None = None,
+    on_round: Callable[[VerificationRound], None] | None = None,
 ) -> VerificationOutcome:
     """Verify ``answer``; on False revise and re-verify, at most ``max_revisions`` times.
 
@@ -191,7 +194,11 @@ async def verify_and_revise(
         ctx.add_message(vp.render(current), "verify")
         turn = await ctx.run_turn("verify")
         state, reason = parse_verification_state(turn.executions, turn.text)
+        if turn.error and not turn.executions:
+            reason = f"{reason}; the turn ended: {turn.error}"
         rounds.append(VerificationRound(r, state, current, reason))
+        if on_round is not None:
+            on_round(rounds[-1])
         log.info("verification round %d: %s (%s) for answer %r", r, state.name, reason, current)
         if state is not VerificationState.FALSE or r >= max_revisions:
             break
