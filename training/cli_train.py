@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from mathagent.training import tokens as T
+from mathagent.training.export import AUTO_SYSTEM
 
 
 def _sft_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,7 +46,7 @@ def _sft_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints"
     )
-    p.add_argument("--system", default=T.DEFAULT_SYSTEM, help="system prompt for raw traces")
+    p.add_argument("--system", default=AUTO_SYSTEM, help="system prompt for raw traces")
     p.add_argument("--chat-template", default=None, help="Jinja template with {% generation %} markers")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -56,7 +56,7 @@ def _export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--traces", required=True, help="JSONL of traces, or a folder of them (e.g. a run folder)")
     p.add_argument("--format", choices=("mathcoder", "chat"), required=True)
     p.add_argument("--out", required=True, help="output JSONL file")
-    p.add_argument("--system", default=T.DEFAULT_SYSTEM)
+    p.add_argument("--system", default=AUTO_SYSTEM)
 
 
 def main(argv: list[str]) -> int:

@@ -47,6 +47,25 @@ except Exception:  # pragma: no cover - the formats module is optional here
     pass
 
 
+AUTO_SYSTEM = "auto"
+"""Use the agent's own system prompt for the format (``agent/prompts/<format>.md``), so a trained model
+sees at inference exactly the system message it was trained with."""
+
+_PROMPT_NAME = {"chat": "tools", "mathcoder": "mathcoder"}
+
+
+def resolve_system(system: str | None, fmt: str) -> str | None:
+    """``AUTO_SYSTEM`` → the agent's prompt for ``fmt`` (or :data:`tokens.DEFAULT_SYSTEM`); else as given."""
+    if system != AUTO_SYSTEM:
+        return system
+    try:
+        from mathagent.agent.prompts import load_prompt
+
+        return load_prompt(_PROMPT_NAME[fmt]).text
+    except Exception:  # prompts not shipped in this install
+        return T.DEFAULT_SYSTEM
+
+
 def provenance(trace: Trace) -> dict[str, Any]:
     """Columns that say where a row came from; identical for both formats."""
     state = trace.verification_state
@@ -63,9 +82,10 @@ def provenance(trace: Trace) -> dict[str, Any]:
     }
 
 
-def trace_to_chat(trace: Trace, system: str | None = T.DEFAULT_SYSTEM) -> dict[str, Any]:
+def trace_to_chat(trace: Trace, system: str | None = AUTO_SYSTEM) -> dict[str, Any]:
     """One TRL conversational row with a python tool: text and code as assistant turns, output as tool turns."""
     messages: list[dict[str, Any]] = []
+    system = resolve_system(system, "chat")
     if system:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": trace.problem})
@@ -102,9 +122,10 @@ def trace_to_chat(trace: Trace, system: str | None = T.DEFAULT_SYSTEM) -> dict[s
     return {"messages": messages, "tools": [PYTHON_TOOL], **provenance(trace)}
 
 
-def render_mathcoder(trace: Trace, system: str | None = T.DEFAULT_SYSTEM) -> str:
+def render_mathcoder(trace: Trace, system: str | None = AUTO_SYSTEM) -> str:
     """The whole conversation as MathCoder text, ending with ``<|endofmessage|>``."""
     parts: list[str] = []
+    system = resolve_system(system, "mathcoder")
     if system:
         parts.append(f"{T.SYSTEM}{T.TEXT}{system}{T.END_BLOCK}{T.END_MESSAGE}")
     parts.append(f"{T.USER}{T.TEXT}{trace.problem}{T.END_BLOCK}{T.END_MESSAGE}")
@@ -116,12 +137,12 @@ def render_mathcoder(trace: Trace, system: str | None = T.DEFAULT_SYSTEM) -> str
     return "".join(parts)
 
 
-def trace_to_mathcoder(trace: Trace, system: str | None = T.DEFAULT_SYSTEM) -> dict[str, Any]:
+def trace_to_mathcoder(trace: Trace, system: str | None = AUTO_SYSTEM) -> dict[str, Any]:
     """One row with the conversation in a ``text`` column."""
     return {"text": render_mathcoder(trace, system), **provenance(trace)}
 
 
-def trace_to_row(trace: Trace, fmt: str, system: str | None = T.DEFAULT_SYSTEM) -> dict[str, Any]:
+def trace_to_row(trace: Trace, fmt: str, system: str | None = AUTO_SYSTEM) -> dict[str, Any]:
     if fmt == "chat":
         return trace_to_chat(trace, system)
     if fmt == "mathcoder":
@@ -169,7 +190,7 @@ def export_traces(
     traces: Iterable[Trace],
     path: str | os.PathLike[str],
     fmt: str,
-    system: str | None = T.DEFAULT_SYSTEM,
+    system: str | None = AUTO_SYSTEM,
 ) -> int:
     """Export traces to a JSONL file in ``fmt`` (``chat`` or ``mathcoder``)."""
     return write_jsonl((trace_to_row(t, fmt, system) for t in traces), path)

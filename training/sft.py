@@ -23,7 +23,7 @@ from mathagent.agent.trace import Trace
 from mathagent.training import masking
 from mathagent.training import tokens as T
 from mathagent.training.convert import resolve_model_dir
-from mathagent.training.export import trace_to_row
+from mathagent.training.export import AUTO_SYSTEM, trace_to_row
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ class SFTRunConfig:
     warmup_ratio: float = 0.0
     resume: bool = False
     """Continue from the newest checkpoint in ``OUT/checkpoints`` when there is one."""
-    system: str | None = T.DEFAULT_SYSTEM
-    """System prompt used when raw traces are exported on the fly."""
+    system: str | None = AUTO_SYSTEM
+    """System prompt used when raw traces are exported on the fly (``auto``: the agent's prompt for the format)."""
     chat_template: str | None = None
     """Path of a Jinja chat template with ``{% generation %}`` markers (``chat`` format)."""
 
@@ -102,7 +102,7 @@ class TrainResult:
         return asdict(self)
 
 
-def load_rows(data: str | Path, fmt: str, system: str | None = T.DEFAULT_SYSTEM) -> list[dict[str, Any]]:
+def load_rows(data: str | Path, fmt: str, system: str | None = AUTO_SYSTEM) -> list[dict[str, Any]]:
     """Rows of ``fmt`` from JSONL: exported rows as they are, raw traces exported on the fly."""
     p = Path(data)
     files = sorted(p.rglob("*.jsonl")) if p.is_dir() else [p]

@@ -1,0 +1,52 @@
+"""Fixtures for the training tests: the real SmolLM2-135M model as a plain directory, hand-made traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mathagent.agent.trace import Step, StepKind, Trace, VerificationRound, VerificationState
+from mathagent.sandbox.base import ExecResult
+
+
+def make_trace(a: int, b: int, **kw) -> Trace:
+    """A tiny, well-formed code-interpreter trace for ``a + b``."""
+    return Trace(
+        problem=f"What is {a} + {b}?",
+        steps=(
+            Step(StepKind.TEXT, "Let me compute it with Python."),
+            Step(StepKind.CODE, f"print({a} + {b})"),
+            Step(StepKind.EXECUTION, f"{a + b}", ExecResult(stdout=f"{a + b}\n")),
+            Step(StepKind.TEXT, f"The answer is \\boxed{{{a + b}}}.", phase="solve"),
+        ),
+        final_answer=str(a + b),
+        verification=(VerificationRound(1, VerificationState.TRUE, str(a + b)),),
+        model="hand-made",
+        problem_id=f"add-{a}-{b}",
+        seed=7,
+        meta={"source": "unit"},
+        **kw,
+    )
+
+
+@pytest.fixture(scope="session")
+def traces() -> list[Trace]:
+    return [make_trace(a, b) for a, b in [(2, 3), (4, 5), (7, 8), (10, 12), (3, 9), (6, 6), (11, 4), (5, 13)]]
+
+
+@pytest.fixture(scope="session")
+def smol_dir() -> Path:
+    """SmolLM2-135M-Instruct as a plain HF directory (converted once from the bundled GGUF, then cached)."""
+    from mathagent.training.convert import resolve_model_dir
+
+    try:
+        return resolve_model_dir("smollm2-135m")
+    except FileNotFoundError as e:
+        pytest.skip(f"bundled SmolLM2 not installed: {e}")
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(smol_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smol_dir)
