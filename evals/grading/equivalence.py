@@ -145,7 +145,7 @@ def _top_level_eq(s: str) -> list[str]:
 
 def _relation(s: str) -> tuple[list[str], list[str]] | None:
     """``a < b \\leq c`` -> (["a", "b", "c"], ["<", "\\leq"]), with ``>``-type chains flipped to ``<``-type."""
-    if "," in s or ";" in s:
+    if "," in s or ";" in s or "=" in s.replace("\\leq", "").replace("\\geq", ""):
         return None
     ops = _REL_RE.findall(s)
     if not ops:
@@ -156,6 +156,36 @@ def _relation(s: str) -> tuple[list[str], list[str]] | None:
     if all(o in (">", "\\geq") for o in ops):
         terms, ops = terms[::-1], [_FLIP[o] for o in reversed(ops)]
     return terms, ops
+
+
+_NAME_RE = re.compile(r"_\{[^{}]*\}|_[a-zA-Z0-9]")
+
+
+def _labelled(s: str) -> str | None:
+    """The value of a labelled answer: ``x = 3`` -> ``3``, ``(p,q)=(3,2)`` -> ``(3,2)``, ``|AB|=1`` -> ``1``;
+    a chain ``x = 5+5+1 = 11`` -> ``11``. None when ``s`` is not one (``a + 3z = 0`` is an equation)."""
+    if len(split_items(s)) > 1:
+        return None
+    parts = _top_level_eq(s)
+    if len(parts) < 2:
+        return None
+    if len(parts) > 2:
+        return parts[-1]
+    lhs = _NAME_RE.sub("", parts[0])
+    if re.search(r"[\d+\-^*]|\\(?:cdot|times|sqrt)", lhs) or not re.search(r"[a-zA-Z]", lhs):
+        return None
+    return parts[1]
+
+
+def _expand_pm(s: str) -> str:
+    """``a \\pm b`` -> ``a+b, a-b``; ``\\pm b`` -> ``b, -b`` (one occurrence, top level)."""
+    if s.count("\\pm") != 1:
+        return s
+    a, b = s.split("\\pm")
+    a, b = a.strip(), b.strip()
+    if not b:
+        return s
+    return f"{a}+{b}, {a}-{b}" if a else f"{b}, -{b}"
 
 
 def _as_interval(s: str) -> str | None:
@@ -211,23 +241,20 @@ def _equiv(p: str, g: str, policy: GradingPolicy) -> bool:
         return num
     if _text_key(p) == _text_key(g):
         return True
-    # lists, tuples, sets, intervals
-    if not policy.numeric_only:
-        seq = _seq_equiv(p, g, policy)
-        if seq is not None:
-            return seq
-    # equations: "x = 3" vs "3", chains "x = 5+5+1 = 11", labelled answers "(p,q)=(3,2)", "|AB|=1"
-    ep, eg = _top_level_eq(p), _top_level_eq(g)
-    if len(ep) > 1 or len(eg) > 1:
-        if len(ep) > 1 and len(eg) == 1:
-            return _equiv(ep[-1], g, policy)
-        if len(eg) > 1 and len(ep) == 1:
-            return _equiv(p, eg[-1], policy)
-        if len(ep) > 2 or len(eg) > 2 or _text_key(ep[0]) == _text_key(eg[0]):
-            if _equiv(ep[-1], eg[-1], policy) and (
-                _text_key(ep[0]) == _text_key(eg[0]) or len(ep) > 2 or len(eg) > 2
-            ):
-                return True
+    if "\\pm" in p or "\\pm" in g:
+        xp, xg = _expand_pm(p), _expand_pm(g)
+        if (xp, xg) != (p, g):
+            return _equiv(xp, xg, policy)
+    # labelled answers and equation chains: "x = 3" vs "3", "(p,q)=(3,2)", "x = 5+5+1 = 11"
+    ep, eg = _labelled(p), _labelled(g)
+    if ep is not None and eg is None and "=" not in g:
+        return _equiv(ep, g, policy)
+    if eg is not None and ep is None and "=" not in p:
+        return _equiv(p, eg, policy)
+    if ep is not None and eg is not None and _equiv(ep, eg, policy):
+        lp, lg = _top_level_eq(p)[0], _top_level_eq(g)[0]
+        if _text_key(lp) == _text_key(lg) or len(_top_level_eq(p)) > 2 or len(_top_level_eq(g)) > 2:
+            return True
     # inequalities and intervals
     if not policy.numeric_only:
         rp, rg = _relation(p), _relation(g)
@@ -238,6 +265,11 @@ def _equiv(p: str, g: str, policy: GradingPolicy) -> bool:
         if ip is not None or ig is not None:
             if _equiv(ip or p, ig or g, policy):
                 return True
+    # lists, tuples, sets, intervals
+    if not policy.numeric_only:
+        seq = _seq_equiv(p, g, policy)
+        if seq is not None:
+            return seq
     if not policy.symbolic:
         return False
     if not (is_safe(p, policy.max_len) and is_safe(g, policy.max_len)):

@@ -19,7 +19,9 @@ _ANSWER_IS_RE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _HASH_RE = re.compile(r"####\s*([^\n]+)")
-_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
+_NUMBER_RE = re.compile(
+    r"(?<![A-Za-z\d])(?:-?\d{1,3}(?:(?:,| )\d{3})+(?![\d])(?:\.\d+)?|-?\d+(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+)"
+)
 
 
 def _boxes(text: str) -> list[tuple[int, int, str]]:
@@ -126,13 +128,42 @@ _MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<!\\)\$
 
 
 def last_math_span(text: str) -> str | None:
-    """Content of the last ``$...$`` / ``$$...$$`` / ``\\(...\\)`` / ``\\[...\\]`` span in the text."""
-    spans = [next(g for g in m.groups() if g is not None) for m in _MATH_SPAN_RE.finditer(text)]
-    spans = [sp.strip() for sp in spans if sp.strip()]
-    return spans[-1] if spans else None
+    """Content of the last ``$...$`` / ``$$...$$`` / ``\\(...\\)`` / ``\\[...\\]`` span in the text, joined
+    with the spans just before it when only connective text separates them (``$1$ and $2$``)."""
+    spans = [
+        (m.start(), m.end(), next(g for g in m.groups() if g is not None).strip())
+        for m in _MATH_SPAN_RE.finditer(text)
+    ]
+    spans = [sp for sp in spans if sp[2]]
+    if not spans:
+        return None
+    run = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        sep = text[prev[1] : run[0][0]]
+        if sep.strip() and _is_connective(sep):
+            run.insert(0, prev)
+        else:
+            break
+    return ", ".join(c for _, _, c in run)
+
+
+_PROSE_RE = re.compile(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}")
 
 
 def _unwrap_math(phrase: str) -> str:
+    """A phrase that is prose ("The largest $n$ is 34") gives its last number or math span."""
+    bare = _MATH_SPAN_RE.sub(" ", phrase)
+    if _PROSE_RE.search(re.sub(r"\\text\{[^{}]*\}", " ", bare)):
+        num = last_number(bare)
+        if num is not None:
+            return num
+        span = last_math_span(phrase)
+        if span is not None:
+            return span
+    return _unwrap_single_span(phrase)
+
+
+def _unwrap_single_span(phrase: str) -> str:
     """``$9$`` / ``\\(9\\)`` inside an answer phrase -> ``9``; a sentence around one math span -> that span."""
     span = last_math_span(phrase)
     if span is not None and len(_MATH_SPAN_RE.findall(phrase)) == 1:

@@ -120,6 +120,8 @@ def normalize_answer(s: str | None, strip_units: bool = True) -> str:
             s = s[len(a) : len(s) - len(b)].strip()
     s = s.replace("\\$", "\x00")  # protect escaped dollars from the delimiter removal
     s = s.replace("$", "").replace("\x00", "\\$")
+    if "\\begin" not in s:  # a stray line break before a command: "-2 \\\\le x"
+        s = re.sub(r"(?<!\\)\\\\(?=[a-zA-Z])", r"\\", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
     s = s.replace("\\left", "").replace("\\right", "")
     s = re.sub(r"\\(?:displaystyle|textstyle|mathstrut|Big|big|Bigg|bigg)(?![a-zA-Z])", "", s)
@@ -143,7 +145,7 @@ def normalize_answer(s: str | None, strip_units: bool = True) -> str:
         s = s.replace("\\$", "").replace("\\%", "").replace("%", "")
         s = re.sub(r"\^\s*\{?\\circ\}?", "", s)
         s = re.sub(r"\\circ$", "", s)
-        s = s.replace("°", "")
+        s = s.replace("°", "").replace("€", "").replace("£", "").replace("m²", "")
         s = strip_text_units(s.strip())
         m = _UNIT_RE.match(s.strip())
         if m:
