@@ -134,6 +134,20 @@ class _Kernel:
             return cg.cpu_s()
         return process_cpu_s(self.pid)
 
+    def kill_strays(self) -> int:
+        """Kill every process in the sandbox except the kernel itself (after a timed-out cell)."""
+        keep = {self.proc.pid, self.pid, self.ns_init}
+        if self.slot.cgroup is not None:
+            pids = self.slot.cgroup.pids()
+        elif self.slot.uid is not None:
+            pids = set(pids_of_uid(self.slot.uid))
+        else:
+            return 0
+        strays = pids - keep
+        for pid in strays:
+            kill(pid)
+        return len(strays)
+
     def interrupt(self) -> None:
         kill(self.pid, signal.SIGINT)
 
@@ -331,6 +345,8 @@ class JupyterSandbox:
         if timed_out:
             tb = col.error.traceback if col.error else ""
             col.error = ExecError("TimeoutError", f"cell exceeded {timeout:g} s and was interrupted", tb)
+            if k.kill_strays():
+                log.info("killed processes the timed-out cell left behind")
         elif flooded and col.error is not None and col.error.ename == "KeyboardInterrupt":
             col.error = ExecError(
                 "OutputLimitExceeded", "cell kept printing past the output cap; interrupted", ""

@@ -1,0 +1,164 @@
+"""The real kernel: persistence, errors, libraries, unicode, crashes, caps, fresh trajectories."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from mathagent.sandbox import JupyterSandbox, KernelPool, SandboxStartError, arun, model_view
+from mathagent.sandbox.base import Sandbox, SandboxProvider
+
+pytestmark = pytest.mark.kernel
+
+
+def test_state_persists_across_cells(sb):
+    assert sb.run("a = 20\nb = 22").ok
+    r = sb.run("a + b")
+    assert r.result == "42" and r.error is None
+    assert r.wall_s > 0 and r.cpu_s is not None
+    assert isinstance(sb, Sandbox)
+
+
+def test_exception_comes_back_with_a_useful_traceback(sb):
+    r = sb.run("def f(x):\n    return 1 / x\n\nf(0)")
+    assert r.error is not None and r.error.ename == "ZeroDivisionError"
+    assert r.error.evalue == "division by zero"
+    tb = r.error.traceback
+    assert "\x1b" not in tb and "return 1 / x" in tb and "ipykernel" not in tb
+    assert model_view(r).endswith("ZeroDivisionError: division by zero")
+    assert sb.run("1 + 1").result == "2"  # the kernel is fine afterwards
+
+
+def test_syntax_error(sb):
+    r = sb.run("def broken(:\n    pass")
+    assert r.error is not None and r.error.ename == "SyntaxError"
+
+
+def test_sympy_and_numpy(sb):
+    r = sb.run(
+        "import sympy as sp, numpy as np\nx = sp.symbols('x')\nprint(sp.solve(x**2 - 4, x))\nint(np.arange(10).sum())"
+    )
+    assert r.ok, r
+    assert r.stdout.strip() == "[-2, 2]" and r.result == "45"
+
+
+def test_unicode_and_non_utf8_output(sb):
+    r = sb.run("print('π ≈ 3.14159, ∑ 😀')")
+    assert r.stdout == "π ≈ 3.14159, ∑ 😀\n"
+    r = sb.run("import sys\nsys.stdout.write('\\udcff ok\\n')")
+    assert "ok" in r.stdout  # a lone surrogate does not break the message loop
+    r = sb.run("import os\nos.write(1, b'\\xff\\xfe raw\\n')")
+    assert sb.run("'alive'").result == "'alive'"
+
+
+def test_stderr_and_display(sb):
+    r = sb.run(
+        "import sys\nprint('out')\nprint('err', file=sys.stderr)\nfrom IPython.display import display\ndisplay(7)"
+    )
+    assert r.stdout.startswith("out\n") and "7" in r.stdout and r.stderr == "err\n"
+
+
+def test_bad_input_is_a_clear_type_error(sb):
+    with pytest.raises(TypeError, match="code must be a str"):
+        sb.run(b"print(1)")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        sb.run(None)  # type: ignore[arg-type]
+
+
+def test_timeout_interrupts_and_keeps_state(sb):
+    sb.run("kept = 'yes'")
+    r = sb.run("import time\nwhile True:\n    time.sleep(0.01)", timeout=1)
+    assert r.timed_out and not r.kernel_restarted and r.error.ename == "TimeoutError"
+    assert "interrupted" in model_view(r, timeout_s=1)
+    assert sb.run("kept").result == "'yes'"
+
+
+def test_huge_output_is_capped(sb):
+    cap = sb.config.output_cap_bytes
+    r = sb.run("for i in range(300000):\n    print('line', i)")
+    assert r.truncated and len(r.stdout.encode()) <= cap and r.output_bytes > cap
+    view = model_view(r, max_chars=1000)
+    assert len(view) < 1100 and "elided" in view and "output truncated" in view
+
+
+def test_crashed_kernel_is_detected_fast_and_replaced(config):
+    with JupyterSandbox(config) as s:
+        s.run("x = 1")
+        for code in ("import os\nos._exit(1)", "import ctypes\nctypes.string_at(0)"):
+            t0 = time.monotonic()
+            r = s.run(code, timeout=20)
+            assert r.kernel_restarted and r.error.ename == "KernelDied", r
+            assert time.monotonic() - t0 < 10  # detected by polling, not by the 20 s timeout
+            assert "all variables lost" in model_view(r)
+            r = s.run("x")
+            assert r.error is not None and r.error.ename == "NameError"  # state lost, kernel usable
+        assert s.restarts == 2
+
+
+def test_next_trajectory_is_unaffected(config):
+    with JupyterSandbox(config) as first:
+        r = first.run(
+            "import math, os\nmath.pi = 3\nos.environ['LEAK'] = '1'\nopen('left.txt', 'w').write('x')\nsecret = 1"
+        )
+        assert r.ok, r
+    with JupyterSandbox(config) as second:
+        r = second.run(
+            "import math, os\n(math.pi, os.environ.get('LEAK'), os.path.exists('left.txt'), 'secret' in dir())"
+        )
+        assert r.result == "(3.141592653589793, None, False, False)", r
+
+
+def test_reset_gives_a_fresh_kernel(config):
+    with JupyterSandbox(config) as s:
+        s.run("y = 5")
+        s.reset()
+        assert s.run("y").error.ename == "NameError"
+
+
+def test_kernel_that_never_starts_fails_with_a_clear_error(config, tmp_path):
+    bad = config.with_(start_timeout_s=3.0, extra_env=(("PYTHONPATH", "/nonexistent"),))
+    # a kernel whose boot script cannot find ipykernel: simulate by a broken interpreter flag
+    import mathagent.sandbox.launch as launch
+
+    saved = launch.BOOT
+    launch.BOOT = "import sys; sys.exit('no kernel here')"
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SandboxStartError, match="kernel did not start"):
+            JupyterSandbox(bad)
+        assert time.monotonic() - t0 < 10
+        launch.BOOT = "import time; time.sleep(60)"
+        with pytest.raises(SandboxStartError, match="start_timeout_s"):
+            JupyterSandbox(bad)
+    finally:
+        launch.BOOT = saved
+
+
+def test_pool_hands_out_fresh_kernels_and_closes(config):
+    dirs = []
+    with KernelPool(size=2, config=config) as pool:
+        assert isinstance(pool, SandboxProvider)
+        a = pool.acquire()
+        b = pool.acquire()
+        dirs += [a._slot.dir, b._slot.dir]
+        try:
+            a.run("v = 'a'")
+            assert b.run("'v' in dir()").result == "False"
+            assert a.kernel_pid != b.kernel_pid
+        finally:
+            a.close()
+            b.close()
+        c = pool.acquire()  # refilled in the background
+        dirs.append(c._slot.dir)
+        with c:
+            assert c.run("2 ** 10").result == "1024"
+    assert not any(d.exists() for d in dirs)  # closed sandboxes leave nothing behind
+
+
+def test_arun_from_an_event_loop(sb):
+    async def main():
+        return await asyncio.gather(arun(sb, "6 * 7"), asyncio.sleep(0))
+
+    r, _ = asyncio.run(main())
+    assert r.result == "42"
