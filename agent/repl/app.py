@@ -1,0 +1,385 @@
+"""The interactive ``mathagent solve`` REPL: prompt, commands, live solving, Ctrl-C, clean exit.
+
+Keys: Enter submits; Alt-Enter (or Esc then Enter) inserts a newline, and so does a line ending in a
+backslash; Up/Down walk the history (kept in ``repl_history`` under the cache folder); Tab completes
+commands. Ctrl-C while a problem runs stops it (the running cell is interrupted) and returns to the
+prompt; Ctrl-C at the prompt clears the line; Ctrl-D (or ``/quit``) leaves, stopping the model
+server and the kernels the session started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from mathagent.agent.repl.commands import CommandError, completions, help_rows, is_command, run_command
+from mathagent.agent.repl.display import StreamView, TableView, badge
+from mathagent.agent.repl.recorder import EventRecorder
+from mathagent.agent.repl.runtime import Runtime
+from mathagent.agent.repl.settings import ReplSettings, history_path
+from mathagent.agent.trace import Trace
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+log = logging.getLogger(__name__)
+
+PROMPT = "math> "
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The REPL's options: the same flags as ``mathagent solve`` (which hands its argv over)."""
+    p = argparse.ArgumentParser(prog="mathagent solve", description="Interactive math agent REPL.")
+    p.add_argument("--k", "-k", type=int, default=1, help="samples per problem")
+    p.add_argument("--model", "-m", default=None, help="bundled model name, GGUF path, or server model id")
+    p.add_argument("--backend", choices=("openai", "transformers", "scripted"), default=None)
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
+    p.add_argument("--temperature", "-t", type=float, default=0.0)
+    p.add_argument("--format", choices=("markdown", "mathcoder", "tools"), default=None)
+    p.add_argument(
+        "--verify", action=argparse.BooleanOptionalAction, default=True, help="self-verify with code"
+    )
+    p.add_argument(
+        "--rounds", "--max-rounds", dest="rounds", type=int, default=6, help="most code executions"
+    )
+    p.add_argument("--max-tokens", type=int, default=None, help="most tokens per model call")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per code cell")
+    p.add_argument("--system-prompt", default=None, help="shipped system prompt name")
+    p.add_argument("--vote", choices=("weighted", "majority"), default="weighted")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--pool-size", type=int, default=2, help="warm kernels kept ready")
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # only meaningful with a problem
+    p.add_argument("--script", default=None, help=argparse.SUPPRESS)  # test hook; env MATHAGENT_SCRIPT
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> ReplSettings:
+    return ReplSettings(
+        k=max(1, args.k),
+        model=args.model,
+        backend=args.backend,
+        base_url=args.base_url,
+        temperature=args.temperature if args.temperature is not None else 0.0,
+        format=args.format,
+        verify=args.verify,
+        rounds=args.rounds,
+        vote=args.vote,
+        seed=args.seed,
+        script=args.script or os.environ.get("MATHAGENT_SCRIPT") or None,
+    )
+
+
+def base_config(args: argparse.Namespace) -> Any:
+    """AgentConfig fields the REPL has no command for, taken from the flags once."""
+    from mathagent.agent.config import AgentConfig
+
+    changes = {
+        "max_tokens": args.max_tokens,
+        "cell_timeout": args.timeout,
+        "system_prompt": args.system_prompt,
+    }
+    return AgentConfig().with_(**{k: v for k, v in changes.items() if v is not None})
+
+
+def _key_bindings() -> Any:
+    from prompt_toolkit.key_binding import KeyBindings
+
+    kb = KeyBindings()
+
+    @kb.add("enter")
+    def _submit(event: Any) -> None:
+        buf = event.current_buffer
+        if buf.text.endswith("\\") and buf.cursor_position == len(buf.text):
+            buf.delete_before_cursor(1)
+            buf.insert_text("\n")
+        else:
+            buf.validate_and_handle()
+
+    @kb.add("escape", "enter")
+    def _newline(event: Any) -> None:
+        event.current_buffer.insert_text("\n")
+
+    return kb
+
+
+class Repl:
+    """One interactive session."""
+
+    def __init__(
+        self, settings: ReplSettings, console: Console, *, pool_size: int = 2, base_config: Any = None
+    ) -> None:
+        self.settings = settings
+        self.base_config = base_config
+        self.console = console
+        self.runtime = Runtime(pool_size=pool_size)
+        self.traces: list[Trace] = []
+        self.last: list[Trace] = []
+        self.task: asyncio.Task[Any] | None = None
+        self.provider: Any = None
+
+    # -- prompt -----------------------------------------------------------------------------------
+
+    def _session(self) -> Any:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.completion import WordCompleter
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+        path = history_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            history: Any = FileHistory(str(path))
+        except OSError:
+            history = InMemoryHistory()
+        return PromptSession(
+            history=history,
+            multiline=True,
+            key_bindings=_key_bindings(),
+            completer=WordCompleter(completions(), sentence=True),
+            complete_while_typing=False,
+            prompt_continuation=lambda width, line, wrap: "." * (width - 1) + " ",
+        )
+
+    def banner(self, warming: list[str]) -> None:
+        self.console.print(Text("mathagent", style="bold") + Text(" interactive solver", style="dim"))
+        if warming:
+            self.console.print(Text("warming up: " + "; ".join(warming), style="dim"))
+        self.console.print(
+            Text(
+                "Type a problem and press Enter (Alt-Enter or a trailing \\ for a new line). "
+                "/help for commands, Ctrl-C stops a run, Ctrl-D quits.",
+                style="dim",
+            )
+        )
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
+            pass
+        session = self._session()
+        self.banner(self.runtime.warm(self.settings))
+        try:
+            while True:
+                try:
+                    line = await session.prompt_async(PROMPT, handle_sigint=False)
+                except KeyboardInterrupt:
+                    continue  # Ctrl-C at the prompt: the line is cleared
+                except EOFError:
+                    break
+                line = line.strip()
+                if not line:
+                    continue
+                if is_command(line):
+                    if await self.command(line) == "quit":
+                        break
+                    continue
+                await self.solve(line)
+        finally:
+            self.console.print(Text("stopping the model server and kernels...", style="dim"))
+            try:
+                loop.remove_signal_handler(signal.SIGINT)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover
+                pass
+            await self.runtime.aclose()
+            self.console.print("bye")
+        return 0
+
+    def _on_sigint(self) -> None:
+        task = self.task
+        if task is None or task.done():
+            return
+        if self.provider is not None:
+            self.provider.interrupt_all()  # stop the running cell now, so the loop can close its kernel
+        task.cancel()
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    async def command(self, line: str) -> str | None:
+        try:
+            res = run_command(line, self.settings)
+        except CommandError as e:
+            self.console.print(Text(str(e), style="red"))
+            return None
+        self.settings = res.settings
+        if res.message:
+            self.console.print(Text(res.message, style="cyan"))
+        warming = self.runtime.warm(self.settings)
+        if warming:
+            self.console.print(Text("warming up: " + "; ".join(warming), style="dim"))
+            self.runtime.close_retired()
+        action = res.action
+        if action == "help":
+            table = Table(show_header=False, box=None)
+            for usage, text in help_rows():
+                table.add_row(Text(usage, style="bold"), text)
+            self.console.print(table)
+            self.console.print(
+                Text(
+                    "Enter submits; Alt-Enter or a trailing \\ adds a line; Ctrl-C stops a run.", style="dim"
+                )
+            )
+        elif action == "settings":
+            self.show_settings()
+        elif action == "trace":
+            if not self.last:
+                self.console.print(Text("no trace yet", style="yellow"))
+            for t in self.last:
+                self.console.print_json(t.to_json())
+        elif action == "save":
+            self.save(res.arg or "")
+        elif action == "clear":
+            self.console.clear()
+        return action
+
+    def show_settings(self) -> None:
+        table = Table(show_header=False, box=None)
+        for name, value in self.settings.to_dict().items():
+            if name == "script" and value is None:
+                continue
+            shown = (
+                "default"
+                if value is None
+                else ("on" if value is True else "off" if value is False else value)
+            )
+            table.add_row(Text(name, style="bold"), str(shown))
+        table.add_row(Text("source", style="bold"), self.settings.describe_backend())
+        for what, state in self.runtime.status().items():
+            table.add_row(Text(what, style="bold"), state)
+        table.add_row(Text("history", style="bold"), str(history_path()))
+        table.add_row(Text("traces", style="bold"), f"{len(self.traces)} this session")
+        self.console.print(table)
+
+    def save(self, file: str) -> None:
+        if not self.traces:
+            self.console.print(Text("no traces to save yet", style="yellow"))
+            return
+        path = Path(file).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as fh:
+                for t in self.traces:
+                    fh.write(t.to_json() + "\n")
+        except OSError as e:
+            self.console.print(Text(f"could not write {path}: {e}", style="red"))
+            return
+        self.console.print(Text(f"saved {len(self.traces)} traces to {path}", style="green"))
+
+    # -- solving ----------------------------------------------------------------------------------
+
+    async def _ready(self) -> tuple[Any, Any] | None:
+        waiting = [k for k, v in self.runtime.status().items() if v == "warming up"]
+        if waiting:
+            self.console.print(Text("waiting for " + " and ".join(waiting) + " to warm up...", style="dim"))
+        try:
+            backend = await self.runtime.backend()
+        except Exception as e:  # noqa: BLE001 - show it and keep the REPL
+            self.console.print(Text(f"backend unavailable: {e}", style="red"))
+            self.console.print(Text("change /model, /backend or /base-url, or try again", style="dim"))
+            return None
+        try:
+            provider = await self.runtime.provider()
+        except Exception as e:  # noqa: BLE001
+            self.console.print(Text(f"sandbox unavailable: {e} (see `mathagent sandbox check`)", style="red"))
+            return None
+        return backend, provider
+
+    async def solve(self, problem: str) -> None:
+        """Run one problem as a task that Ctrl-C cancels; the REPL, backend and pool survive it."""
+        self.runtime.warm(self.settings)  # retries a backend or pool that failed to start
+        self.task = asyncio.ensure_future(self._solve(problem, self.settings))
+        try:
+            await self.task
+        finally:
+            self.task = None
+
+    async def _solve(self, problem: str, s: ReplSettings) -> None:
+        from mathagent.agent.loop import solve, solve_k
+
+        try:
+            ready = await self._ready()
+        except asyncio.CancelledError:
+            self.console.print(Text("cancelled", style="yellow"))
+            return
+        if ready is None:
+            return
+        backend, provider = ready
+        self.provider = provider
+        config = s.agent_config(self.base_config)
+        recorder = EventRecorder(s.k)
+        view: Any = StreamView(self.console) if s.k == 1 else TableView(self.console, s.k, self._vote_fn())
+
+        def on_event(event: Any) -> None:
+            recorder.handle(event)
+            view.handle(event)
+
+        cancelled = False
+        traces: list[Trace] = []
+        with view:
+            try:
+                if s.k == 1:
+                    traces = [await solve(problem, backend, provider, config, on_event=on_event)]
+                else:
+                    traces = await solve_k(problem, backend, provider, config, k=s.k, on_event=on_event)
+                if isinstance(view, TableView):
+                    view.finish(traces)
+            except asyncio.CancelledError:
+                cancelled = True
+                if isinstance(view, TableView):
+                    view.mark("cancelled")
+        await asyncio.to_thread(provider.close_handed_out)
+        if cancelled:
+            level = getattr(getattr(provider, "level", None), "value", "")
+            traces = recorder.cancelled_traces(problem, backend, s, level)
+            self.console.print(Text("stopped (Ctrl-C); the partial trace is kept", style="yellow"))
+        else:
+            self.show_result(traces)
+        self.traces.extend(traces)
+        self.last = traces
+
+    def _vote_fn(self) -> Any:
+        from mathagent.evals.voting import majority_vote, weighted_vote
+
+        if self.settings.vote == "majority":
+            return lambda samples: majority_vote(samples)
+        return lambda samples: weighted_vote(samples)
+
+    def show_result(self, traces: list[Trace]) -> None:
+        from mathagent.agent.render import answer_renderable, footer
+
+        if len(traces) == 1:
+            t = traces[0]
+            line = Text("answer: ", style="bold")
+            line.append(str(t.final_answer) if t.final_answer is not None else "(none)", style="bold green")
+            line.append("  ")
+            line.append_text(badge(t.verification_state))
+            self.console.print(answer_renderable(t))
+            self.console.print(line)
+            self.console.print(Text(footer(t), style="dim"))
+            return
+        try:
+            result = self._vote_fn()([(t.final_answer, t.verification_state) for t in traces])
+        except Exception as e:  # noqa: BLE001
+            self.console.print(Text(f"vote failed: {e}", style="red"))
+            return
+        line = Text(f"answer ({result.method} vote of {len(traces)}): ", style="bold")
+        line.append(str(result.winner) if result.winner is not None else "(none)", style="bold green")
+        if result.clusters:
+            c = result.clusters[0]
+            line.append(f"  {c.count}/{len(traces)} samples, score {c.score:.2f}", style="dim")
+        self.console.print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    console = Console(highlight=False)
+    repl = Repl(
+        settings_from_args(args), console, pool_size=max(1, args.pool_size), base_config=base_config(args)
+    )
+    return asyncio.run(repl.run())

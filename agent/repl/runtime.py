@@ -1,0 +1,250 @@
+"""What the REPL keeps alive between problems: a backend and a kernel pool, warmed in the background.
+
+:class:`Runtime` starts building both in worker threads as soon as the REPL opens (the llama.cpp
+server takes seconds to load a model, kernels about half a second each), so the user types while
+they warm up; the first problem awaits readiness. A settings change that affects the backend
+(``/model``, ``/backend``, ``/base-url``) starts a new one in the background and closes the old one.
+
+:class:`TrackingProvider` wraps the pool so the REPL can interrupt and close every sandbox a
+cancelled problem had acquired (Ctrl-C), leaving no kernel behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import inspect
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from mathagent.agent.repl.settings import ReplSettings
+
+log = logging.getLogger(__name__)
+
+
+def load_script(path: str | Path) -> dict[str, Any]:
+    """A scripted-backend file: a JSON list of turns, or ``{"turns": [...], "default_format": ...}``.
+
+    A turn is a string (the model's text, cut at stop strings like a real server) or an object
+    ``{"text": ..., "tool_calls": [...], "finish_reason": ...}`` (the format ``mathagent solve --script``
+    reads too).
+    """
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if isinstance(data, list):
+        data = {"turns": data}
+    if not isinstance(data, dict) or not isinstance(data.get("turns"), list):
+        raise ValueError(f"{path}: expected a JSON list of turns or an object with 'turns'")
+    return data
+
+
+def build_scripted(path: str | Path) -> Any:
+    from mathagent.agent.backends.base import Completion, ToolCall
+    from mathagent.agent.backends.scripted import ScriptedBackend
+
+    def turn(t: Any) -> Any:
+        if isinstance(t, str):
+            return t
+        calls = tuple(
+            ToolCall(c.get("id", f"call_{i}"), c.get("name", "python"), c.get("arguments", ""))
+            for i, c in enumerate(t.get("tool_calls", ()))
+        )
+        return Completion(t.get("text", ""), t.get("finish_reason", "stop"), tool_calls=calls)
+
+    spec = load_script(path)
+    turns = [turn(t) for t in spec["turns"]]
+    return ScriptedBackend(
+        turns,
+        model=spec.get("model", "scripted"),
+        default_format=spec.get("default_format", "markdown"),
+        latency_s=float(spec.get("latency_s", 0.0)),
+    )
+
+
+def build_backend(settings: ReplSettings) -> Any:
+    """A backend for ``settings`` (blocking: may assemble a model and start a llama.cpp server)."""
+    if settings.script or settings.backend == "scripted":
+        if not settings.script:
+            raise ValueError("the scripted backend needs a script file (--script FILE or MATHAGENT_SCRIPT)")
+        return build_scripted(settings.script)
+    try:
+        from mathagent.agent.backends import make_backend  # type: ignore[attr-defined]
+    except ImportError:
+        make_backend = None
+    if make_backend is not None:
+        backend = make_backend(model=settings.model, base_url=settings.base_url, backend=settings.backend)
+        if inspect.isawaitable(backend):
+            backend = asyncio.run(backend)  # a worker thread: no loop is running here
+        return backend
+    return _fallback_backend(settings)
+
+
+def _fallback_backend(settings: ReplSettings) -> Any:
+    """Used only until ``make_backend`` exists: a server URL, or the bundled llama.cpp server."""
+    import os
+
+    from mathagent.agent.backends.openai_backend import OpenAIBackend
+
+    if settings.backend == "transformers":
+        raise ValueError("the transformers backend is not available in this build")
+    url = settings.base_url or os.environ.get("OPENAI_BASE_URL")
+    if url:
+        return OpenAIBackend(model=settings.model, base_url=url)
+    from mathagent.agent.llama_server import LlamaServer
+    from mathagent.agent.models import DEFAULT_MODEL
+
+    server = LlamaServer(settings.model or DEFAULT_MODEL).start()
+    return OpenAIBackend(
+        model=server.alias,
+        base_url=server.base_url,
+        chat_template="chatml",
+        gguf_path=server.path,
+        server=server,
+        context_window=getattr(server, "n_ctx", None),
+    )
+
+
+def build_pool(size: int) -> Any:
+    from mathagent.sandbox import KernelPool
+
+    return KernelPool(size=size)
+
+
+class TrackingProvider:
+    """A SandboxProvider that remembers the sandboxes it handed out, to interrupt or close them."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._live: list[Any] = []
+        self._lock = threading.Lock()
+
+    @property
+    def level(self) -> Any:
+        return self.inner.level
+
+    def acquire(self) -> Any:
+        sb = self.inner.acquire()
+        with self._lock:
+            self._live.append(sb)
+        return sb
+
+    def interrupt_all(self) -> int:
+        """Send an interrupt to the kernel of every sandbox handed out; returns how many were signalled."""
+        with self._lock:
+            live = list(self._live)
+        n = 0
+        for sb in live:
+            fn = getattr(sb, "interrupt", None)
+            if fn is None:  # JupyterSandbox has no public interrupt yet: signal its kernel process
+                fn = getattr(getattr(sb, "_kernel", None), "interrupt", None)
+            if fn is None:
+                continue
+            try:
+                fn()
+                n += 1
+            except Exception:  # noqa: BLE001 - a dead kernel is fine here
+                log.debug("interrupt failed", exc_info=True)
+        return n
+
+    def close_handed_out(self) -> None:
+        """Close every sandbox handed out so far (idempotent; the loop normally closes its own)."""
+        with self._lock:
+            live, self._live = self._live, []
+        for sb in live:
+            try:
+                sb.close()
+            except Exception:  # noqa: BLE001
+                log.debug("closing a sandbox failed", exc_info=True)
+
+    def close(self) -> None:
+        self.close_handed_out()
+        self.inner.close()
+
+
+class Runtime:
+    """The backend and kernel pool of one REPL session (see the module docstring)."""
+
+    def __init__(self, pool_size: int = 2) -> None:
+        self.pool_size = pool_size
+        self._executor = cf.ThreadPoolExecutor(max_workers=3, thread_name_prefix="repl-warm")
+        self._backend: cf.Future[Any] | None = None
+        self._backend_key: tuple[Any, ...] | None = None
+        self._pool: cf.Future[Any] | None = None
+        self._retired: list[cf.Future[Any]] = []
+        self._closing: list[asyncio.Future[Any]] = []
+
+    def warm(self, settings: ReplSettings) -> list[str]:
+        """Start building whatever is missing or stale; returns what is warming up, for the banner."""
+        started = []
+        if self._pool is not None and self._pool.done() and self._pool.exception() is not None:
+            self._pool = None
+        if self._pool is None:
+            self._pool = self._executor.submit(lambda: TrackingProvider(build_pool(self.pool_size)))
+            started.append(f"kernel pool ({self.pool_size} kernels)")
+        key = settings.backend_key()
+        failed = self._backend is not None and self._backend.done() and self._backend.exception() is not None
+        if self._backend is None or key != self._backend_key or failed:
+            if self._backend is not None:
+                self._retired.append(self._backend)
+            self._backend_key = key
+            self._backend = self._executor.submit(build_backend, settings)
+            started.append(settings.describe_backend())
+        return started
+
+    def status(self) -> dict[str, str]:
+        """``backend`` / ``sandbox`` -> ``warming up``, ``ready`` or ``failed: ...``."""
+
+        def one(f: cf.Future[Any] | None) -> str:
+            if f is None:
+                return "not started"
+            if not f.done():
+                return "warming up"
+            err = f.exception()
+            return f"failed: {err}" if err else "ready"
+
+        return {"backend": one(self._backend), "sandbox": one(self._pool)}
+
+    async def backend(self) -> Any:
+        assert self._backend is not None, "warm() first"
+        return await asyncio.wrap_future(self._backend)
+
+    async def provider(self) -> TrackingProvider:
+        assert self._pool is not None, "warm() first"
+        return await asyncio.wrap_future(self._pool)
+
+    def close_retired(self) -> None:
+        """Close replaced backends in the background (one may still be starting its server)."""
+        retired, self._retired = self._retired, []
+        self._closing.extend(asyncio.ensure_future(_close_backend_future(f)) for f in retired)
+
+    async def aclose(self) -> None:
+        """Stop the model server the session started (if any) and every kernel."""
+        self.close_retired()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        if self._backend is not None:
+            await _close_backend_future(self._backend)
+        if self._pool is not None:
+            try:
+                pool = await asyncio.wrap_future(self._pool)
+            except Exception:  # noqa: BLE001 - it never started
+                pool = None
+            if pool is not None:
+                await asyncio.to_thread(pool.close)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _close_backend_future(f: cf.Future[Any]) -> None:
+    try:
+        backend = await asyncio.wrap_future(f)
+    except Exception:  # noqa: BLE001 - it never started: nothing to close
+        return
+    try:
+        await backend.aclose()
+    except Exception:  # noqa: BLE001
+        log.warning("closing the backend failed", exc_info=True)
+    server = getattr(backend, "server", None)
+    if server is not None and hasattr(server, "stop"):
+        await asyncio.to_thread(server.stop)

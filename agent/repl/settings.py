@@ -1,0 +1,104 @@
+"""The REPL's session settings: one frozen record, changed by ``/`` commands, mapped onto AgentConfig."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("openai", "transformers", "scripted")
+FORMATS = ("markdown", "mathcoder", "tools")
+VOTES = ("weighted", "majority")
+
+
+def cache_dir() -> Path:
+    """``$MATHAGENT_CACHE_DIR``, else ``~/.cache/mathagent``."""
+    env = os.environ.get("MATHAGENT_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mathagent"
+
+
+def history_path() -> Path:
+    """Where the prompt history is kept between sessions."""
+    return cache_dir() / "repl_history"
+
+
+@dataclass(frozen=True)
+class ReplSettings:
+    """What the next problem runs with. Every field has a ``/`` command of the same name."""
+
+    k: int = 1
+    """Samples per problem; above 1 the REPL shows a table of samples and the vote."""
+    model: str | None = None
+    """Bundled model name, GGUF path, or the model id a server knows; None: the bundled default."""
+    backend: str | None = None
+    """``openai``, ``transformers`` or ``scripted``; None: chosen from model / base URL."""
+    base_url: str | None = None
+    """An OpenAI-compatible server; None: env ``OPENAI_BASE_URL`` or the bundled llama.cpp server."""
+    temperature: float = 0.0
+    """Sampling temperature (with k > 1 and 0.0, the REPL samples at 0.7)."""
+    format: str | None = None
+    """Trace format; None: the backend's default."""
+    verify: bool = True
+    """Run code-based self-verification after an answer."""
+    rounds: int = 6
+    """Most code executions per sample (AgentConfig.max_rounds)."""
+    vote: str = "weighted"
+    """How k samples are combined: ``weighted`` (by verification state) or ``majority``."""
+    seed: int | None = None
+    """Sampling seed (sample i uses seed + i)."""
+    script: str | None = None
+    """Hidden test hook: a JSON file of scripted model turns (the ``scripted`` backend)."""
+
+    def with_(self, **changes: Any) -> ReplSettings:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReplSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @property
+    def effective_temperature(self) -> float:
+        """Temperature actually used: k identical greedy samples would make the vote pointless."""
+        if self.k > 1 and self.temperature == 0.0:
+            return 0.7
+        return self.temperature
+
+    def backend_key(self) -> tuple[Any, ...]:
+        """The fields that, when changed, need a new backend (a script wins over everything else)."""
+        if self.script:
+            return ("script", self.script)
+        return (self.backend, self.model, self.base_url)
+
+    def agent_config(self, base: Any = None) -> Any:
+        """The loop's AgentConfig for these settings (``base`` supplies the fields the REPL leaves alone)."""
+        from mathagent.agent.config import AgentConfig
+
+        cfg = base if base is not None else AgentConfig()
+        return cfg.with_(
+            format=self.format,
+            max_rounds=self.rounds,
+            temperature=self.effective_temperature,
+            seed=self.seed,
+            verify=self.verify,
+        )
+
+    def describe_backend(self) -> str:
+        """One line naming the model source, for the banner and /settings."""
+        if self.script or self.backend == "scripted":
+            return f"scripted ({self.script or 'no script'})"
+        if self.base_url:
+            return (
+                f"{self.backend or 'openai'} server at {self.base_url} (model {self.model or 'first listed'})"
+            )
+        if self.backend == "transformers":
+            return f"transformers ({self.model or 'default'})"
+        if os.environ.get("OPENAI_BASE_URL") and not self.model:
+            return f"openai server at {os.environ['OPENAI_BASE_URL']}"
+        from mathagent.agent.models import DEFAULT_MODEL
+
+        return f"bundled llama.cpp ({self.model or DEFAULT_MODEL})"
