@@ -143,10 +143,19 @@ class _Kernel:
             pids = set(pids_of_uid(self.slot.uid))
         else:
             return 0
-        strays = pids - keep
-        for pid in strays:
-            kill(pid)
-        return len(strays)
+        killed = 0
+        for _ in range(50):  # a fork bomb keeps forking while we kill: repeat until none is left
+            strays = pids - keep
+            if not strays:
+                break
+            for pid in strays:
+                kill(pid)
+            killed += len(strays)
+            time.sleep(0.005)
+            pids = (
+                self.slot.cgroup.pids() if self.slot.cgroup is not None else set(pids_of_uid(self.slot.uid))
+            )
+        return killed
 
     def interrupt(self) -> None:
         kill(self.pid, signal.SIGINT)

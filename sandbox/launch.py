@@ -84,7 +84,7 @@ if cfg["seccomp"]:
             pass
     f.load()
 os.chdir(cfg["cwd"])
-sys.argv = ["ipykernel", "-f", cfg["conn"], "--HistoryManager.enabled=False", "--quiet"]
+sys.argv = ["ipykernel", "-f", cfg["conn"], "--HistoryManager.enabled=False", "--InteractiveShell.xmode=Plain", "--quiet"]
 from ipykernel.kernelapp import launch_new_instance
 launch_new_instance()
 """

@@ -25,6 +25,26 @@ def clean_traceback(frames: list[str]) -> str:
         if head.startswith("File ") and any(m in head for m in _INTERNAL):
             continue
         out.append(text.rstrip("\n"))
+    return elide(_collapse_repeats("\n".join(out).splitlines()), 20_000)
+
+
+def _collapse_repeats(lines: list[str]) -> str:
+    """Fold runs of an identical one- or two-line frame (deep recursion) into one line saying how many."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        for width in (2, 1):
+            block = lines[i : i + width]
+            n = 1
+            while len(block) == width and lines[i + n * width : i + (n + 1) * width] == block:
+                n += 1
+            if n >= 4:
+                out += block + [f"  [previous {width}-line frame repeated {n - 1} more times]"]
+                i += n * width
+                break
+        else:
+            out.append(lines[i])
+            i += 1
     return "\n".join(out)
 
 
