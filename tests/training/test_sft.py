@@ -1,0 +1,100 @@
+"""Closing the loop on CPU: train SmolLM2-135M on a few exported traces, reload it, run the agent on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from mathagent.training import export
+from mathagent.training.cli_train import main as train_main
+
+pytestmark = pytest.mark.model
+
+
+def _sft(data: Path, out: Path, fmt: str, steps: int, *extra: str) -> int:
+    return train_main(
+        ["sft", "--data", str(data), "--model", "smollm2-135m", "--format", fmt, "--out", str(out),
+         "--max-steps", str(steps), "--batch-size", "4", "--lr", "1e-3", "--max-length", "256",
+         "--logging-steps", "1", "--seed", "0", *extra]
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mathcoder_model(tmp_path_factory, traces, smol_dir) -> Path:
+    """A MathCoder-format model trained for 6 steps on repeated tiny traces (raw traces as input)."""
+    root = tmp_path_factory.mktemp("sft")
+    data = root / "traces.jsonl"
+    data.write_text("\n".join(t.to_json() for t in traces * 3), encoding="utf-8")
+    out = root / "model"
+    assert _sft(data, out, "mathcoder", 6, "--save-steps", "100") == 0
+    return out
+
+
+def test_saved_model_carries_tokenizer_tokens_and_manifest(mathcoder_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    manifest = json.loads((mathcoder_model / "mathagent.json").read_text())
+    assert manifest["format"] == "mathcoder" and manifest["schema_version"] == 1
+    assert manifest["stop"] == ["<|endofblock|>", "<|endofmessage|>"]
+    tok = AutoTokenizer.from_pretrained(mathcoder_model)
+    assert len(tok("<|code|>", add_special_tokens=False)["input_ids"]) == 1
+    lm = AutoModelForCausalLM.from_pretrained(mathcoder_model)
+    assert lm.get_input_embeddings().weight.shape[0] == len(tok)
+    result = json.loads((mathcoder_model / "train_result.json").read_text())
+    assert result["result"]["steps"] == 6
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+@pytest.mark.xfail(
+    reason="transformers_backend decodes with skip_special_tokens=True, which strips the MathCoder markers "
+    "(additional special tokens) so the loop sees one text block; passes once it keeps them",
+    strict=False,
+)
+def test_agent_runs_trained_mathcoder_model(mathcoder_model):
+    """The trained model writes well-formed code blocks and the loop executes them in a real sandbox."""
+    from mathagent.agent.backends.transformers_backend import TransformersBackend
+    from mathagent.agent.config import AgentConfig
+    from mathagent.agent.loop import solve
+    from mathagent.agent.trace import StepKind
+    from mathagent.sandbox import KernelPool
+
+    backend = TransformersBackend(str(mathcoder_model))
+    assert backend.default_format == "mathcoder"
+    pool = KernelPool(size=1)
+    try:
+        trace = asyncio.run(
+            solve("What is 9 + 4?", backend, pool, AgentConfig(max_rounds=2, max_tokens=64, verify=False))
+        )
+    finally:
+        pool.close()
+    kinds = [s.kind for s in trace.steps]
+    assert trace.format == "mathcoder"
+    assert StepKind.CODE in kinds, trace.to_dict()
+    i = kinds.index(StepKind.CODE)
+    assert kinds[i + 1] is StepKind.EXECUTION
+    execution = trace.steps[i + 1].execution
+    assert execution is not None and execution.ok, trace.steps[i + 1]
+    assert "<|" not in trace.steps[i].content  # the block was closed, not run on
+
+
+def test_resume_continues_from_checkpoint(tmp_path, traces, smol_dir):
+    data = tmp_path / "chat.jsonl"
+    export.export_traces(traces[:4], data, "chat")
+    out = tmp_path / "run"
+    common = ("--save-steps", "1", "--batch-size", "2")
+    assert _sft(data, out, "chat", 2, *common) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("checkpoint-")) == [
+        "checkpoint-1",
+        "checkpoint-2",
+    ]
+    assert _sft(data, out, "chat", 3, *common, "--resume") == 0
+    state = json.loads((out / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    # the resumed run logged only step 3: steps 1-2 came from the checkpoint
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3]
+    result = json.loads((out / "train_result.json").read_text())["result"]
+    assert result["steps"] == 3
+    assert json.loads((out / "mathagent.json").read_text())["format"] == "tools"
