@@ -19,8 +19,9 @@ def cache_dir() -> Path:
 
 
 def history_path() -> Path:
-    """Where the prompt history is kept between sessions."""
-    return cache_dir() / "repl_history"
+    """Where the prompt history is kept between sessions (env ``MATHAGENT_REPL_HISTORY`` overrides)."""
+    env = os.environ.get("MATHAGENT_REPL_HISTORY")
+    return Path(env).expanduser() if env else cache_dir() / "repl_history"
 
 
 @dataclass(frozen=True)
