@@ -1,1 +1,95 @@
-"""mathagent.agent.backends."""
+"""Model backends and :func:`make_backend`, the one place that decides which backend serves a model.
+
+Resolution order of ``make_backend(model, base_url, backend=...)``:
+
+1. ``backend="scripted"`` → the scripted backend (keyword arguments passed through).
+2. ``backend="transformers"``, or ``model`` is a directory with ``config.json`` → transformers
+   backend (a ``.gguf`` path loads with ``gguf_file=``; ``mathagent.json`` sets ``default_format``).
+3. an explicit ``base_url`` → OpenAI-compatible backend on that server.
+4. ``model`` is ``None`` or a bundled name (``qwen2.5-coder-1.5b``, ``qwen2.5-coder-0.5b``,
+   ``smollm2-135m``), or a ``.gguf`` file → the llama.cpp server (shared per process) on it, with an
+   OpenAI-compatible backend in front — unless ``OPENAI_BASE_URL`` is set and ``model`` is ``None``.
+5. otherwise (``OPENAI_BASE_URL`` or OpenAI itself) → OpenAI-compatible backend.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from mathagent.agent.backends.base import Backend, BackendError, Completion, GenerationParams, ToolCall
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Completion",
+    "GenerationParams",
+    "ToolCall",
+    "make_backend",
+    "bundled_backend",
+]
+
+SERVER_KEYS = ("n_ctx", "n_threads", "startup_timeout", "port", "chat_format")
+
+
+def bundled_backend(model: str | os.PathLike[str] | None = None, **kw: Any) -> Backend:
+    """An OpenAI-compatible backend on a (process-shared) llama.cpp server running a bundled model or GGUF."""
+    from mathagent.agent.backends.openai_backend import OpenAIBackend
+    from mathagent.agent.llama_server import DEFAULT_N_CTX, DEFAULT_SYSTEM, QWEN_SYSTEM, shared_server
+    from mathagent.agent.models import DEFAULT_MODEL
+
+    name = str(model or DEFAULT_MODEL)
+    server_kw = {k: kw.pop(k) for k in SERVER_KEYS if k in kw}
+    server_kw.setdefault("n_ctx", DEFAULT_N_CTX)
+    server = shared_server(name, **server_kw)
+    kw.setdefault("context_window", server.n_ctx)
+    kw.setdefault("chat_template", "chatml")
+    kw.setdefault("default_system", DEFAULT_SYSTEM.get(name, QWEN_SYSTEM))
+    return OpenAIBackend(
+        model=server.alias, base_url=server.base_url, gguf_path=server.path, server=server, **kw
+    )
+
+
+def make_backend(
+    model: str | None = None,
+    base_url: str | None = None,
+    *,
+    backend: str | None = None,
+    **kw: Any,
+) -> Backend:
+    """Build the backend a user means by ``--model`` / ``--base-url`` / ``--backend`` (see module doc)."""
+    from mathagent.agent.models import is_bundled
+
+    kind = (backend or os.environ.get("MATHAGENT_BACKEND") or "").lower() or None
+    if kind not in (None, "openai", "transformers", "scripted", "llama", "llamacpp"):
+        raise BackendError(f"unknown backend {backend!r}; use openai, transformers, llama or scripted")
+    if kind == "scripted":
+        from mathagent.agent.backends import scripted
+
+        return scripted.ScriptedBackend(**kw)  # type: ignore[no-any-return]
+    path = Path(model).expanduser() if model else None
+    if kind == "transformers" or (
+        kind is None and base_url is None and path is not None and (path / "config.json").is_file()
+    ):
+        from mathagent.agent.backends.transformers_backend import TransformersBackend
+        from mathagent.agent.models import model_path
+
+        if model is None:
+            raise BackendError("the transformers backend needs --model (a directory or a .gguf file)")
+        target = model_path(model) if is_bundled(model) else path
+        assert target is not None
+        return TransformersBackend(target, **kw)
+    if base_url:
+        from mathagent.agent.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(model=model, base_url=base_url, **kw)
+    is_gguf = path is not None and path.suffix == ".gguf" and path.is_file()
+    env_url = os.environ.get("OPENAI_BASE_URL")
+    if kind in ("llama", "llamacpp") or is_bundled(model) or is_gguf or (model is None and not env_url):
+        if model is not None and not (is_bundled(model) or is_gguf):
+            raise BackendError(f"{model!r} is neither a bundled model name nor a .gguf file")
+        return bundled_backend(str(path) if is_gguf else model, **kw)
+    from mathagent.agent.backends.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(model=model, base_url=env_url, **kw)

@@ -120,6 +120,7 @@ class OpenAIBackend:
             self.render_chat = functools.partial(apply_chat_template, default_system=default_system)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
+        self._stale: list[Any] = []
         self._sem: asyncio.Semaphore | None = None
         self._vocab: Any = None
 
@@ -130,6 +131,11 @@ class OpenAIBackend:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop or self._sem is None:
             from openai import AsyncOpenAI
+
+            if self._client is not None:
+                # A client of an earlier (now closed) event loop cannot be closed any more; keep a few
+                # alive so their pooled connections are not garbage-collected noisily on a dead loop.
+                self._stale = [*self._stale[-7:], self._client]
 
             self._client = AsyncOpenAI(
                 api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0

@@ -1,0 +1,94 @@
+"""The OpenAI backend against a real llama.cpp server on the bundled Qwen2.5-Coder-0.5B model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from mathagent.agent.backends import make_backend
+from mathagent.agent.backends.base import Backend, GenerationParams
+from mathagent.agent.backends.openai_backend import OpenAIBackend
+from mathagent.agent.llama_server import LlamaServer, shared_server
+
+pytest.importorskip("llama_cpp.server")
+
+pytestmark = [pytest.mark.server, pytest.mark.model]
+
+MODEL = "qwen2.5-coder-0.5b"
+N_CTX = 2048
+COUNT = [{"role": "user", "content": "Count from 1 to 10, separated by commas. Output only the numbers."}]
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = shared_server(MODEL, n_ctx=N_CTX)
+    yield s
+    s.stop()
+    assert not s.is_running()
+
+
+@pytest.fixture
+def backend(server) -> OpenAIBackend:
+    b = make_backend(MODEL, n_ctx=N_CTX)
+    assert isinstance(b, OpenAIBackend) and b.server is server  # the factory reuses the shared server
+    return b
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_server_is_on_loopback_and_lists_the_model(server):
+    assert server.base_url.startswith("http://127.0.0.1:")
+    assert f"--n_threads {server.n_threads}" in " ".join(server.command())
+
+
+def test_chat_with_stop_string(backend):
+    assert isinstance(backend, Backend) and backend.context_window == N_CTX
+    out = run(backend.generate(COUNT, GenerationParams(max_tokens=40, stop=("5",))))
+    assert len(out) == 1
+    text = out[0].text
+    assert "4" in text and "5" not in text and out[0].finish_reason == "stop"
+    assert out[0].prompt_tokens > 10 and out[0].completion_tokens > 0
+
+
+def test_raw_completion_continues_a_rendered_assistant_turn(backend):
+    msgs = [*COUNT, {"role": "assistant", "content": "1, 2, 3,", "partial": True}]
+    prompt = backend.render_chat(msgs)
+    assert prompt.endswith("<|im_start|>assistant\n1, 2, 3,")
+    out = run(backend.generate(prompt, GenerationParams(max_tokens=30, stop=("7",))))
+    assert out[0].text.strip().startswith("4") and "7" not in out[0].text
+    # the same through a message list ending in a partial assistant message
+    out2 = run(backend.generate(msgs, GenerationParams(max_tokens=30, stop=("7",))))
+    assert out2[0].text == out[0].text
+
+
+def test_k_samples_by_parallel_requests_with_seeds(backend):
+    msgs = [{"role": "user", "content": "Invent a name for a cat. Answer with one word."}]
+    params = GenerationParams(n=3, temperature=1.0, max_tokens=8, seed=11)
+    out = run(backend.generate(msgs, params))
+    assert len(out) == 3 and all(c.text for c in out)
+    # three requests with seeds 11, 12, 13: the samples differ (the server ignores n and would
+    # otherwise answer once). Replays are close but not bit-exact: llama.cpp's prompt-cache reuse
+    # changes the numerics of the first request, so we do not assert equality across runs.
+    assert len({c.text for c in out}) >= 2
+
+
+def test_streaming_calls_on_text(backend):
+    pieces: list[str] = []
+    out = run(backend.generate(COUNT, GenerationParams(max_tokens=40, stop=("6",)), on_text=pieces.append))
+    assert len(pieces) > 3 and "".join(pieces) == out[0].text
+    assert "5" in out[0].text and "6" not in out[0].text
+
+
+def test_count_tokens_uses_the_model_vocabulary(backend):
+    # Qwen2.5 tokenizes digits one by one and special tokens as one token each
+    assert backend.count_tokens("12345") == 5
+    assert backend.count_tokens("<|im_start|>user") == 2
+
+
+def test_bad_model_path_reports_the_log_tail(tmp_path):
+    bogus = tmp_path / "broken.gguf"
+    bogus.write_bytes(b"not a gguf file at all")
+    with pytest.raises(RuntimeError, match="exited with code"):
+        LlamaServer(bogus, startup_timeout=60).start()
