@@ -84,11 +84,16 @@ class SlotCgroup:
                 return int(line.split()[1]) > 0
         return False
 
-    def kill_all(self) -> None:
-        for _ in range(20):
+    def kill_all(self, wait_s: float = 5.0) -> bool:
+        """SIGKILL everything in the group until it is empty (a fork bomb refills it); True when empty."""
+        end = time.monotonic() + wait_s
+        while True:
             pids = self.pids()
             if not pids:
-                return
+                return True
+            if time.monotonic() > end:
+                log.warning("cgroup %s still holds %d processes", self.name, len(pids))
+                return False
             for pid in pids:
                 kill(pid)
             time.sleep(0.01)
