@@ -348,7 +348,8 @@ def weighted_vote(
         states: dict[str, int] = {}
         for i in indices:
             if cluster_ids[i] == c:
-                key = ss[i].state.value if ss[i].state is not None else "none"
+                st = ss[i].state
+                key = st.value if st is not None else "none"
                 states[key] = states.get(key, 0) + 1
         clusters.append(ClusterScore(c, str(answers[first]), score, count, first, states))
     n_voted = sum(1 for i in indices if cluster_ids[i] >= 0)
