@@ -274,6 +274,7 @@ class JupyterSandbox:
         col = OutputCollector(cfg.output_cap_bytes)
         cpu0 = k.cpu_s()
         t0 = time.monotonic()
+        _drain_shell(k.client)
         msg_id = k.client.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
         deadline = t0 + timeout
         interrupted_at: float | None = None
@@ -405,6 +406,15 @@ class JupyterSandbox:
             self.close()
         except Exception:
             pass
+
+
+def _drain_shell(kc: BlockingKernelClient) -> None:
+    """Discard earlier execute replies (their content already came over iopub) so they never pile up."""
+    try:
+        while kc.shell_channel.msg_ready():
+            kc.get_shell_msg(timeout=0)
+    except queue.Empty:
+        pass
 
 
 def _delta(a: float | None, b: float | None) -> float | None:

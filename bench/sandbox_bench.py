@@ -1,0 +1,210 @@
+"""Sandbox benchmark: start, pool acquire, cell round trip vs a raw jupyter_client kernel; MathCoder
+trajectories in our persistent kernel vs a ToRA-style executor; memory per idle kernel.
+
+Prints figures and ratios (not a test). Usage:
+
+    python bench/sandbox_bench.py [--cells 200] [--trajectories 40] [--level auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mathagent.sandbox import JupyterSandbox, KernelPool
+from mathagent.sandbox.config import SandboxConfig
+
+TRACES = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared/data/traces/traces_mathcoderL70b_gsm8k_test_correct.jsonl"
+)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(int(q * len(xs)), len(xs) - 1)]
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.2f} ms"
+
+
+def raw_kernel(n: int) -> tuple[float, list[float]]:
+    from jupyter_client.manager import KernelManager
+
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        km = KernelManager(
+            transport="ipc", ip=os.path.join(d, "k"), connection_file=os.path.join(d, "k.json")
+        )
+        km.start_kernel(extra_arguments=["--HistoryManager.enabled=False"])
+        kc = km.blocking_client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        start = time.perf_counter() - t0
+        times = []
+        for i in range(n):
+            t = time.perf_counter()
+            kc.execute_interactive(f"x = {i}", timeout=10, output_hook=lambda m: None)
+            times.append(time.perf_counter() - t)
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return start, times
+
+
+def ours(config: SandboxConfig, n: int) -> tuple[float, list[float], dict[str, float]]:
+    t0 = time.perf_counter()
+    sb = JupyterSandbox(config)
+    start = time.perf_counter() - t0
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        r = sb.run(f"x = {i}", timeout=10)
+        times.append(time.perf_counter() - t)
+        assert r.ok, r
+    mem = {"rss_bare_mb": rss_mb(sb.kernel_pid)}
+    sb.run("import sympy, numpy", timeout=60)
+    mem["rss_sympy_numpy_mb"] = rss_mb(sb.kernel_pid)
+    cg = sb._slot.cgroup if sb._slot else None
+    if cg is not None and "memory" in cg.controllers:
+        mem["cgroup_usage_mb"] = int((cg.path("memory") / "memory.usage_in_bytes").read_text()) / 2**20
+    sb.close()
+    return start, times, mem
+
+
+def rss_mb(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pool_acquire(config: SandboxConfig, k: int) -> list[float]:
+    times = []
+    with KernelPool(size=2, config=config) as pool:
+        for _ in range(k):
+            while pool._ready.qsize() < 1:  # measure acquire from a warm pool, not a kernel start
+                time.sleep(0.05)
+            t = time.perf_counter()
+            sb = pool.acquire()
+            times.append(time.perf_counter() - t)
+            sb.close()
+    return times
+
+
+def load_trajectories(limit: int) -> list[list[str]]:
+    out = []
+    with open(TRACES) as f:
+        for line in f:
+            cells = [m["content"] for m in json.loads(line)["debug_result"] if m["role"] == "code"]
+            if len(cells) >= 2:
+                out.append(cells)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def run_ours(config: SandboxConfig, trajs: list[list[str]]) -> tuple[float, int, list[float], float]:
+    """End-to-end (acquire, cells, close) and the time spent inside ``run`` alone."""
+    cpu: list[float] = []
+    in_run = 0.0
+    with KernelPool(size=2, config=config) as pool:
+        while pool._ready.qsize() < 2:
+            time.sleep(0.05)
+        t0 = time.perf_counter()
+        n = 0
+        for cells in trajs:
+            with pool.acquire() as sb:
+                for c in cells:
+                    t = time.perf_counter()
+                    r = sb.run(c, timeout=30)
+                    in_run += time.perf_counter() - t
+                    n += 1
+                    if r.cpu_s is not None:
+                        cpu.append(r.cpu_s)
+        return time.perf_counter() - t0, n, cpu, in_run
+
+
+def run_tora(trajs: list[list[str]]) -> tuple[float, int]:
+    """ToRA-style: each round starts a fresh interpreter and re-runs every earlier block, then the new one."""
+    t0 = time.perf_counter()
+    n = 0
+    for cells in trajs:
+        for i in range(len(cells)):
+            prog = "\n".join(cells[: i + 1])
+            subprocess.run(
+                [sys.executable, "-c", prog], capture_output=True, timeout=60, cwd=tempfile.gettempdir()
+            )
+            n += 1
+    return time.perf_counter() - t0, n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--cells", type=int, default=200)
+    ap.add_argument("--trajectories", type=int, default=40)
+    ap.add_argument("--level", default="auto")
+    args = ap.parse_args()
+    config = SandboxConfig.from_env(level=args.level)
+    print(f"# sandbox bench  level={JupyterSandbox(config, start=False).level.value}  cpus={os.cpu_count()}")
+    print(f"# load average at start: {os.getloadavg()}")
+
+    raw_start, raw = raw_kernel(args.cells)
+    our_start, mine, mem = ours(config, args.cells)
+    print("\n## kernel start and cell round trip (trivial cell)")
+    print(
+        f"raw jupyter_client kernel: start {raw_start:.3f} s; round trip p50 {ms(pct(raw, 0.5))}, p99 {ms(pct(raw, 0.99))}"
+    )
+    print(
+        f"JupyterSandbox:            start {our_start:.3f} s; round trip p50 {ms(pct(mine, 0.5))}, p99 {ms(pct(mine, 0.99))}"
+    )
+    print(f"overhead per cell: p50 {ms(pct(mine, 0.5) - pct(raw, 0.5))}  (target <= 1 ms)")
+
+    acq = pool_acquire(config, 10)
+    print("\n## pool acquire (warm pool of 2)")
+    print(f"p50 {ms(pct(acq, 0.5))}, max {ms(max(acq))}  (target <= 5 ms)")
+
+    trajs = load_trajectories(args.trajectories)
+    t_ours, n_ours, cpu, in_run = run_ours(config, trajs)
+    t_tora, n_tora = run_tora(trajs)
+    tora_rate = n_tora / t_tora
+    print(f"\n## MathCoder trajectories: {len(trajs)} with >= 2 code cells, {n_ours} cells")
+    print(f"ToRA-style fresh process per round:           {t_tora:.2f} s, {tora_rate:.1f} cells/s")
+    print(
+        f"persistent kernel, cells only (time in run):   {in_run:.2f} s, {n_ours / in_run:.1f} cells/s, "
+        f"ratio {(n_ours / in_run) / tora_rate:.1f}x  (target >= 4x)"
+    )
+    print(
+        f"persistent kernel, end to end incl. a kernel start per trajectory (pool of 2, back to back, no model "
+        f"time to hide the refill): {t_ours:.2f} s, {n_ours / t_ours:.1f} cells/s, ratio {(n_ours / t_ours) / tora_rate:.1f}x"
+    )
+    if cpu:
+        print(
+            f"kernel CPU per cell: mean {statistics.mean(cpu) * 1000:.1f} ms, p99 {pct(cpu, 0.99) * 1000:.1f} ms"
+        )
+
+    print("\n## memory per idle kernel")
+    for k, v in mem.items():
+        print(f"{k}: {v:.1f}")
+    per = max(mem.get("cgroup_usage_mb", 0.0), mem["rss_sympy_numpy_mb"])
+    budget = 24 * 1024 * 0.75  # leave a quarter for the model server and the host
+    cpu_per_cell = statistics.mean(cpu) if cpu else 0.05
+    print(
+        f"\n## rough capacity on 2 cores / 24 GiB: memory allows ~{int(budget / per)} idle kernels "
+        f"({per:.0f} MiB each, 75% of RAM); CPU: {2 / cpu_per_cell:.0f} trajectory cells/s at "
+        f"{cpu_per_cell * 1000:.0f} ms CPU per cell. With a model emitting a cell every few seconds per "
+        f"trajectory, memory is the bound: ~{int(budget / per)} concurrent trajectories."
+    )
+
+
+if __name__ == "__main__":
+    main()
