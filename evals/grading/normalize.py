@@ -31,6 +31,10 @@ _UNIT_RE = re.compile(r"^(.*?\d[\d.,/]*)\s*(?:\\,|\\;|\\ |~)*\s*(?:" + _UNIT_WOR
 _THOUSANDS_FULL_RE = re.compile(r"[-+]?\d{1,3}(?:(?:,|\{,\}|\\,|\\ | )\d{3})+(?:\.\d+)?")
 
 
+MAX_NORMALIZE_LEN = 4000
+"""Longer answers are returned verbatim by ``normalize_answer`` (and only ever compared as strings)."""
+
+
 def find_brace_group(s: str, start: int) -> int:
     """Index just past the brace group opening at ``s[start] == '{'``; -1 if unbalanced."""
     depth = 0
@@ -113,6 +117,8 @@ def normalize_answer(s: str | None, strip_units: bool = True) -> str:
     if s is None:
         return ""
     s = str(s).strip()
+    if len(s) > MAX_NORMALIZE_LEN:
+        return s  # hostile or garbage: compared verbatim, never regex-scanned
     s = s.replace("\n", " ")
     # outer math delimiters
     for a, b in (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")):
@@ -146,10 +152,11 @@ def normalize_answer(s: str | None, strip_units: bool = True) -> str:
         s = re.sub(r"\^\s*\{?\\circ\}?", "", s)
         s = re.sub(r"\\circ$", "", s)
         s = s.replace("°", "").replace("€", "").replace("£", "").replace("m²", "")
-        s = strip_text_units(s.strip())
-        m = _UNIT_RE.match(s.strip())
-        if m:
-            s = m.group(1)
+        if len(s) <= 200:  # the unit patterns backtrack; answers with units are short
+            s = strip_text_units(s.strip())
+            m = _UNIT_RE.match(s.strip())
+            if m:
+                s = m.group(1)
     else:
         s = s.replace("\\$", "$")
     # text wrappers: \text{Evelyn} -> Evelyn

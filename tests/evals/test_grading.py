@@ -1,0 +1,179 @@
+"""Grader behaviour tables: extraction, traps other graders fall into, MATH multi-box gold, hostile inputs."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from mathagent.evals.grading import (
+    cluster_answers,
+    extract_answer,
+    gold_answer,
+    is_equivalent,
+    last_boxed,
+    load_math_annotations,
+    normalize_answer,
+    policy_for,
+)
+
+# (text, dataset, expected, where the case came from)
+EXTRACTION = [
+    (r"so the answer is $\boxed{\frac{1}{2}}$.", "math", r"\frac{1}{2}", "MATH solution style"),
+    (r"\boxed{\left( 3, \frac{\pi}{2} \right)}", "math", r"( 3, \frac{\pi}{2} )", "MATH-500 row 0 gold"),
+    (r"$\boxed{x^{2}+\{1\}}$", "math", r"x^{2}+\{1\}", "nested braces"),
+    (r"first \boxed{3} then \boxed{4}", "math", "4", "last box wins when text separates them"),
+    (r"the answers are $\boxed{-2}$ and $\boxed{1}$.", "math", "-2, 1", "MATH test idx 414 solution"),
+    (r"\boxed 5", "math", "5", "\\boxed without braces (hendrycks last_boxed_only_string)"),
+    (r"\fbox{7}", "math", "7", "\\fbox (hendrycks)"),
+    (r"\boxed{\dfrac{3}{4}}", "math", r"\frac{3}{4}", "\\dfrac"),
+    (r"\boxed{12 \text{ cm}}", "math", "12", "units in \\text{}"),
+    (r"\boxed{90^\circ}", "math", "90", "degrees"),
+    (r"\boxed{\$1,\!234.50}", "math", "1234.50", "currency + thousands with \\!"),
+    (r"\boxed{25\%}", "math", "25", "percent sign"),
+    (r"truncated \boxed{\frac{1}{2", "math", None, "incomplete box is not an answer"),
+    ("Janet sells 16 - 3 - 4 = 9 eggs.\n#### 18", "gsm8k", "18", "GSM8K gold format"),
+    ("#### 2,125", "gsm8k", "2125", "GSM8K thousands commas (14 test golds)"),
+    ("The answer is 42.", "gsm8k", "42", "answer phrase"),
+    ("Final Answer: The final answer is $14916$. I hope it is correct.", "math", "14916", "Minerva format"),
+    ("So she has 5 apples left and pays $12 in total", "gsm8k", "12", "last-number fallback (gsm8k)"),
+    ("So she has 5 apples left", "math", None, "no last-number fallback on MATH"),
+    ("The identity matrix is $ x^2 $.", "math", "x^2", "last inline math span (Math-Verify tests)"),
+    ("Answer $1$ and $2$ and $3$", "math", "1, 2, 3", "joined math spans (Math-Verify tests)"),
+]
+
+
+@pytest.mark.parametrize(("text", "dataset", "expected", "source"), EXTRACTION)
+def test_extraction(text, dataset, expected, source):
+    assert extract_answer(text, dataset) == expected, source
+
+
+# (pred, gold, dataset, expected, why)
+EQUIVALENCE = [
+    ("5", "5.0", "math", True, "hendrycks is_equiv says 5 != 5.0"),
+    ("0.5", r"\frac{1}{2}", "math", True, "exact rationals"),
+    ("50", "0.5", "gsm8k", False, "ToRA/Qwen x100 trap (gold x 100)"),
+    ("0.005", "0.5", "gsm8k", False, "ToRA/Qwen x100 trap (gold / 100)"),
+    ("50", "50\\%", "math", True, "percent sign only"),
+    (r"\frac{27}{50}", r"\frac{6}{11}", "math", False, "MathCoder 0.01 absolute tolerance trap"),
+    ("0.54", "0.55", "gsm8k", False, "0.01 tolerance trap"),
+    ("2^{-99}", "2^{-98}", "math", False, "Math-Verify rounds 1/2^99 to 1/2^98"),
+    (r"\frac{1}{2^{99}}", r"\frac{1}{2^{98}}", "math", False, "Math-Verify false positive"),
+    (r"\frac{1}{2^{99}}", r"2^{-99}", "math", True, "same exact value"),
+    ("0.333333", r"\frac{1}{3}", "math", True, "rounded decimal with 6 significant digits"),
+    ("0.33", r"\frac{1}{3}", "math", False, "2 digits is not 'rounded', it is wrong"),
+    (r"\sqrt{2}/2", r"\frac{1}{\sqrt{2}}", "math", True, "symbolic"),
+    ("x=3", "3", "math", True, "labelled answer"),
+    ("a+3z=0", "0", "math", False, "an equation is not a label"),
+    ("y=2x+3", "2x+3", "math", True, "labelled expression"),
+    ("(1,2)", "(2,1)", "math", False, "tuples are ordered"),
+    ("1, 2", "2, 1", "math", True, "bare MATH lists are sets"),
+    ("[1,2)", "(1,2)", "math", False, "interval brackets matter"),
+    (r"\{1,2\}", r"\{2,1\}", "math", True, "sets unordered"),
+    (r"-2 \leq x \leq 7", "[-2,7]", "math", True, "inequality as interval"),
+    ("x > 5", "5 < x", "math", True, "flipped relation"),
+    (r"\text{Evelyn}", "evelyn", "math", True, "text answers"),
+    (r"\pm 3", "3, -3", "math", True, "\\pm expands"),
+    ("2.6666666666666665", r"\frac{8}{3}", "gsm-hard", True, "GSM-Hard float targets, rel tol 1e-6"),
+    ("2.67", "2.6666666666666665", "gsm-hard", False, "GSM-Hard: 2-digit rounding is not accepted"),
+    ("18", "18.00", "gsm8k", True, "trailing zeros"),
+    ("1,000", "1000", "gsm8k", True, "thousands"),
+    (None, "3", "math", False, "no answer"),
+    ("4", ["3", "4"], "math", True, "multiple acceptable golds"),
+    (r"\begin{pmatrix}1\\2\end{pmatrix}", r"\begin{bmatrix}1 \\ 2\end{bmatrix}", "math", True, "matrices"),
+]
+
+
+@pytest.mark.parametrize(("pred", "gold", "dataset", "expected", "why"), EQUIVALENCE)
+def test_equivalence(pred, gold, dataset, expected, why):
+    assert is_equivalent(pred, gold, dataset) is expected, why
+
+
+def test_policy_table():
+    assert policy_for("gsm-hard").rel_tol == 1e-6
+    assert policy_for("gsm8k").rel_tol == 0 and policy_for("gsm8k").abs_tol == 0
+    assert policy_for("math").abs_tol == 0
+    assert policy_for("unknown-set").name == "unknown-set"
+    p = policy_for("math")
+    assert type(p).from_dict(p.to_dict()) == p
+
+
+def test_cluster_answers():
+    answers = ["1/2", "0.5", None, "2", r"\frac{1}{2}", "", "2.0", "x=2"]
+    assert cluster_answers(answers) == [0, 0, -1, 1, 0, -1, 1, 1]
+    assert cluster_answers([]) == []
+
+
+def test_normalize_answer_display():
+    assert normalize_answer(r"$\dfrac{1}{2}$.") == r"\frac{1}{2}"
+    assert normalize_answer(r"\text{(B)}") == "(B)"
+
+
+def test_gold_answers(shared_data):
+    ds = shared_data / "datasets"
+
+    def first(name):
+        return json.loads((ds / name).read_text().splitlines()[0])
+
+    assert gold_answer(first("gsm8k_test.jsonl"), "gsm8k") == "18"
+    assert gold_answer(first("svamp_test.jsonl"), "svamp") == "145"
+    assert gold_answer(first("gsm_hard_test.jsonl"), "gsm-hard") == "-9867630"
+    assert gold_answer(first("amc23_test.jsonl"), "amc23") == "27"
+    assert gold_answer(first("aime24_test.jsonl"), "aime24") == "204"
+    assert gold_answer(first("math500_test.jsonl"), "math500") == r"\left( 3, \frac{\pi}{2} \right)"
+    gsm = [json.loads(x) for x in (ds / "gsm8k_test.jsonl").read_text().splitlines()]
+    assert all("," not in gold_answer(r, "gsm8k") for r in gsm)
+
+
+def test_math_multibox_gold(shared_data):
+    """MATH solutions whose LAST box is not the answer: the MARIO annotation is gold, and our joined
+    extraction of the solution matches it where the boxes form one final sentence."""
+    ds = shared_data / "datasets"
+    rows = [json.loads(x) for x in (ds / "math_test.jsonl").read_text().splitlines()]
+    ann = load_math_annotations(ds / "math_test_answer_annotation_mario.json")
+    assert len(ann) == len(rows) == 5000
+    trapped = [i for i, r in enumerate(rows) if not is_equivalent(last_boxed(r["solution"]), ann[i], "math")]
+    assert 414 in trapped and len(trapped) >= 8
+    for i in trapped:
+        assert gold_answer({**rows[i], "answer": ann[i]}, "math") == ann[i]
+    for i in (414, 2549, 2703, 4559, 4860):
+        assert is_equivalent(extract_answer(rows[i]["solution"], "math"), ann[i], "math"), i
+
+
+HOSTILE = [
+    ("10^{10^{10}}", "5"),
+    ("2^{99999999}", "2^{99999998}"),
+    ("\\frac{1}{" * 5000 + "2" + "}" * 5000, "1"),
+    ("9" * 100000, "1"),
+    ("(" * 3000 + "1" + ")" * 3000, "1"),
+    ("99999999!", "1"),
+    (r"x^{x^{x^{x^{x}}}}", r"x^{x^{x^{x}}}"),
+    (r"\int_0^{10^{100}} e^{-x^2} dx", r"\frac{\sqrt{\pi}}{2}"),
+]
+
+
+def test_hostile_inputs_return_from_a_thread():
+    """Hostile answers return (False) when graded from a non-main thread; a generous join bound."""
+    results: dict[int, bool] = {}
+
+    def work():
+        for i, (a, b) in enumerate(HOSTILE):
+            results[i] = is_equivalent(a, b, "math")
+            results[i] = results[i] or extract_answer(r"\boxed{" + a + "}") is None
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    t.join(timeout=240)
+    assert not t.is_alive(), "grading hostile input did not return"
+    assert len(results) == len(HOSTILE)
+    assert not any(is_equivalent(a, b, "math") for a, b in HOSTILE[:6])
+
+
+def test_worker_deadline_kills_and_recovers():
+    """A comparison past its deadline answers None (unequal); the next call gets a fresh worker."""
+    from mathagent.evals.grading.worker import bounded_sympy_equal
+
+    assert bounded_sympy_equal(r"\sqrt{8}", r"2\sqrt{2}", 60) is True  # warm a worker
+    slow = r"\left(x+1\right)^{60} - \left(x+2\right)^{60}"
+    assert bounded_sympy_equal(slow, r"(x+3)^{59}", 0.001) is None
+    assert bounded_sympy_equal(r"\sqrt{8}", r"2\sqrt{2}", 60) is True
