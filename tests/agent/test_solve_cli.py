@@ -1,0 +1,59 @@
+"""``mathagent solve`` in a subprocess: scripted turns (hidden --script), and the real bundled model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+
+def solve_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "mathagent.agent.cli", "solve", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_solve_json_with_scripted_turns(tmp_path):
+    script = tmp_path / "turns.json"
+    script.write_text(json.dumps(["Multiply.\n```python\nprint(6 * 7)\n```\n", "It is $\\boxed{42}$."]))
+    out = solve_cli("What is 6 times 7?", "--script", str(script), "--no-verify", "--json", "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    trace = json.loads(out.stdout.strip().splitlines()[-1])
+    assert trace["final_answer"] == "42" and trace["stop_reason"] == "answered" and trace["seed"] == 3
+    assert [s["kind"] for s in trace["steps"]] == ["text", "code", "execution", "text"]
+    assert trace["steps"][2]["content"] == "42"
+
+
+def test_solve_rich_output_and_k(tmp_path):
+    script = tmp_path / "turns.json"
+    script.write_text(json.dumps(["```python\nprint(2 ** 5)\n```\n", "\\boxed{32}", "\\boxed{32}"]))
+    out = solve_cli("2^5?", "--script", str(script), "--no-verify", "--k", "2")
+    assert out.returncode == 0, out.stderr
+    assert "answer: 32" in out.stdout and "majority: 32 (2/2)" in out.stdout and "print(2 ** 5)" in out.stdout
+
+
+def test_solve_rejects_empty_problem():
+    out = solve_cli("   ")
+    assert out.returncode == 2 and "empty" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.server
+def test_solve_with_the_bundled_model():
+    """The README command shape on the real 0.5B model served by llama.cpp."""
+    pytest.importorskip("llama_cpp.server")
+    problem = "A shop sells pencils at 3 dollars each. How much do 17 pencils cost? Use Python to compute it."
+    out = solve_cli(
+        problem, "--model", "qwen2.5-coder-0.5b", "--no-verify", "--json", "--seed", "0", timeout=600
+    )
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    trace = json.loads(out.stdout.strip().splitlines()[-1])
+    execs = [s for s in trace["steps"] if s["kind"] == "execution"]
+    assert execs, trace
+    assert any(s["execution"]["error"] is None for s in execs), execs
+    assert trace["final_answer"] is not None, trace
+    assert trace["model"] and trace["backend"] == "openai"
