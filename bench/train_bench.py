@@ -89,7 +89,7 @@ def run_plain(data: Path, model: str, out: Path, steps: int, batch: int) -> tupl
     args = SFTConfig(
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-4,
         save_steps=10_000, logging_steps=10_000, max_length=512, packing=False, report_to=[],
-        disable_tqdm=True, seed=0, data_seed=0,
+        disable_tqdm=True, seed=0, data_seed=0, bf16=False,
     )  # fmt: skip
     timer = StepTimer()
     trainer = SFTTrainer(model=lm, args=args, train_dataset=ds, processing_class=tok, callbacks=[timer])
