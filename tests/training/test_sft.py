@@ -10,7 +10,7 @@ import pytest
 from mathagent.training import export
 from mathagent.training.cli_train import main as train_main
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 
 def _sft(data: Path, out: Path, fmt: str, steps: int, *extra: str) -> int:
