@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
     _equiv.cache_clear()
     t0 = time.perf_counter()
-    ours = [is_equivalent(extract_answer(text, "gsm8k"), g, "gsm8k") for (_, text, _), g in zip(pairs, golds)]
+    ours = [
+        is_equivalent(extract_answer(text, "gsm8k"), g, "gsm8k")
+        for (_, text, _), g in zip(pairs, golds, strict=True)
+    ]
     t_ours = time.perf_counter() - t0
 
     try:
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     t_mv = float("nan")
     if parse is not None:
         t0 = time.perf_counter()
-        for (_, text, _), g in zip(pairs, golds):
+        for (_, text, _), g in zip(pairs, golds, strict=True):
             try:
                 mv.append(bool(verify(parse(g), parse(text))))
             except Exception:  # noqa: BLE001
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         idx = [i for i, p in enumerate(pairs) if p[0] == src]
         print(f"  {src:10s} accuracy {sum(ours[i] for i in idx) / len(idx):.4f} over {len(idx)}")
     if mv:
-        agree = sum(a == b for a, b in zip(ours, mv)) / n
+        agree = sum(a == b for a, b in zip(ours, mv, strict=True)) / n
         print(f"math-verify: {n / t_mv:9.1f} pairs/s   accuracy {sum(mv) / n:.4f}")
         print(f"speed ratio ours / math-verify: {t_mv / t_ours:.2f}x   agreement: {agree:.4f}")
         diff = [i for i in range(n) if ours[i] != mv[i]]
