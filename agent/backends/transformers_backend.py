@@ -11,7 +11,7 @@
   "partial": True}`` message is continued (``continue_final_message``).
 * Sampling: greedy at temperature 0, else temperature/top_p; sample ``i`` is seeded with
   ``seed + i`` (``torch.manual_seed``, under a lock) so runs replay. Samples run one after another.
-* Stop strings: ``stop_strings`` in ``generate``; the returned text is cut before the stop string.
+* Stop strings: a ``StopStringCriteria`` per stop tuple, built once and reused; the returned text is cut before the stop string.
 * Generation runs in a worker thread (``asyncio.to_thread``); with ``on_text`` the first sample is
   streamed through ``TextIteratorStreamer`` (text that might begin a stop string is held back).
 """
@@ -150,6 +150,7 @@ class TransformersBackend:
         self._lm: Any = None
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()
+        self._stops: dict[tuple[str, ...], Any] = {}
         self.load_seconds = 0.0
         self.loaded_from: Path | str | None = None
 
@@ -291,6 +292,15 @@ class TransformersBackend:
         ids.update(gen_eos if isinstance(gen_eos, list) else ([gen_eos] if gen_eos is not None else []))
         return sorted(ids)
 
+    def _stop_criteria(self, stops: tuple[str, ...]) -> Any:
+        """``StopStringCriteria`` for these stop strings, built once (it scans the vocabulary: ~0.5 s)."""
+        from transformers import StoppingCriteriaList, StopStringCriteria
+
+        crit = self._stops.get(stops)
+        if crit is None:
+            crit = self._stops[stops] = StopStringCriteria(self._tok, list(stops))
+        return StoppingCriteriaList([crit])
+
     def _generate_one(
         self, text: str, params: GenerationParams, seed: int | None, emit: Any
     ) -> tuple[_Sample, int]:
@@ -310,7 +320,7 @@ class TransformersBackend:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         stops = tuple(s for s in params.stop if s)
         if stops:
-            kw.update(stop_strings=list(stops), tokenizer=tok)
+            kw["stopping_criteria"] = self._stop_criteria(stops)
         with self._gen_lock, torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)

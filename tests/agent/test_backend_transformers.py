@@ -1,0 +1,91 @@
+"""The transformers backend on the real SmolLM2-135M GGUF, loaded offline with ``gguf_file=``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from mathagent.agent.backends import make_backend
+from mathagent.agent.backends.base import Backend, GenerationParams
+from mathagent.agent.backends.transformers_backend import TransformersBackend, cut_at_stop, hf_cache_dir
+
+COUNT = [{"role": "user", "content": "Count from 1 to 10, one number per line."}]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_cut_at_stop_takes_the_earliest():
+    assert cut_at_stop("a```output\nb</code>", ("</code>", "```output")) == ("a", "```output")
+    assert cut_at_stop("plain", ("x",)) == ("plain", None)
+
+
+def test_factory_reads_the_trained_format(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "mathagent.json").write_text(json.dumps({"trace_format": "mathcoder"}))
+    b = make_backend(str(tmp_path))  # a directory with config.json: transformers, loaded lazily
+    assert isinstance(b, TransformersBackend) and b.default_format == "mathcoder"
+    (tmp_path / "mathagent.json").unlink()
+    assert make_backend(str(tmp_path)).default_format == "markdown"
+
+
+@pytest.fixture(scope="module")
+def smol():
+    pytest.importorskip("transformers")
+    from mathagent.agent.models import model_path
+
+    b = make_backend("smollm2-135m", backend="transformers", torch_threads=2)
+    assert (
+        isinstance(b, TransformersBackend) and b.gguf_file and model_path("smollm2-135m").name == b.gguf_file
+    )
+    b.load()
+    yield b
+    asyncio.run(b.aclose())
+
+
+@pytest.mark.model
+def test_loads_offline_as_a_plain_model(smol):
+    assert isinstance(smol, Backend) and smol.context_window == 8192
+    assert str(smol.loaded_from).startswith(str(hf_cache_dir()))  # reloaded from the plain-model cache
+    lm = smol._lm
+    assert not getattr(lm, "is_quantized", False) and not hasattr(lm.config, "quantization_config")
+    assert smol.count_tokens("hello world") == 2
+
+
+@pytest.mark.model
+def test_generates_and_honours_stop_strings(smol):
+    out = run(smol.generate(COUNT, GenerationParams(max_tokens=24, stop=("4",))))
+    c = out[0]
+    assert c.stop_string == "4" and c.finish_reason == "stop"
+    assert "3" in c.text and "4" not in c.text
+    assert c.prompt_tokens > 10 and 0 < c.completion_tokens <= 24
+
+
+@pytest.mark.model
+def test_length_finish(smol):
+    out = run(smol.generate("Once upon a time", GenerationParams(max_tokens=3)))
+    assert out[0].finish_reason == "length" and out[0].completion_tokens == 3
+
+
+@pytest.mark.model
+def test_seeds_replay_k_samples(smol):
+    params = GenerationParams(n=2, temperature=1.0, max_tokens=5, seed=5)
+    first = run(smol.generate(COUNT, params))
+    again = run(smol.generate(COUNT, params))
+    assert len(first) == 2 and [c.text for c in first] == [c.text for c in again]
+
+
+@pytest.mark.model
+def test_streaming_calls_on_text(smol):
+    pieces: list[str] = []
+    out = run(smol.generate(COUNT, GenerationParams(max_tokens=16, stop=("3",)), on_text=pieces.append))
+    assert len(pieces) > 1 and "".join(pieces) == out[0].text and "3" not in out[0].text
+
+
+@pytest.mark.model
+def test_partial_assistant_turn_is_continued(smol):
+    msgs = [*COUNT, {"role": "assistant", "content": "1\n2\n", "partial": True}]
+    prompt = smol.render_chat(msgs)
+    assert prompt.endswith("<|im_start|>assistant\n1\n2\n")
