@@ -38,6 +38,12 @@ EXTRACTION = [
     ("Final Answer: The final answer is $14916$. I hope it is correct.", "math", "14916", "Minerva format"),
     ("So she has 5 apples left and pays $12 in total", "gsm8k", "12", "last-number fallback (gsm8k)"),
     ("So she has 5 apples left", "math", None, "no last-number fallback on MATH"),
+    (
+        "16 people think that horse #12 will win.",
+        "gsm8k",
+        "16",
+        "ToRA-70B GSM8K trace #760: '#12' is a label",
+    ),
     ("The identity matrix is $ x^2 $.", "math", "x^2", "last inline math span (Math-Verify tests)"),
     ("Answer $1$ and $2$ and $3$", "math", "1, 2, 3", "joined math spans (Math-Verify tests)"),
 ]
