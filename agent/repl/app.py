@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathagent solve", description="Interactive math agent REPL.")
     p.add_argument("--k", "-k", type=int, default=1, help="samples per problem")
     p.add_argument("--model", "-m", default=None, help="bundled model name, GGUF path, or server model id")
-    p.add_argument("--backend", choices=("openai", "transformers", "scripted"), default=None)
+    p.add_argument("--backend", choices=("openai", "transformers", "llama", "scripted"), default=None)
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
     p.add_argument("--temperature", "-t", type=float, default=0.0)
     p.add_argument("--format", choices=("markdown", "mathcoder", "tools"), default=None)

@@ -7,6 +7,7 @@ when the command needs session state (``trace``, ``save``, ``quit``...).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,10 @@ COMMANDS: dict[str, Command] = {
         Command("k", "/k N", "samples per problem (k > 1: live table and vote)", _k),
         Command("model", "/model NAME|PATH", "bundled model name, GGUF file, or a server's model id", _model),
         Command(
-            "backend", "/backend openai|transformers|scripted", "model backend (default: automatic)", _backend
+            "backend",
+            "/backend openai|transformers|llama|scripted",
+            "model backend (default: automatic)",
+            _backend,
         ),
         Command(
             "base-url", "/base-url URL", "use an OpenAI-compatible server (`default`: bundled)", _base_url
@@ -192,7 +196,7 @@ def run_command(line: str, settings: ReplSettings) -> CommandResult:
     name = ALIASES.get(name.lower(), name.lower())
     cmd = COMMANDS.get(name)
     if cmd is None:
-        close = [c for c in COMMANDS if c.startswith(name[:2])] if name else []
+        close = difflib.get_close_matches(name, list(COMMANDS), n=3, cutoff=0.5) if name else []
         hint = f" (did you mean {', '.join('/' + c for c in close)}?)" if close else ""
         raise CommandError(f"unknown command /{name}{hint}; /help lists them")
     if not arg.strip() and cmd.apply not in _NO_ARG and name not in ("verify",):

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-BACKENDS = ("openai", "transformers", "scripted")
+BACKENDS = ("openai", "transformers", "llama", "scripted")
 FORMATS = ("markdown", "mathcoder", "tools")
 VOTES = ("weighted", "majority")
 
