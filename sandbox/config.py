@@ -75,6 +75,8 @@ class SandboxConfig:
     """Slot locks and connection files; stale slots of dead runs are swept from here."""
     extra_env: tuple[tuple[str, str], ...] = ()
     """Additional (name, value) pairs for the kernel environment."""
+    preload: tuple[str, ...] = ("sympy", "numpy")
+    """Modules imported while the kernel starts (off the critical path in a pool); not in the user namespace."""
     max_concurrent_cells: int = 0
     """Cells executing at once across all sandboxes of this process (0: the CPU count)."""
 
@@ -82,6 +84,7 @@ class SandboxConfig:
         d = asdict(self)
         d["base_dir"] = str(self.base_dir)
         d["extra_env"] = [list(p) for p in self.extra_env]
+        d["preload"] = list(self.preload)
         return d
 
     @classmethod
@@ -91,6 +94,8 @@ class SandboxConfig:
             d["base_dir"] = Path(d["base_dir"])
         if "extra_env" in d:
             d["extra_env"] = tuple(tuple(p) for p in d["extra_env"])
+        if "preload" in d:
+            d["preload"] = tuple(d["preload"])
         return cls(**d)
 
     @classmethod

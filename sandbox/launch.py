@@ -84,6 +84,11 @@ if cfg["seccomp"]:
             pass
     f.load()
 os.chdir(cfg["cwd"])
+for mod in cfg["preload"]:
+    try:
+        __import__(mod)
+    except Exception as e:
+        print(f"sandbox boot: cannot preload {mod}: {e}", file=sys.stderr)
 sys.argv = ["ipykernel", "-f", cfg["conn"], "--HistoryManager.enabled=False", "--InteractiveShell.xmode=Plain", "--quiet"]
 from ipykernel.kernelapp import launch_new_instance
 launch_new_instance()
@@ -129,6 +134,7 @@ def build_command(
         "seccomp": list(SECCOMP_DENY) if plan.seccomp else [],
         "cwd": workdir,
         "conn": str(conn_file),
+        "preload": list(config.preload),
     }
     env = config.kernel_env(workdir)
     python = os.path.realpath(sys.executable)
