@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mathagent.agent.backends.base import Completion, ToolCall
+from mathagent.agent.backends.base import BackendError, Completion, ToolCall
 from mathagent.agent.config import AgentConfig
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,11 @@ async def run(args: argparse.Namespace, problem: str) -> int:
 
     config = config_from_args(args)
     err = Console(stderr=True)
-    backend = build_backend(args)
+    try:
+        backend = build_backend(args)
+    except (BackendError, OSError, ValueError) as e:
+        print(f"mathagent solve: cannot start the model backend: {e}", file=sys.stderr)
+        return 2
     try:
         with KernelPool(size=max(1, min(args.k, 4))) as pool:
             if args.json or not sys.stderr.isatty():
