@@ -21,7 +21,7 @@ from typing import Any
 from mathagent.agent.repl.commands import CommandError, completions, help_rows, is_command, run_command
 from mathagent.agent.repl.display import StreamView, TableView, badge
 from mathagent.agent.repl.recorder import EventRecorder
-from mathagent.agent.repl.runtime import Runtime
+from mathagent.agent.repl.runtime import CallSeparated, Runtime
 from mathagent.agent.repl.settings import ReplSettings, history_path
 from mathagent.agent.trace import Trace
 from rich.console import Console
@@ -311,6 +311,7 @@ class Repl:
             return
         backend, provider = ready
         self.provider = provider
+        backend = CallSeparated(backend)
         config = s.agent_config(self.base_config)
         recorder = EventRecorder(s.k)
         view: Any = StreamView(self.console) if s.k == 1 else TableView(self.console, s.k, self._vote_fn())

@@ -21,6 +21,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+CLOSE_FENCE = re.compile(r"(?:^|\n)[ \t]*```.*\Z", re.DOTALL)
 CODE_OPENER = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n|<\|code\|>", re.IGNORECASE)
 FORMAT_MARKUP = re.compile(r"<\|(?:text|endofblock|endofmessage|execution|assistant|code)\|>")
 BADGES = {
@@ -125,6 +126,7 @@ class StreamView:
         prose_rows = clean_prose(prose).splitlines()[-height:]
         items: list[RenderableType] = [Text("\n".join(prose_rows))] if prose_rows else []
         if code is not None:
+            code = CLOSE_FENCE.sub("", FORMAT_MARKUP.sub("", code))
             code_rows = code.splitlines()[-max(2, height - len(prose_rows)) :]
             items.append(code_panel("\n".join(code_rows), self.rounds, partial=True))
         if not items:

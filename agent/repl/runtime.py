@@ -112,6 +112,26 @@ def build_pool(size: int) -> Any:
     return KernelPool(size=size)
 
 
+class CallSeparated:
+    """Wraps a backend so that streamed text from consecutive model calls starts on a new line.
+
+    The loop streams each call's text through ``on_text`` with no event between calls (e.g. the solve
+    phase's last words and the verification phase's first), so the display would run them together.
+    Everything else is delegated unchanged.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def generate(self, prompt: Any, params: Any, *, on_text: Any = None) -> Any:
+        if on_text is not None:
+            on_text("\n")
+        return await self._inner.generate(prompt, params, on_text=on_text)
+
+
 class TrackingProvider:
     """A SandboxProvider that remembers the sandboxes it handed out, to interrupt or close them."""
 
