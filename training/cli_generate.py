@@ -1,0 +1,407 @@
+"""``mathagent generate``: SFT traces by rejection sampling, problem interpolation, and shard merges.
+
+    mathagent generate --problems gsm8k_train.jsonl --model qwen2.5-coder-1.5b --k 4 --out gen/gsm8k
+    mathagent generate --problems FILE --base-url http://host:8080/v1 --shard 0/4 --out gen/s0
+    mathagent generate interpolate --easy gsm8k_train.jsonl --hard math_train.jsonl --n 100 --out gen/d1
+    mathagent generate merge gen/s0 gen/s1 gen/s2 gen/s3 --out gen/all
+
+Re-running a command resumes it (finished samples are kept; the data set is rebuilt). See docs/generate.md.
+``--backend scripted --script FILE.jsonl`` replays given turns (rows ``{"problem_id", "turns": [...]}``
+for every sample, or ``"samples": [[...], [...]]`` one list per sample, or ``"error": "..."``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mathagent.training import dedup
+from mathagent.training.filters import FilterConfig
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default=os.environ.get("MATHAGENT_BACKEND", "openai"))
+    p.add_argument("--model", default=os.environ.get("MATHAGENT_MODEL", ""))
+    p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"))
+    p.add_argument(
+        "--format", default=None, help="trace format the model writes (markdown, mathcoder, tools)"
+    )
+    p.add_argument("--script", help="scripted backend: JSONL of {problem_id, turns | samples | error}")
+    p.add_argument("--out", required=True, help="output folder (run folder + data/ + README.md)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--temperature", type=float, default=None, help="default 0 for k=1, else 0.7")
+    p.add_argument("--max-rounds", type=int, default=None)
+    p.add_argument("--verify", dest="verify", action="store_true", default=False)
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="(default) no self-verification")
+    p.add_argument("--agree", type=int, default=3, help="no gold: samples that must share the answer")
+    p.add_argument("--max-tokens", type=int, default=4096, help="length budget of a kept trace")
+    p.add_argument("--max-per-problem", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="start afresh when OUT holds another configuration")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mathagent generate", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--problems", required=True, help="data set name or JSONL (question/problem, answer/gold?)"
+    )
+    p.add_argument("--k", type=int, default=1, help="samples per problem")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--shuffle", action="store_true", help="shuffle problems (seeded) before --limit")
+    p.add_argument("--shard", default=None, help="i/n: only the problems whose id hashes to shard i of n")
+    p.add_argument("--problem-jaccard", type=float, default=dedup.PROBLEM_JACCARD, help="0 disables")
+    _common(p)
+    return p
+
+
+class ScriptBook:
+    """Scripted turns per (problem, sample) for ``--backend scripted``."""
+
+    def __init__(self, path: str | None) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        if path:
+            for line in Path(path).read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.rows[str(row["problem_id"])] = row
+
+    def backend(self, problem_id: str, sample_index: int, fmt: str) -> Any:
+        from mathagent.agent.backends.base import BackendError
+        from mathagent.agent.backends.scripted import ScriptedBackend
+
+        row = self.rows.get(problem_id, {})
+        turns: list[Any]
+        if row.get("error"):
+            msg = row["error"]
+
+            def fail(prompt: Any, params: Any) -> str:
+                raise BackendError(msg)
+
+            turns = [fail]
+        elif "samples" in row:
+            samples = row["samples"]
+            turns = list(samples[sample_index]) if sample_index < len(samples) else []
+        else:
+            turns = list(row.get("turns", []))
+        return ScriptedBackend(
+            turns, default_format=fmt, on_exhausted="empty", latency_s=float(row.get("latency_s", 0.0))
+        )
+
+
+def _make_backend(args: argparse.Namespace) -> Any:
+    from mathagent.agent.backends import make_backend
+
+    kw = {"model": args.model or None, "base_url": args.base_url}
+    return make_backend(backend=args.backend, **{k: v for k, v in kw.items() if v is not None})
+
+
+def _filters(args: argparse.Namespace) -> FilterConfig:
+    return FilterConfig(agree=args.agree, max_tokens=args.max_tokens, max_per_problem=args.max_per_problem)
+
+
+def run_main(argv: list[str]) -> int:
+    from mathagent.agent.config import AgentConfig
+    from mathagent.evals.cli_eval import EvalProgress, _null, _prompt_hashes
+    from mathagent.evals.datasets import STANDARD, DatasetError, dataset_info, sha256_file
+    from mathagent.evals.runner import EvalConfig, make_provider, run_eval_async, solve_with_loop
+    from mathagent.evals.runs import RunDir, RunMismatch, git_revision, package_versions
+    from mathagent.training.generate import (
+        DatasetInfo,
+        Shard,
+        build_dataset,
+        dedup_problems,
+        load_generation_problems,
+    )
+    from mathagent.training.merge import KIND
+
+    args = build_parser().parse_args(argv)
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.k == 1 else 0.7)
+    try:
+        shard = Shard.parse(args.shard)
+        problems = load_generation_problems(
+            args.problems, limit=args.limit, seed=args.seed, shuffle=args.shuffle
+        )
+        info = (
+            dataset_info(args.problems)
+            if args.problems in STANDARD
+            else {
+                "name": Path(args.problems).stem,
+                "path": str(Path(args.problems).resolve()),
+                "sha256": sha256_file(Path(args.problems)),
+            }
+        )
+    except (DatasetError, ValueError) as e:
+        print(f"mathagent generate: {e}", file=sys.stderr)
+        return 2
+    n_loaded = len(problems)
+    dup_problems = 0
+    if args.problem_jaccard > 0:
+        problems, dup_problems = dedup_problems(problems, args.problem_jaccard)
+    problems = [p for p in problems if shard.holds(p.id)]
+    scripted = args.backend == "scripted"
+    book = ScriptBook(args.script) if scripted else None
+    backend = None if scripted else _make_backend(args)
+    fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
+    model = args.model or (getattr(backend, "model", "") if backend else "scripted")
+    agent_cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify)
+    if args.max_rounds:
+        agent_cfg = agent_cfg.with_(max_rounds=args.max_rounds)
+    cfg = EvalConfig(
+        dataset=args.problems if args.problems in STANDARD else info["name"],
+        k=args.k,
+        temperature=temperature,
+        concurrency=args.concurrency,
+        limit=args.limit,
+        seed=args.seed,
+        verify=args.verify,
+        backend=args.backend,
+        model=model,
+        base_url=args.base_url,
+        format=fmt,
+        max_rounds=args.max_rounds,
+        extra={
+            "shuffle": args.shuffle,
+            "script": args.script,
+            "shard": str(shard) if args.shard else None,
+            "problem_jaccard": args.problem_jaccard,
+            "agent": agent_cfg.to_dict(),
+        },
+    )
+    identity = {"kind": KIND, "config": cfg.identity(), "dataset": info}
+    filters = _filters(args)
+    extra = {
+        "git_revision": git_revision(),
+        "package_versions": package_versions(),
+        "prompt_hashes": _prompt_hashes(),
+        "argv": argv,
+        "models": [model],
+        "filters": filters.to_dict(),
+    }
+    try:
+        run = RunDir.open(args.out, identity, extra, force=args.force)
+    except RunMismatch as e:
+        print(f"mathagent generate: {e}", file=sys.stderr)
+        return 2
+    provider = make_provider(max(1, min(args.concurrency, 8)))
+
+    async def solve_fn(problem: Any, i: int, seed: int | None) -> Any:
+        b = book.backend(problem.id, i, fmt) if book is not None else backend
+        return await solve_with_loop(
+            problem.question, b, provider, agent_cfg, problem_id=problem.id, sample_index=i
+        )
+
+    keys = {(p.id, i) for p in problems for i in range(args.k)}
+    t0 = time.perf_counter()
+    progress = None if args.json else EvalProgress(len(keys), len(run.done() & keys))
+    try:
+        with progress if progress else _null():
+            counts = asyncio.run(
+                run_eval_async(
+                    problems,
+                    solve_fn,
+                    run,
+                    k=args.k,
+                    concurrency=args.concurrency,
+                    seed=args.seed,
+                    retry_failed=True,
+                    on_record=progress.update if progress else None,
+                )
+            )
+    finally:
+        try:
+            provider.close()
+        except Exception:  # noqa: BLE001
+            pass
+        if backend is not None and hasattr(backend, "aclose"):
+            asyncio.run(backend.aclose())
+    records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
+    problem_stats = {
+        "loaded": n_loaded,
+        "duplicates_dropped": dup_problems,
+        "in_shard": len(problems),
+        "shard": str(shard),
+    }
+    data = build_dataset(
+        run.path, records, filters, DatasetInfo(models=(model,), extra={"problems": problem_stats})
+    )
+    summary = {
+        "run_dir": str(run.path),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "counts": counts,
+        "problems": problem_stats,
+        "dataset": data,
+    }
+    run.write_summary(summary)
+    _print(summary, args.json)
+    return 0
+
+
+def _print(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    data = summary["dataset"]
+    t = Table(
+        title=f"kept {data['kept']} of {data['samples']} traces ({data['problems_kept']}/{data['problems']} problems)"
+    )
+    t.add_column("dropped because")
+    t.add_column("samples", justify="right")
+    for k, v in data["dropped"].items():
+        t.add_row(k, str(v))
+    c = Console()
+    c.print(t)
+    for key in ("problems", "merge", "interpolation"):
+        if key in summary:
+            c.print(f"{key}: {json.dumps(summary[key], default=str)}")
+    out = summary.get("run_dir") or summary.get("out")
+    c.print(f"data: {out}/data/train_chat.jsonl, {out}/data/train_mathcoder.jsonl · card: {out}/README.md")
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "interpolate":
+        return interpolate_main(argv[1:])
+    if argv and argv[0] == "merge":
+        return merge_main(argv[1:])
+    return run_main(argv)
+
+
+def merge_main(argv: list[str]) -> int:
+    from mathagent.evals.runs import RunMismatch
+    from mathagent.training.merge import MergeError, merge_runs
+
+    p = argparse.ArgumentParser(prog="mathagent generate merge", description="Validate and combine shards.")
+    p.add_argument("dirs", nargs="+", help="shard folders written by `mathagent generate --shard i/n`")
+    p.add_argument("--out", required=True)
+    p.add_argument("--agree", type=int, default=None, help="override the shards' filters")
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    filters = None
+    if args.agree is not None or args.max_tokens is not None:
+        filters = FilterConfig(agree=args.agree or 3, max_tokens=args.max_tokens or 4096)
+    try:
+        summary = merge_runs(args.dirs, args.out, filters=filters, force=args.force)
+    except (MergeError, RunMismatch, FileNotFoundError) as e:
+        print(f"mathagent generate merge: {e}", file=sys.stderr)
+        return 2
+    summary["out"] = args.out
+    _print(summary, args.json)
+    return 0
+
+
+def interpolate_main(argv: list[str]) -> int:
+    from mathagent.evals.datasets import DatasetError, sha256_file
+    from mathagent.evals.runs import RunDir, RunMismatch
+    from mathagent.training import interpolate as I
+    from mathagent.training.generate import load_generation_problems
+
+    p = argparse.ArgumentParser(prog="mathagent generate interpolate", description=I.__doc__.split("\n\n")[0])
+    p.add_argument("--easy", required=True, help="easy seed problems (GSM8K train JSONL or a data set name)")
+    p.add_argument("--hard", required=True, help="hard seed problems (MATH train JSONL or a data set name)")
+    p.add_argument("--n", type=int, required=True, help="candidate problems to ask for")
+    p.add_argument("--k", type=int, default=3, help="samples per new problem when solving them")
+    p.add_argument("--interp-temperature", type=float, default=0.8)
+    p.add_argument(
+        "--interp-script", help="scripted backend for the interpolation calls: JSONL {problem_id, text}"
+    )
+    p.add_argument("--no-solve", action="store_true", help="only write OUT/problems.jsonl")
+    _common(p)
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    try:
+        easy = load_generation_problems(args.easy)
+        hard = load_generation_problems(args.hard)
+    except DatasetError as e:
+        print(f"mathagent generate interpolate: {e}", file=sys.stderr)
+        return 2
+    cfg = I.InterpolationConfig(n=args.n, seed=args.seed, temperature=args.interp_temperature)
+    scripted = args.backend == "scripted"
+    backend = None if scripted else _make_backend(args)
+    model = args.model or (getattr(backend, "model", "") if backend else "scripted")
+    texts: dict[str, str] = {}
+    if args.interp_script:
+        for line in Path(args.interp_script).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                texts[str(row["problem_id"])] = row["text"]
+
+    def backend_for(cid: str) -> Any:
+        if backend is not None:
+            return backend
+        from mathagent.agent.backends.scripted import ScriptedBackend
+
+        return ScriptedBackend([texts.get(cid, "")], on_exhausted="empty")
+
+    def digest(spec: str) -> str:
+        return sha256_file(Path(spec)) if Path(spec).is_file() else spec
+
+    identity = {
+        "kind": "mathagent-interpolate",
+        "config": cfg.to_dict(),
+        "easy": digest(args.easy),
+        "hard": digest(args.hard),
+        "model": model,
+        "backend": args.backend,
+        "prompt": I.prompt_hash(),
+    }
+    try:
+        cand_run = RunDir.open(
+            out / I.CANDIDATES_DIR, identity, {"interp_script": args.interp_script}, force=args.force
+        )
+    except RunMismatch as e:
+        print(f"mathagent generate interpolate: {e}", file=sys.stderr)
+        return 2
+    pairs = I.draw_pairs(easy, hard, args.n, args.seed)
+    try:
+        asyncio.run(I.generate_candidates(pairs, backend_for, cand_run, cfg, concurrency=args.concurrency))
+    finally:
+        if backend is not None and hasattr(backend, "aclose"):
+            asyncio.run(backend.aclose())
+    test_index, test_sizes = I.test_set_index(cfg.leak_ngram)
+    seed_index = dedup.NearDupIndex().add_all(
+        [(f"easy:{q.id}", q.question) for q in easy] + [(f"hard:{q.id}", q.question) for q in hard]
+    )
+    keys = {(f"i{i:06d}", 0) for i in range(args.n)}
+    cands = [r for r in cand_run.records() if (r["problem_id"], 0) in keys]
+    accepted, stats = I.decide(cands, test_index, seed_index, cfg)
+    stats["test_sets"] = test_sizes
+    stats["model"] = model
+    problems_file = I.write_problems(out, accepted, stats)
+    if args.no_solve or not accepted:
+        print(json.dumps({"interpolation": stats, "problems": str(problems_file)}, indent=2))
+        return 0
+    # solve the new problems with the agreement filter, in OUT itself
+    rest = ["--problems", str(problems_file), "--out", str(out), "--k", str(args.k)]
+    for flag in (
+        "backend",
+        "model",
+        "base_url",
+        "format",
+        "script",
+        "seed",
+        "concurrency",
+        "temperature",
+        "max_rounds",
+        "agree",
+        "max_tokens",
+        "max_per_problem",
+    ):
+        v = getattr(args, flag)
+        if v not in (None, ""):
+            rest += [f"--{flag.replace('_', '-')}", str(v)]
+    rest += ["--verify" if args.verify else "--no-verify"] + (["--force"] if args.force else [])
+    rest += ["--json"] if args.json else []
+    if not args.json:
+        print(f"interpolation: {json.dumps(stats, default=str)}")
+    return run_main(rest)
