@@ -121,6 +121,7 @@ class Repl:
         self.traces: list[Trace] = []
         self.last: list[Trace] = []
         self.task: asyncio.Task[Any] | None = None
+        self.sigint_pending = False
         self.provider: Any = None
 
     # -- prompt -----------------------------------------------------------------------------------
@@ -167,6 +168,7 @@ class Repl:
         self.banner(self.runtime.warm(self.settings))
         try:
             while True:
+                self.sigint_pending = False
                 try:
                     line = await session.prompt_async(PROMPT, handle_sigint=False)
                 except KeyboardInterrupt:
@@ -194,6 +196,7 @@ class Repl:
     def _on_sigint(self) -> None:
         task = self.task
         if task is None or task.done():
+            self.sigint_pending = True  # between Enter and the task's start: cancel it when it starts
             return
         if self.provider is not None:
             self.provider.interrupt_all()  # stop the running cell now, so the loop can close its kernel
@@ -294,8 +297,12 @@ class Repl:
         """Run one problem as a task that Ctrl-C cancels; the REPL, backend and pool survive it."""
         self.runtime.warm(self.settings)  # retries a backend or pool that failed to start
         self.task = asyncio.ensure_future(self._solve(problem, self.settings))
+        if self.sigint_pending:
+            self.task.cancel()
         try:
             await self.task
+        except asyncio.CancelledError:  # cancelled before or after the part that reports it
+            self.console.print(Text("cancelled", style="yellow"))
         finally:
             self.task = None
 
@@ -379,6 +386,10 @@ class Repl:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if os.environ.get("MATHAGENT_REPL_DEBUG"):  # `kill -USR1 PID` dumps every thread's stack
+        import faulthandler
+
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     console = Console(highlight=False)
     repl = Repl(
         settings_from_args(args), console, pool_size=max(1, args.pool_size), base_config=base_config(args)

@@ -138,17 +138,25 @@ class TrackingProvider:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self._live: list[Any] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._acquiring = 0
 
     @property
     def level(self) -> Any:
         return self.inner.level
 
     def acquire(self) -> Any:
-        sb = self.inner.acquire()
         with self._lock:
-            self._live.append(sb)
-        return sb
+            self._acquiring += 1
+        try:
+            sb = self.inner.acquire()
+            with self._lock:
+                self._live.append(sb)
+            return sb
+        finally:
+            with self._lock:
+                self._acquiring -= 1
+                self._lock.notify_all()
 
     def interrupt_all(self) -> int:
         """Send an interrupt to the kernel of every sandbox handed out; returns how many were signalled."""
@@ -178,7 +186,11 @@ class TrackingProvider:
             except Exception:  # noqa: BLE001
                 log.debug("closing a sandbox failed", exc_info=True)
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 30.0) -> None:
+        """Close everything. An acquire still in flight (its problem was cancelled while waiting for a
+        kernel) is let finish first: a closed pool would leave it blocked until its own timeout."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._acquiring == 0, timeout=wait_s)
         self.close_handed_out()
         self.inner.close()
 
