@@ -147,7 +147,8 @@ class LlamaServer:
 
     def command(self) -> list[str]:
         cmd = [
-            sys.executable, "-m", "llama_cpp.server",
+            # orphan_guard ends the server if this process dies without stopping it (kill -9).
+            sys.executable, "-m", "mathagent.agent.orphan_guard", str(os.getpid()), "llama_cpp.server",
             "--model", str(self.path), "--model_alias", self.alias,
             "--host", self.host, "--port", str(self.port),
             "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),

@@ -32,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--replay", metavar="FILE", nargs="+", help="replay published traces instead (see `replay`)"
     )
-    p.add_argument("--backend", default=os.environ.get("MATHAGENT_BACKEND", "openai"))
+    p.add_argument(
+        "--backend",
+        default=os.environ.get("MATHAGENT_BACKEND"),
+        help="openai, transformers, llama or scripted (default: inferred from --model / --base-url)",
+    )
     p.add_argument("--model", default=os.environ.get("MATHAGENT_MODEL", ""))
     p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"))
     p.add_argument("--format", default=None, help="trace format (markdown, mathcoder, tools)")
@@ -86,8 +90,8 @@ class _ScriptBook:
 def _make_backend(args: argparse.Namespace) -> Any:
     from mathagent.agent.backends import make_backend  # type: ignore[attr-defined]
 
-    kw = {"model": args.model or None, "base_url": args.base_url}
-    return make_backend(args.backend, **{k: v for k, v in kw.items() if v is not None})
+    backend = None if args.backend in (None, "", "auto") else args.backend
+    return make_backend(args.model or None, args.base_url or None, backend=backend)
 
 
 def _prompt_hashes() -> dict[str, str]:
@@ -147,7 +151,7 @@ def main(argv: list[str]) -> int:
         seed=args.seed,
         verify=args.verify,
         weights=args.weights,
-        backend=args.backend,
+        backend=args.backend or getattr(backend, "name", "") or "auto",
         model=model,
         base_url=args.base_url,
         format=fmt,
@@ -159,7 +163,7 @@ def main(argv: list[str]) -> int:
         if args.run_dir
         else default_runs_dir()
         / (
-            f"{info['name']}-{(model or args.backend).replace('/', '_')}-k{args.k}-"
+            f"{info['name']}-{(model or args.backend or 'auto').replace('/', '_')}-k{args.k}-"
             + hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
         )
     )

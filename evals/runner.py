@@ -42,7 +42,7 @@ class EvalConfig:
     """Base seed: sample ``i`` of a problem gets ``seed + i``; also reaches data shuffles."""
     verify: bool = True
     """Run code-based self-verification."""
-    weights: str = "1,0.5,0.2"
+    weights: str = field(default_factory=lambda: str(_default_weights()))
     """Verification vote weights ``w_T,w_U,w_F``."""
     backend: str = "openai"
     model: str = ""
@@ -218,3 +218,9 @@ async def solve_with_loop(
     if inspect.isawaitable(res):
         res = await res
     return res
+
+
+def _default_weights() -> Any:
+    from mathagent.evals.voting import Weights
+
+    return Weights()

@@ -93,7 +93,12 @@ def trace_to_chat(trace: Trace, system: str | None = AUTO_SYSTEM) -> dict[str, A
     last_call_id: str | None = None
     n_calls = 0
     for step in trace.steps:
-        if step.kind is StepKind.TEXT:
+        if step.kind is StepKind.USER:  # a harness turn (e.g. the verification request)
+            if pending_text:
+                messages.append({"role": "assistant", "content": "\n\n".join(pending_text)})
+                pending_text = []
+            messages.append({"role": "user", "content": step.content})
+        elif step.kind is StepKind.TEXT:
             pending_text.append(step.content)
         elif step.kind is StepKind.CODE:
             last_call_id = f"call_{n_calls}"
@@ -132,7 +137,12 @@ def render_mathcoder(trace: Trace, system: str | None = AUTO_SYSTEM) -> str:
     parts.append(T.ASSISTANT)
     opener = {StepKind.TEXT: T.TEXT, StepKind.CODE: T.CODE, StepKind.EXECUTION: T.EXECUTION}
     for step in trace.steps:
-        parts.append(f"{opener[step.kind]}{step.content}{T.END_BLOCK}")
+        if step.kind is StepKind.USER:  # a harness turn mid-conversation: close and reopen the assistant
+            parts.append(
+                f"{T.END_MESSAGE}{T.USER}{T.TEXT}{step.content}{T.END_BLOCK}{T.END_MESSAGE}{T.ASSISTANT}"
+            )
+        else:
+            parts.append(f"{opener[step.kind]}{step.content}{T.END_BLOCK}")
     parts.append(T.END_MESSAGE)
     return "".join(parts)
 

@@ -331,7 +331,10 @@ class TransformersBackend:
         new = [int(t) for t in ids]
         eos = set(self._eos_ids())
         ended_eos = bool(new) and new[-1] in eos
-        raw = tok.decode(new, skip_special_tokens=True)
+        # Keep added special tokens (a MathCoder-trained model's <|code|>, <|endofblock|> ... are the
+        # format itself); drop only end-of-sequence, padding and BOS markers.
+        drop = eos | {t for t in (tok.pad_token_id, tok.bos_token_id) if t is not None}
+        raw = tok.decode([t for t in new if t not in drop], skip_special_tokens=False)
         cut, which = cut_at_stop(raw, stops)
         if which is not None or ended_eos:
             finish = "stop"
@@ -342,7 +345,7 @@ class TransformersBackend:
     def _streamed(self, enc: Any, kw: dict[str, Any], stops: tuple[str, ...], emit: Any) -> Any:
         from transformers import TextIteratorStreamer
 
-        streamer = TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=True)
+        streamer = TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=False)
         result: dict[str, Any] = {}
 
         def work() -> None:

@@ -92,3 +92,40 @@ def test_bad_model_path_reports_the_log_tail(tmp_path):
     bogus.write_bytes(b"not a gguf file at all")
     with pytest.raises(RuntimeError, match="exited with code"):
         LlamaServer(bogus, startup_timeout=60).start()
+
+
+def test_server_dies_with_a_killed_parent(tmp_path):
+    """kill -9 of the process that started the server must not leave the server running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from mathagent.agent.llama_server import LlamaServer\n"
+        "s = LlamaServer('smollm2-135m', n_ctx=512).start()\n"
+        "print(s.proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid = int(parent.stdout.readline())
+        os.kill(server_pid, 0)  # running
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(server_pid, 0)
+            except ProcessLookupError:
+                break
+            # reap it if it became our zombie (it does not: it is re-parented to init)
+            time.sleep(0.2)
+        else:
+            os.killpg(server_pid, signal.SIGKILL)
+            raise AssertionError("llama.cpp server outlived its killed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

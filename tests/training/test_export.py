@@ -108,3 +108,36 @@ SPAN_TABLE = [
 @pytest.mark.parametrize("text,expected", SPAN_TABLE)
 def test_mathcoder_spans_table(text, expected):
     assert [(s.text, s.trained) for s in mathcoder_spans(text)] == expected
+
+
+def test_verification_turn_becomes_a_user_turn_and_is_masked(traces):
+    from mathagent.agent.trace import Step, StepKind
+
+    base = traces[0]
+    verify = (
+        Step(StepKind.USER, "Check your answer with code.", phase="verify"),
+        Step(StepKind.CODE, "print(5 - 3 == 2)", phase="verify"),
+        Step(StepKind.EXECUTION, "True", phase="verify"),
+        Step(StepKind.TEXT, "VERDICT: True", phase="verify"),
+    )
+    trace = base.with_(steps=base.steps + verify)
+    roles = [m["role"] for m in export.trace_to_chat(trace, system="SYS")["messages"]]
+    assert roles == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
+    text = export.render_mathcoder(trace, system="SYS")
+    assert (
+        "<|endofmessage|><|user|><|text|>Check your answer with code.<|endofblock|><|endofmessage|><|assistant|>"
+        in text
+    )
+    trained = "".join(s.text for s in mathcoder_spans(text) if s.trained)
+    assert "Check your answer" not in trained  # the harness's words are never trained
+    assert "print(5 - 3 == 2)" in trained and "VERDICT: True" in trained
