@@ -168,9 +168,9 @@ def select(records: Sequence[dict[str, Any]], cfg: FilterConfig | None = None) -
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for rec in records:
         by_problem[str(rec["problem_id"])].append(rec)
-        r = quality_reason(rec, cfg)
-        if r is not None:
-            reasons[_key(rec)] = r
+        why = quality_reason(rec, cfg)
+        if why is not None:
+            reasons[_key(rec)] = why
     kept: set[tuple[str, int]] = set()
     for recs in by_problem.values():
         good = [r for r in recs if _key(r) not in reasons]
@@ -202,8 +202,8 @@ def select(records: Sequence[dict[str, Any]], cfg: FilterConfig | None = None) -
             kept.add(_key(r))
             n_kept += 1
     dropped = {name: 0 for name in REASONS}
-    for r in reasons.values():
-        dropped[r] += 1
+    for why in reasons.values():
+        dropped[why] += 1
     kept_recs = [r for r in records if _key(r) in kept]
     return Selection(
         kept=kept_recs,

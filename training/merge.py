@@ -114,7 +114,8 @@ def merge_runs(
         if (str(rec["problem_id"]), int(rec.get("sample_index", 0))) not in done:
             merged.append(rec)
     if filters is None:
-        filters = FilterConfig.from_dict(runs[0].header.get("filters", {}))
+        built = ((runs[0].summary() or {}).get("dataset") or {}).get("info", {}).get("filters")
+        filters = FilterConfig.from_dict(built or runs[0].header.get("filters", {}))
     stats = {
         "shards": shards,
         "shards_missing": missing,
