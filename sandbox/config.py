@@ -44,7 +44,7 @@ class SandboxConfig:
     memory_mb: int = 2048
     """Memory limit of one sandbox (cgroup), in MiB."""
     address_space_mb: int = 8192
-    """RLIMIT_AS of every process in the sandbox (backstop where cgroups are missing), in MiB."""
+    """RLIMIT_AS of every process in the sandbox, in MiB (without a memory cgroup: at most memory_mb + 1024)."""
     pids_max: int = 256
     """Most processes + threads one sandbox may hold (cgroup pids, and RLIMIT_NPROC per slot uid)."""
     cpu_quota: float = 1.0

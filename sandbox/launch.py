@@ -112,8 +112,14 @@ def python_roots() -> list[str]:
 
 
 def rlimits(config: SandboxConfig, plan: Plan) -> dict[str, int]:
+    # without a memory cgroup the address-space limit is the only memory bound: keep it near memory_mb
+    as_mb = (
+        config.address_space_mb
+        if "memory" in plan.cgroups
+        else min(config.address_space_mb, config.memory_mb + 1024)
+    )
     lim = {
-        "RLIMIT_AS": config.address_space_mb * MB,
+        "RLIMIT_AS": as_mb * MB,
         "RLIMIT_FSIZE": config.workdir_mb * MB,
         "RLIMIT_NOFILE": config.nofile,
         "RLIMIT_CPU": config.cpu_rlimit_s,

@@ -13,7 +13,7 @@ RANK = {IsolationLevel.NONE: 0, IsolationLevel.REDUCED: 1, IsolationLevel.FULL: 
 def machine_level() -> IsolationLevel:
     from mathagent.sandbox.isolation import isolation_report
 
-    return isolation_report(SandboxConfig(level="auto")).level
+    return isolation_report(SandboxConfig.from_env()).level  # MATHAGENT_SANDBOX_LEVEL lowers it
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def require_level(machine_level):
 
 @pytest.fixture(scope="module")
 def config() -> SandboxConfig:
-    return SandboxConfig(level="auto", default_timeout_s=5.0, interrupt_grace_s=0.5)
+    return SandboxConfig.from_env(default_timeout_s=5.0, interrupt_grace_s=0.5)
 
 
 @pytest.fixture(scope="module")
