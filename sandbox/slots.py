@@ -20,7 +20,7 @@ from mathagent.sandbox.cgroups import SlotCgroup, kill, pids_of_uid
 
 log = logging.getLogger(__name__)
 
-_swept: set[str] = set()
+_swept: set[tuple[str, str]] = set()
 _lock = threading.Lock()
 
 
@@ -55,71 +55,99 @@ class Slot:
             pass
 
 
-def _try_lock(base: Path, n: int) -> int | None:
-    fd = os.open(base / f"slot-{n}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+LOCK_DIR = Path("/tmp/mathagent-sandbox-slots")
+"""Slot locks when slots carry a uid or cgroups: those are machine-wide, so their locks must be too."""
+
+
+def _try_lock(lock_dir: Path, n: int) -> int | None:
+    fd = os.open(lock_dir / f"slot-{n}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
     return fd
 
 
-def _cleanup_slot(base: Path, n: int, uid_base: int | None, controllers: tuple[str, ...]) -> None:
-    cg = SlotCgroup(f"slot-{n}", controllers) if controllers else None
-    if cg is not None:
+def _recorded_dir(fd: int) -> Path | None:
+    """The slot dir the lock's last owner recorded (line 2), if it looks like one."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    lines = os.read(fd, 4096).decode(errors="replace").splitlines()
+    if len(lines) >= 2 and Path(lines[1]).name.startswith("slot-") and Path(lines[1]).is_absolute():
+        return Path(lines[1])
+    return None
+
+
+def _record(fd: int, slot_dir: Path) -> None:
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, f"{os.getpid()}\n{slot_dir}\n".encode())
+
+
+def _cleanup_slot(n: int, slot_dir: Path | None, uid_base: int | None, controllers: tuple[str, ...]) -> bool:
+    """Kill and remove whatever slot ``n`` left behind; True when something was there."""
+    found = False
+    if controllers:
+        cg = SlotCgroup(f"slot-{n}", controllers)
+        found = any(cg.path(c).exists() for c in controllers)
         cg.remove()
     if uid_base is not None:
         for pid in pids_of_uid(uid_base + n):
+            found = True
             kill(pid)
-    shutil.rmtree(base / f"slot-{n}", ignore_errors=True)
+    if slot_dir is not None and slot_dir.exists():
+        found = True
+        shutil.rmtree(slot_dir, ignore_errors=True)
+    return found
+
+
+def _lock_dir(base: Path, uid_base: int | None, controllers: tuple[str, ...]) -> Path:
+    d = LOCK_DIR if (uid_base is not None or controllers) else base
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d
 
 
 def sweep(base: Path, uid_base: int | None, controllers: tuple[str, ...]) -> int:
-    """Remove slots of dead runs under ``base`` (once per process per base dir). Returns how many."""
-    with _lock:
-        if str(base) in _swept:
-            return 0
-        _swept.add(str(base))
-    if not base.is_dir():
-        return 0
+    """Remove what dead owners left in their slots (dirs, cgroups, processes). Returns how many slots."""
+    lock_dir = _lock_dir(base, uid_base, controllers)
     count = 0
-    for entry in base.iterdir():
+    for entry in lock_dir.iterdir():
         if not (entry.name.startswith("slot-") and entry.name.endswith(".lock")):
             continue
         try:
             n = int(entry.name[5:-5])
         except ValueError:
             continue
-        fd = _try_lock(base, n)
+        fd = _try_lock(lock_dir, n)
         if fd is None:
-            continue  # alive
+            continue  # its owner is alive
         try:
-            stale = (base / f"slot-{n}").exists() or any(
-                (Path("/sys/fs/cgroup") / c / "mathagent-sandbox" / f"slot-{n}").exists() for c in controllers
-            )
-            if stale:
-                log.info("sweeping stale sandbox slot %d under %s", n, base)
-                _cleanup_slot(base, n, uid_base, controllers)
+            if _cleanup_slot(n, _recorded_dir(fd), uid_base, controllers):
+                log.info("swept stale sandbox slot %d", n)
                 count += 1
+            _record(fd, Path("/"))  # nothing left to clean
         finally:
             os.close(fd)
     return count
 
 
 def claim(base: Path, max_slots: int, uid_base: int | None, controllers: tuple[str, ...]) -> Slot:
-    """Claim the lowest free slot, create its dirs (owned by its uid) and cgroups."""
+    """Claim the lowest free slot, create its dirs (owned by its uid); the caller creates its cgroups."""
     base.mkdir(parents=True, exist_ok=True, mode=0o711)
     os.chmod(base, 0o711)
-    sweep(base, uid_base, controllers)
+    lock_dir = _lock_dir(base, uid_base, controllers)
+    with _lock:
+        if (str(lock_dir), str(base)) not in _swept:
+            _swept.add((str(lock_dir), str(base)))
+            sweep(base, uid_base, controllers)
     for n in range(max_slots):
-        fd = _try_lock(base, n)
+        fd = _try_lock(lock_dir, n)
         if fd is None:
             continue
-        _cleanup_slot(base, n, uid_base, controllers)  # leftovers from a crashed owner
+        _cleanup_slot(n, _recorded_dir(fd), uid_base, controllers)  # leftovers from a crashed owner
         d = base / f"slot-{n}"
+        shutil.rmtree(d, ignore_errors=True)
+        _record(fd, d)
         uid = uid_base + n if uid_base is not None else None
         d.mkdir(mode=0o711)
         for sub in ("conn", "work"):
@@ -128,4 +156,4 @@ def claim(base: Path, max_slots: int, uid_base: int | None, controllers: tuple[s
                 os.chown(d / sub, uid, uid)
         cg = SlotCgroup(f"slot-{n}", controllers) if controllers else None
         return Slot(n, d, fd, uid, cg)
-    raise RuntimeError(f"all {max_slots} sandbox slots under {base} are in use")
+    raise RuntimeError(f"all {max_slots} sandbox slots are in use")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 from mathagent.sandbox import JupyterSandbox, KernelPool, SandboxStartError, arun, model_view
@@ -162,3 +163,49 @@ def test_arun_from_an_event_loop(sb):
 
     r, _ = asyncio.run(main())
     assert r.result == "42"
+
+
+def test_stale_slots_of_a_killed_run_are_swept(config, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    base = tmp_path / "sandboxes"
+    script = (
+        "import sys, time\nfrom mathagent.sandbox import JupyterSandbox, SandboxConfig\n"
+        f"sb = JupyterSandbox(SandboxConfig(base_dir=__import__('pathlib').Path({str(base)!r}), level={config.level!r}))\n"
+        "print(sb._slot.index, flush=True)\ntime.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        index = int(owner.stdout.readline())
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    slot_dir = base / f"slot-{index}"
+    assert slot_dir.exists()  # left behind by the killed owner
+    from mathagent.sandbox.isolation import make_plan
+    from mathagent.sandbox.slots import sweep
+
+    plan = make_plan(config)
+    uid_base = config.uid_base if plan.drop_uid else None
+    assert sweep(base, uid_base, plan.cgroups) >= 1
+    assert not slot_dir.exists()
+    for c in plan.cgroups:
+        assert not Path(f"/sys/fs/cgroup/{c}/mathagent-sandbox/slot-{index}").exists()
+    with JupyterSandbox(config.with_(base_dir=base)) as sb:  # the base dir is usable again
+        assert sb.run("1").result == "1"
+
+
+def test_cli_check_json(capsys):
+    import json
+
+    from mathagent.sandbox.cli import main
+
+    assert main(["check", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["level"] in ("full", "reduced", "none")
+    assert doc["selftest"]["cell_ok"] is True and doc["selftest"]["timeout_stopped"] is True
+    assert set(doc["protections"]) >= {"network_namespace", "unprivileged_uid", "scrubbed_env"}
+    if doc["level"] == "full":
+        assert doc["selftest"]["network"] == "blocked"
