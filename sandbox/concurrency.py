@@ -12,17 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _lock = threading.Lock()
-_sem: threading.BoundedSemaphore | None = None
-_size = 0
+_sems: dict[int, threading.BoundedSemaphore] = {}
 
 
 def _semaphore(size: int) -> threading.BoundedSemaphore:
-    global _sem, _size
+    """One shared semaphore per bound (normally just one: the CPU count)."""
     size = size or (os.cpu_count() or 1)
     with _lock:
-        if _sem is None or _size != size:
-            _sem, _size = threading.BoundedSemaphore(size), size
-        return _sem
+        if size not in _sems:
+            _sems[size] = threading.BoundedSemaphore(size)
+        return _sems[size]
 
 
 @contextmanager

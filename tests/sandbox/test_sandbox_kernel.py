@@ -209,3 +209,16 @@ def test_cli_check_json(capsys):
     assert set(doc["protections"]) >= {"network_namespace", "unprivileged_uid", "scrubbed_env"}
     if doc["level"] == "full":
         assert doc["selftest"]["network"] == "blocked"
+
+
+def test_waiting_for_a_turn_does_not_count_against_the_timeout(config):
+    import threading
+
+    one_at_a_time = config.with_(max_concurrent_cells=1)
+    with JupyterSandbox(one_at_a_time) as a, JupyterSandbox(one_at_a_time) as b:
+        first = threading.Thread(target=lambda: a.run("import time\ntime.sleep(1.5)", timeout=5))
+        first.start()
+        time.sleep(0.3)  # a now holds the only turn
+        r = b.run("'done'", timeout=0.5)  # waits ~1.2 s for its turn, then runs well within 0.5 s
+        first.join()
+        assert r.result == "'done'" and not r.timed_out, r
