@@ -288,6 +288,24 @@ def print_summary(summary: dict[str, Any]) -> None:
     ex = summary["exec"]
     c = Console()
     c.print(t)
+    by_k = summary["overall"].get("by_k") or []
+    if len(by_k) > 1:
+        kt = Table(title="voting by k")
+        for col in ("k", "maj@k", "weighted@k", "pass@k"):
+            kt.add_column(col, justify="right")
+        for row in by_k:
+            kt.add_row(
+                str(row["k"]), *(f"{100 * row[key]:.1f}" for key in ("majority", "weighted", "pass_at_k"))
+            )
+        c.print(kt)
+    ver = summary.get("verification") or {}
+    if ver.get("total"):
+        parts = []
+        for state, name in (("T", "True"), ("U", "Uncertain"), ("F", "False"), ("none", "not verified")):
+            if ver["counts"].get(state):
+                prec = ver["precision"][state]
+                parts.append(f"{name} {100 * ver['share'][state]:.0f}% (precision {100 * prec:.0f}%)")
+        c.print("verification: " + ", ".join(parts))
     c.print(
         f"tokens in {summary['tokens_in']} out {summary['tokens_out']} · sample time {summary['sample_time_s']:.1f}s"
         f" · wall {summary.get('wall_s', 0)}s · code cells {ex['cells']} (errors {ex['errors']}, timeouts "

@@ -125,7 +125,17 @@ def summarize(
         "exec": ex,
         "stop_reasons": dict(stops),
         "verification_states": dict(vstates),
+        "verification": _state_stats(records, dataset),
     }
+
+
+def _state_stats(records: Sequence[dict[str, Any]], dataset: str) -> dict[str, Any]:
+    """Share of T/U/F over finished samples and the precision of each (how often its answer is right)."""
+    from mathagent.evals import voting
+
+    done = [r for r in records if r.get("status") != "failed"]
+    samples = [voting.Sample(r.get("answer"), r.get("verification_state")) for r in done]
+    return voting.state_stats(samples, [bool(r.get("correct")) for r in done]).to_dict()
 
 
 def _pct(x: float | None) -> str:
