@@ -1,0 +1,36 @@
+"""A small real run on the bundled model: GSM8K problems, k = 4, verification states recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mathagent.evals.cli_eval import main as eval_main
+
+pytestmark = [pytest.mark.slow, pytest.mark.model, pytest.mark.server, pytest.mark.kernel]
+
+
+def test_k4_run_with_verification_on_the_bundled_model(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = [
+        "--dataset", "gsm8k", "--limit", "3", "--k", "4", "--temperature", "0.7", "--seed", "1",
+        "--model", "qwen2.5-coder-0.5b", "--run-dir", str(run_dir), "--concurrency", "2", "--json",
+    ]  # fmt: skip
+    assert eval_main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_samples"] == 12
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 12
+    finished = [r for r in records if r.get("status") != "failed"]
+    assert finished, records
+    # every sample that reached an answer went through the verification phase and carries its state
+    answered = [r for r in finished if r.get("answer") is not None]
+    assert answered and all(r["verification_state"] in ("T", "U", "F") for r in answered), answered
+    ver = summary["verification"]
+    assert sum(ver["counts"].values()) == len(finished)
+    by_k = {row["k"]: row for row in summary["overall"]["by_k"]}
+    assert set(by_k) >= {1, 4}
+    for row in by_k.values():
+        assert 0.0 <= row["majority"] <= row["pass_at_k"] + 1e-9 and 0.0 <= row["weighted"] <= 1.0
+    (tmp_path / "summary_copy.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({"by_k": summary["overall"]["by_k"], "verification": ver}, indent=2))
