@@ -30,7 +30,7 @@ def test_k4_run_with_verification_on_the_bundled_model(tmp_path, capsys):
     assert sum(ver["counts"].values()) == len(finished)
     by_k = {row["k"]: row for row in summary["overall"]["by_k"]}
     assert set(by_k) >= {1, 4}
-    for row in by_k.values():
-        assert 0.0 <= row["majority"] <= row["pass_at_k"] + 1e-9 and 0.0 <= row["weighted"] <= 1.0
+    full = by_k[4]  # k = n: one vote over all samples, so a right vote needs a right sample
+    assert full["majority"] <= full["pass_at_k"] and full["weighted"] <= full["pass_at_k"]
     (tmp_path / "summary_copy.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({"by_k": summary["overall"]["by_k"], "verification": ver}, indent=2))
