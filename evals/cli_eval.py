@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mathagent.agent.backends.base import BackendError
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathagent eval", description="Evaluate on a data set (resumable).")
@@ -56,35 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="start afresh when the folder holds another config")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
     return p
-
-
-class _ScriptBook:
-    """Per-problem scripted turns for ``--backend scripted``."""
-
-    def __init__(self, path: str | None) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-        if path:
-            for line in Path(path).read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self.rows[str(row["problem_id"])] = row
-
-    def backend(self, problem_id: str, fmt: str) -> Any:
-        from mathagent.agent.backends.scripted import ScriptedBackend
-
-        row = self.rows.get(problem_id, {})
-        if row.get("error"):
-            msg = row["error"]
-
-            def fail(prompt: Any, params: Any) -> str:
-                raise BackendError(msg)
-
-            turns: list[Any] = [fail]
-        else:
-            turns = list(row.get("turns", []))
-        return ScriptedBackend(
-            turns, default_format=fmt, on_exhausted="empty", latency_s=float(row.get("latency_s", 0.0))
-        )
 
 
 def _make_backend(args: argparse.Namespace) -> Any:
@@ -135,7 +104,9 @@ def main(argv: list[str]) -> int:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
     scripted = args.backend == "scripted"
-    book = _ScriptBook(args.script) if scripted else None
+    from mathagent.agent.backends.scripted import ScriptBook
+
+    book = ScriptBook(args.script) if scripted else None
     backend = None if scripted else _make_backend(args)
     fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
     model = args.model or (getattr(backend, "model", "") if backend else "scripted")

@@ -61,40 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class ScriptBook:
-    """Scripted turns per (problem, sample) for ``--backend scripted``."""
-
-    def __init__(self, path: str | None) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-        if path:
-            for line in Path(path).read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self.rows[str(row["problem_id"])] = row
-
-    def backend(self, problem_id: str, sample_index: int, fmt: str) -> Any:
-        from mathagent.agent.backends.base import BackendError
-        from mathagent.agent.backends.scripted import ScriptedBackend
-
-        row = self.rows.get(problem_id, {})
-        turns: list[Any]
-        if row.get("error"):
-            msg = row["error"]
-
-            def fail(prompt: Any, params: Any) -> str:
-                raise BackendError(msg)
-
-            turns = [fail]
-        elif "samples" in row:
-            samples = row["samples"]
-            turns = list(samples[sample_index]) if sample_index < len(samples) else []
-        else:
-            turns = list(row.get("turns", []))
-        return ScriptedBackend(
-            turns, default_format=fmt, on_exhausted="empty", latency_s=float(row.get("latency_s", 0.0))
-        )
-
-
 def _make_backend(args: argparse.Namespace) -> Any:
     from mathagent.agent.backends import make_backend
 
@@ -146,6 +112,8 @@ def run_main(argv: list[str]) -> int:
         problems, dup_problems = dedup_problems(problems, args.problem_jaccard)
     problems = [p for p in problems if shard.holds(p.id)]
     scripted = args.backend == "scripted"
+    from mathagent.agent.backends.scripted import ScriptBook
+
     book = ScriptBook(args.script) if scripted else None
     backend = None if scripted else _make_backend(args)
     fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
@@ -192,7 +160,7 @@ def run_main(argv: list[str]) -> int:
     provider = make_provider(max(1, min(args.concurrency, 8)))
 
     async def solve_fn(problem: Any, i: int, seed: int | None) -> Any:
-        b = book.backend(problem.id, i, fmt) if book is not None else backend
+        b = book.backend(problem.id, fmt, i) if book is not None else backend
         return await solve_with_loop(
             problem.question, b, provider, agent_cfg, problem_id=problem.id, sample_index=i
         )

@@ -139,6 +139,11 @@ def tokenize_rows(
             enc = masking.tokenize_chat(row["messages"], tokenizer, row.get("tools"), max_length)
         if any(label != masking.IGNORE for label in enc["labels"]):
             out.append(enc)
+    if rows and not out:
+        raise ValueError(
+            f"all {len(rows)} rows have nothing left to train on after truncation to {max_length} tokens "
+            "(the prompt alone fills it): raise --max-length or shorten the system prompt (--system)"
+        )
     if len(out) < len(rows):
         log.warning("dropped %d rows with no trained tokens (after truncation)", len(rows) - len(out))
     return out

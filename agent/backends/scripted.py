@@ -174,3 +174,43 @@ class ScriptedBackend:
             completion_tokens=self.count_tokens(text),
             latency_s=time.perf_counter() - t0,
         )
+
+
+class ScriptBook:
+    """Scripted turns per problem (and per sample) from a JSONL file, for ``--backend scripted``.
+
+    One line per problem: ``{"problem_id": ..., "turns": [...]}`` (every sample replays the same turns),
+    ``{"problem_id": ..., "samples": [[...], [...]]}`` (turns per sample index), or
+    ``{"problem_id": ..., "error": "..."}`` (the backend fails with that message); ``latency_s`` optional.
+    Used by ``mathagent eval`` and ``mathagent generate`` for tests and demos.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        import json
+        from pathlib import Path
+
+        self.rows: dict[str, dict[str, Any]] = {}
+        if path:
+            for line in Path(path).read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.rows[str(row["problem_id"])] = row
+
+    def backend(self, problem_id: str, fmt: str, sample_index: int = 0) -> ScriptedBackend:
+        row = self.rows.get(problem_id, {})
+        turns: list[Any]
+        if row.get("error"):
+            msg = row["error"]
+
+            def fail(prompt: Any, params: Any) -> str:
+                raise BackendError(msg)
+
+            turns = [fail]
+        elif "samples" in row:
+            samples = row["samples"]
+            turns = list(samples[sample_index]) if sample_index < len(samples) else []
+        else:
+            turns = list(row.get("turns", []))
+        return ScriptedBackend(
+            turns, default_format=fmt, on_exhausted="empty", latency_s=float(row.get("latency_s", 0.0))
+        )

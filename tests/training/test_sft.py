@@ -10,25 +10,31 @@ import pytest
 from mathagent.training import export
 from mathagent.training.cli_train import main as train_main
 
-pytestmark = [pytest.mark.model, pytest.mark.slow]
+pytestmark = [pytest.mark.model]
 
 
-def _sft(data: Path, out: Path, fmt: str, steps: int, *extra: str) -> int:
+def _sft(
+    data: Path, out: Path, fmt: str, steps: int, *extra: str, lr: str = "1e-3", max_len: int = 256
+) -> int:
     return train_main(
         ["sft", "--data", str(data), "--model", "smollm2-135m", "--format", fmt, "--out", str(out),
-         "--max-steps", str(steps), "--batch-size", "4", "--lr", "1e-3", "--max-length", "256",
+         "--max-steps", str(steps), "--batch-size", "4", "--lr", lr, "--max-length", str(max_len),
          "--logging-steps", "1", "--seed", "0", *extra]
     )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def mathcoder_model(tmp_path_factory, traces, smol_dir) -> Path:
-    """A MathCoder-format model trained for 6 steps on repeated tiny traces (raw traces as input)."""
+    """A MathCoder-format model trained for 30 steps on repeated tiny traces (raw traces as input).
+
+    The MathCoder markers are new tokens: 6 steps at lr 1e-3 left the model writing plain text with
+    no markers at all; 30 steps at 2e-3 make it open and close text and code blocks.
+    """
     root = tmp_path_factory.mktemp("sft")
     data = root / "traces.jsonl"
     data.write_text("\n".join(t.to_json() for t in traces * 3), encoding="utf-8")
     out = root / "model"
-    assert _sft(data, out, "mathcoder", 6, "--save-steps", "100") == 0
+    assert _sft(data, out, "mathcoder", 30, "--save-steps", "100", lr="2e-3") == 0
     return out
 
 
@@ -43,16 +49,10 @@ def test_saved_model_carries_tokenizer_tokens_and_manifest(mathcoder_model):
     lm = AutoModelForCausalLM.from_pretrained(mathcoder_model)
     assert lm.get_input_embeddings().weight.shape[0] == len(tok)
     result = json.loads((mathcoder_model / "train_result.json").read_text())
-    assert result["result"]["steps"] == 6
+    assert result["result"]["steps"] == 30
 
 
-@pytest.mark.slow
 @pytest.mark.kernel
-@pytest.mark.xfail(
-    reason="transformers_backend decodes with skip_special_tokens=True, which strips the MathCoder markers "
-    "(additional special tokens) so the loop sees one text block; passes once it keeps them",
-    strict=False,
-)
 def test_agent_runs_trained_mathcoder_model(mathcoder_model):
     """The trained model writes well-formed code blocks and the loop executes them in a real sandbox."""
     from mathagent.agent.backends.transformers_backend import TransformersBackend
@@ -85,12 +85,15 @@ def test_resume_continues_from_checkpoint(tmp_path, traces, smol_dir):
     export.export_traces(traces[:4], data, "chat")
     out = tmp_path / "run"
     common = ("--save-steps", "1", "--batch-size", "2")
-    assert _sft(data, out, "chat", 2, *common) == 0
+    # the chat rows carry the agent's system prompt and the tool schema: 256 tokens hold only the prompt
+    with pytest.raises(ValueError, match="nothing left to train on"):
+        _sft(data, tmp_path / "too-short", "chat", 1, *common)
+    assert _sft(data, out, "chat", 2, *common, max_len=768) == 0
     assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("checkpoint-")) == [
         "checkpoint-1",
         "checkpoint-2",
     ]
-    assert _sft(data, out, "chat", 3, *common, "--resume") == 0
+    assert _sft(data, out, "chat", 3, *common, "--resume", max_len=768) == 0
     state = json.loads((out / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     # the resumed run logged only step 3: steps 1-2 came from the checkpoint
