@@ -374,6 +374,18 @@ class JupyterSandbox:
         self.restarts += 1
         self._kernel = _Kernel(self.config, self.plan, self._slot)
 
+    def interrupt(self) -> bool:
+        """Send SIGINT to the kernel process from any thread (stops the running cell, e.g. on Ctrl-C).
+
+        The cell's ``run`` then returns as usual (a ``KeyboardInterrupt`` error); if the code ignores the
+        signal, its own timeout path kills and replaces the kernel. Returns False when no kernel runs.
+        """
+        k = self._kernel
+        if k is None:
+            return False
+        k.interrupt()
+        return True
+
     def reset(self) -> None:
         with self._lock:
             if self._closed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from mathagent.sandbox.base import IsolationLevel, IsolationReport
 from mathagent.sandbox.config import SandboxConfig
@@ -74,9 +75,17 @@ class KernelPool:
         """A fresh, started sandbox for one trajectory; close it when the trajectory ends."""
         if self._stop.is_set():
             raise RuntimeError("pool is closed")
-        try:
-            sb = self._ready.get(timeout=self.acquire_timeout_s)
-        except queue.Empty:
+        deadline = time.monotonic() + self.acquire_timeout_s
+        sb = None
+        while sb is None:  # wait in short slices so a close() from another thread ends the wait at once
+            if self._stop.is_set():
+                raise RuntimeError("pool is closed")
+            try:
+                sb = self._ready.get(timeout=min(0.1, max(deadline - time.monotonic(), 0.0)))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    break
+        if sb is None:
             err = self._last_error
             raise SandboxStartError(
                 f"no kernel became ready within {self.acquire_timeout_s:g} s" + (f": {err}" if err else "")

@@ -165,8 +165,6 @@ class TrackingProvider:
         n = 0
         for sb in live:
             fn = getattr(sb, "interrupt", None)
-            if fn is None:  # JupyterSandbox has no public interrupt yet: signal its kernel process
-                fn = getattr(getattr(sb, "_kernel", None), "interrupt", None)
             if fn is None:
                 continue
             try:

@@ -222,3 +222,42 @@ def test_waiting_for_a_turn_does_not_count_against_the_timeout(config):
         r = b.run("'done'", timeout=0.5)  # waits ~1.2 s for its turn, then runs well within 0.5 s
         first.join()
         assert r.result == "'done'" and not r.timed_out, r
+
+
+def test_interrupt_from_another_thread_stops_the_cell_and_keeps_the_state(config):
+    import threading
+
+    with JupyterSandbox(config=config) as box:
+        box.run("kept = 7")
+        timer = threading.Timer(1.0, box.interrupt)
+        timer.start()
+        t0 = time.monotonic()
+        r = box.run("import time\ntime.sleep(30)", timeout=20)
+        timer.join()
+        assert time.monotonic() - t0 < 15  # far from the 30 s sleep and the 20 s timeout
+        assert r.error is not None and r.error.ename == "KeyboardInterrupt" and not r.kernel_restarted
+        assert box.run("print(kept)").stdout == "7\n"  # the kernel and its state survive
+
+
+def test_acquire_fails_at_once_when_the_pool_closes_meanwhile(config):
+    import threading
+
+    pool = KernelPool(size=1, config=config)
+    first = pool.acquire()  # the pool is now empty and refilling
+    outcome: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            while True:  # drain whatever the refill thread produces until close() stops it
+                pool.acquire().close()
+        except BaseException as e:  # noqa: BLE001
+            outcome.append(e)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.5)
+    pool.close()
+    t.join(timeout=10)
+    first.close()
+    assert not t.is_alive(), "acquire() kept waiting after close()"
+    assert outcome and isinstance(outcome[0], RuntimeError) and "closed" in str(outcome[0])
