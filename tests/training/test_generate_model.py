@@ -35,10 +35,25 @@ def test_generate_and_interpolate_on_the_bundled_model(server, shared_data, tmp_
     from mathagent.evals.grading import is_equivalent
     from mathagent.training.cli_generate import main as generate_main
 
+    # at most 4 rounds keeps this real run to minutes on 2 cores (verification is off, generate's default)
     common = ["--backend", "openai", "--model", server.alias, "--base-url", server.base_url, "--json"]
+    solve_opts = ["--no-verify", "--max-rounds", "4"]
     train = str(shared_data / "datasets" / "gsm8k_train.jsonl")
     out = tmp_path / "gen"
-    argv = ["--problems", train, "--limit", "4", "--k", "1", "--out", str(out), "--concurrency", "2", *common]
+    argv = [
+        "--problems",
+        train,
+        "--limit",
+        "4",
+        "--k",
+        "1",
+        "--out",
+        str(out),
+        "--concurrency",
+        "2",
+        *solve_opts,
+        *common,
+    ]
     assert generate_main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     d = summary["dataset"]
@@ -60,7 +75,7 @@ def test_generate_and_interpolate_on_the_bundled_model(server, shared_data, tmp_
     hard.write_text((shared_data / "datasets" / "math500_test.jsonl").read_text().splitlines()[0] + "\n")
     d1 = tmp_path / "d1"
     argv = ["interpolate", "--easy", train, "--hard", str(hard), "--n", "2", "--k", "2", "--agree", "2"]
-    assert generate_main([*argv, "--out", str(d1), "--concurrency", "2", *common]) == 0
+    assert generate_main([*argv, "--out", str(d1), "--concurrency", "2", *solve_opts, *common]) == 0
     stats = json.loads((d1 / "interpolation.json").read_text())
     assert stats["candidates"] == 2 and stats["accepted"] + sum(stats["rejected"].values()) == 2
     for p in jsonl(d1 / "problems.jsonl"):
