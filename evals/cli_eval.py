@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _make_backend(args: argparse.Namespace) -> Any:
-    from mathagent.agent.backends import make_backend  # type: ignore[attr-defined]
+def backend_from_args(args: argparse.Namespace) -> Any:
+    """The backend ``--model`` / ``--base-url`` / ``--backend`` name (no flags: the bundled model)."""
+    from mathagent.agent.backends import make_backend
 
     backend = None if args.backend in (None, "", "auto") else args.backend
     return make_backend(args.model or None, args.base_url or None, backend=backend)
+
+
+@dataclass(frozen=True)
+class AgentSetup:
+    """What ``eval`` and ``generate`` build from their shared flags before solving."""
+
+    book: Any
+    """Scripted turns per problem (``--backend scripted``), else None."""
+    backend: Any
+    """The real backend, else None (scripted runs build one per problem from ``book``)."""
+    format: str
+    model: str
+    config: Any
+    """The ``AgentConfig`` every sample is solved with."""
+
+
+def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
+    from mathagent.agent.backends.scripted import ScriptBook
+    from mathagent.agent.config import AgentConfig
+
+    scripted = args.backend == "scripted"
+    book = ScriptBook(args.script) if scripted else None
+    backend = None if scripted else backend_from_args(args)
+    fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
+    model = args.model or (getattr(backend, "model", "") if backend else "scripted")
+    cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify)
+    if args.max_rounds:
+        cfg = cfg.with_(max_rounds=args.max_rounds)
+    return AgentSetup(book, backend, fmt, model, cfg)
 
 
 def _prompt_hashes() -> dict[str, str]:
@@ -86,7 +117,6 @@ def main(argv: list[str]) -> int:
             + (["--limit", str(args.limit)] if args.limit else [])
             + (["--json"] if args.json else [])
         )
-    from mathagent.agent.config import AgentConfig
     from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
     from mathagent.evals.runner import EvalConfig, make_provider, run_eval_async, solve_with_loop
     from mathagent.evals.runs import RunDir, RunMismatch, default_runs_dir, git_revision, package_versions
@@ -103,16 +133,8 @@ def main(argv: list[str]) -> int:
     except DatasetError as e:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
-    scripted = args.backend == "scripted"
-    from mathagent.agent.backends.scripted import ScriptBook
-
-    book = ScriptBook(args.script) if scripted else None
-    backend = None if scripted else _make_backend(args)
-    fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
-    model = args.model or (getattr(backend, "model", "") if backend else "scripted")
-    agent_cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify)
-    if args.max_rounds:
-        agent_cfg = agent_cfg.with_(max_rounds=args.max_rounds)
+    setup = agent_setup(args, temperature)
+    book, backend, fmt, model, agent_cfg = setup.book, setup.backend, setup.format, setup.model, setup.config
     cfg = EvalConfig(
         dataset=args.dataset,
         k=args.k,

@@ -26,7 +26,11 @@ from mathagent.training.filters import FilterConfig
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", default=os.environ.get("MATHAGENT_BACKEND", "openai"))
+    p.add_argument(
+        "--backend",
+        default=os.environ.get("MATHAGENT_BACKEND"),
+        help="openai, transformers, llama or scripted (default: inferred from --model / --base-url)",
+    )
     p.add_argument("--model", default=os.environ.get("MATHAGENT_MODEL", ""))
     p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"))
     p.add_argument(
@@ -61,20 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _make_backend(args: argparse.Namespace) -> Any:
-    from mathagent.agent.backends import make_backend
-
-    kw = {"model": args.model or None, "base_url": args.base_url}
-    return make_backend(backend=args.backend, **{k: v for k, v in kw.items() if v is not None})
-
-
 def _filters(args: argparse.Namespace) -> FilterConfig:
     return FilterConfig(agree=args.agree, max_tokens=args.max_tokens, max_per_problem=args.max_per_problem)
 
 
 def run_main(argv: list[str]) -> int:
-    from mathagent.agent.config import AgentConfig
-    from mathagent.evals.cli_eval import EvalProgress, _null, _prompt_hashes
+    from mathagent.evals.cli_eval import EvalProgress, _null, _prompt_hashes, agent_setup
     from mathagent.evals.datasets import STANDARD, DatasetError, dataset_info, sha256_file
     from mathagent.evals.runner import EvalConfig, make_provider, run_eval_async, solve_with_loop
     from mathagent.evals.runs import RunDir, RunMismatch, git_revision, package_versions
@@ -111,16 +107,8 @@ def run_main(argv: list[str]) -> int:
     if args.problem_jaccard > 0:
         problems, dup_problems = dedup_problems(problems, args.problem_jaccard)
     problems = [p for p in problems if shard.holds(p.id)]
-    scripted = args.backend == "scripted"
-    from mathagent.agent.backends.scripted import ScriptBook
-
-    book = ScriptBook(args.script) if scripted else None
-    backend = None if scripted else _make_backend(args)
-    fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
-    model = args.model or (getattr(backend, "model", "") if backend else "scripted")
-    agent_cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify)
-    if args.max_rounds:
-        agent_cfg = agent_cfg.with_(max_rounds=args.max_rounds)
+    setup = agent_setup(args, temperature)
+    book, backend, fmt, model, agent_cfg = setup.book, setup.backend, setup.format, setup.model, setup.config
     cfg = EvalConfig(
         dataset=args.problems if args.problems in STANDARD else info["name"],
         k=args.k,
@@ -129,7 +117,7 @@ def run_main(argv: list[str]) -> int:
         limit=args.limit,
         seed=args.seed,
         verify=args.verify,
-        backend=args.backend,
+        backend=args.backend or getattr(backend, "name", "") or "auto",
         model=model,
         base_url=args.base_url,
         format=fmt,
@@ -269,6 +257,7 @@ def merge_main(argv: list[str]) -> int:
 
 
 def interpolate_main(argv: list[str]) -> int:
+    from mathagent.evals.cli_eval import backend_from_args
     from mathagent.evals.datasets import DatasetError, sha256_file
     from mathagent.evals.runs import RunDir, RunMismatch
     from mathagent.training import interpolate as I
@@ -295,7 +284,7 @@ def interpolate_main(argv: list[str]) -> int:
         return 2
     cfg = I.InterpolationConfig(n=args.n, seed=args.seed, temperature=args.interp_temperature)
     scripted = args.backend == "scripted"
-    backend = None if scripted else _make_backend(args)
+    backend = None if scripted else backend_from_args(args)
     model = args.model or (getattr(backend, "model", "") if backend else "scripted")
     texts: dict[str, str] = {}
     if args.interp_script:
