@@ -42,6 +42,7 @@ SOURCE = "interpolated"
 JACCARD_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.01)
 
 _MARKER = re.compile(r"new problem\s*[:：]\s*", re.IGNORECASE)
+_ECHO = re.compile(r"\W*problem\s+[AB]\b", re.IGNORECASE)
 _TAIL = re.compile(r"\n\s*(?:\*\*)?(?:solution|answer|hint|explanation)s?\b.*", re.IGNORECASE | re.DOTALL)
 
 
@@ -91,6 +92,8 @@ def parse_problem(text: str, min_words: int = 8) -> str | None:
     text = _TAIL.sub("", text).strip().strip("*").strip()
     text = re.sub(r"^(?:problem\s*[:：]\s*)", "", text, flags=re.IGNORECASE).strip()
     if "\\boxed" in text or len(text.split()) < min_words:
+        return None
+    if _ECHO.match(text):  # it restated (and usually solved) one of the two seeds instead of a new problem
         return None
     return text
 

@@ -32,6 +32,11 @@ NEW = [
         ),
         ("New problem: How many positive divisors does 36 have? \\boxed{9}", None),  # answer given away
         ("I cannot do that.", None),  # too short to be a problem
+        (  # the bundled 0.5B restated seed B and began solving it (seen in a real run)
+            "Problem B (hard):\n\nTo convert the point (0,3) from rectangular coordinates to polar coordinates, "
+            "we use the following formulas",
+            None,
+        ),
     ],
 )
 def test_parse_problem_table(reply, expected):
