@@ -128,7 +128,12 @@ def test_exports_load_with_datasets_and_trl(shared_data, tmp_path, capsys, smol_
     chat = datasets.load_dataset("json", data_files=str(out / "data" / "train_chat.jsonl"), split="train")
     mc = datasets.load_dataset("json", data_files=str(out / "data" / "train_mathcoder.jsonl"), split="train")
     assert len(chat) == len(mc) == 3 and "messages" in chat.column_names and "text" in mc.column_names
-    row = chat[0]
+    # rows are written in the order samples finished (concurrently): find the first problem's row
+    row = next(
+        r
+        for r in chat
+        if any("Natalia" in (m["content"] or "") for m in r["messages"] if m["role"] == "user")
+    )
     assert is_conversational(row)  # how SFTTrainer decides to apply the chat template
     tok = smol_tokenizer
     masking.ensure_chat_template(tok)
