@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -174,7 +175,9 @@ def build_dataset(
 
     out = Path(out)
     sel = select(records, cfg)
-    traces = [export_trace(r) for r in sel.kept]
+    # samples finish in any order: export in (problem id, sample) order so a re-run writes the same file
+    kept = sorted(sel.kept, key=lambda r: (_natural_key(str(r["problem_id"])), int(r.get("sample_index", 0))))
+    traces = [export_trace(r) for r in kept]
     n_chat = export_traces(traces, out / CHAT_FILE, "chat")
     n_mc = export_traces(traces, out / MATHCODER_FILE, "mathcoder")
     info = info or DatasetInfo()
@@ -189,6 +192,11 @@ def build_dataset(
     }
     write_card(out / CARD_FILE, stats, info)
     return {**stats, "info": info.to_dict()}
+
+
+def _natural_key(s: str) -> tuple[Any, ...]:
+    """``"i10"`` after ``"i9"``, ``"10"`` after ``"9"``."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", s))
 
 
 def write_card(path: Path, stats: dict[str, Any], info: DatasetInfo) -> None:
