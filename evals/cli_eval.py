@@ -78,6 +78,25 @@ class AgentSetup:
     config: Any
     """The ``AgentConfig`` every sample is solved with."""
 
+    def eval_config(self, args: argparse.Namespace, temperature: float, **fields: Any) -> Any:
+        """The run's ``EvalConfig`` from the flags ``eval`` and ``generate`` share; ``fields`` adds the rest."""
+        from mathagent.evals.runner import EvalConfig
+
+        return EvalConfig(
+            k=args.k,
+            temperature=temperature,
+            concurrency=args.concurrency,
+            limit=args.limit,
+            seed=args.seed,
+            verify=args.verify,
+            backend=args.backend or getattr(self.backend, "name", "") or "auto",
+            model=self.model,
+            base_url=args.base_url,
+            format=self.format,
+            max_rounds=args.max_rounds,
+            **fields,
+        )
+
 
 def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
     from mathagent.agent.backends.scripted import ScriptBook
@@ -118,7 +137,7 @@ def main(argv: list[str]) -> int:
             + (["--json"] if args.json else [])
         )
     from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
-    from mathagent.evals.runner import EvalConfig, make_provider, run_eval_async, solve_with_loop
+    from mathagent.evals.runner import make_provider, run_eval_async, solve_with_loop
     from mathagent.evals.runs import RunDir, RunMismatch, default_runs_dir, git_revision, package_versions
     from mathagent.evals.summary import summarize
 
@@ -135,20 +154,11 @@ def main(argv: list[str]) -> int:
         return 2
     setup = agent_setup(args, temperature)
     book, backend, fmt, model, agent_cfg = setup.book, setup.backend, setup.format, setup.model, setup.config
-    cfg = EvalConfig(
+    cfg = setup.eval_config(
+        args,
+        temperature,
         dataset=args.dataset,
-        k=args.k,
-        temperature=temperature,
-        concurrency=args.concurrency,
-        limit=args.limit,
-        seed=args.seed,
-        verify=args.verify,
         weights=args.weights,
-        backend=args.backend or getattr(backend, "name", "") or "auto",
-        model=model,
-        base_url=args.base_url,
-        format=fmt,
-        max_rounds=args.max_rounds,
         extra={"shuffle": args.shuffle, "script": args.script, "agent": agent_cfg.to_dict()},
     )
     run_dir = (

@@ -72,7 +72,7 @@ def _filters(args: argparse.Namespace) -> FilterConfig:
 def run_main(argv: list[str]) -> int:
     from mathagent.evals.cli_eval import EvalProgress, _null, _prompt_hashes, agent_setup
     from mathagent.evals.datasets import STANDARD, DatasetError, dataset_info, sha256_file
-    from mathagent.evals.runner import EvalConfig, make_provider, run_eval_async, solve_with_loop
+    from mathagent.evals.runner import make_provider, run_eval_async, solve_with_loop
     from mathagent.evals.runs import RunDir, RunMismatch, git_revision, package_versions
     from mathagent.training.generate import (
         DatasetInfo,
@@ -109,19 +109,10 @@ def run_main(argv: list[str]) -> int:
     problems = [p for p in problems if shard.holds(p.id)]
     setup = agent_setup(args, temperature)
     book, backend, fmt, model, agent_cfg = setup.book, setup.backend, setup.format, setup.model, setup.config
-    cfg = EvalConfig(
+    cfg = setup.eval_config(
+        args,
+        temperature,
         dataset=args.problems if args.problems in STANDARD else info["name"],
-        k=args.k,
-        temperature=temperature,
-        concurrency=args.concurrency,
-        limit=args.limit,
-        seed=args.seed,
-        verify=args.verify,
-        backend=args.backend or getattr(backend, "name", "") or "auto",
-        model=model,
-        base_url=args.base_url,
-        format=fmt,
-        max_rounds=args.max_rounds,
         extra={
             "shuffle": args.shuffle,
             "script": args.script,
