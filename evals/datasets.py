@@ -4,8 +4,9 @@ Standard sets: ``gsm8k`` and ``math500`` ship inside the package (``evals/data/`
 copies, sha256 in ``SHA256SUMS``, licences in ``NOTICE.md``). ``math`` (5000, gold = the MARIO
 human-checked answers), ``gsm-hard``, ``svamp``, ``aime24`` and ``amc23`` load from a local folder:
 ``$MATHAGENT_DATA_DIR``, else ``../shared/data/datasets`` next to the checkout or the working dir.
-When none holds the file and ``datasets`` can reach a hub, a fallback loader may be used (never
-required). Any other argument is read as a JSONL path.
+When none holds the file, :mod:`mathagent.evals.hub` loads it once through ``datasets`` from a
+pinned hub repo and caches it (off with ``MATHAGENT_NO_HUB=1``; ``math`` never comes from the hub).
+Any other argument is read as a JSONL path.
 
 Malformed data is never skipped silently: a line that is not JSON, or lacks the question or gold
 field, raises :class:`DatasetError` naming the file and line number.
@@ -218,11 +219,10 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
         return name_or_path, shipped_path(name_or_path)
     if name_or_path in LOCAL:
         found = _find_local(LOCAL[name_or_path])
-        if found is None:
-            raise DatasetError(
-                f"data set {name_or_path!r} is not shipped; put {LOCAL[name_or_path]} in $MATHAGENT_DATA_DIR "
-                f"(searched: {', '.join(str(d) for d in data_dirs())})"
-            )
+        if found is None:  # our cached hub copy, fetched first if need be (evals/hub.py)
+            from mathagent.evals import hub
+
+            found = hub.locate(name_or_path, searched=data_dirs())
         return name_or_path, found
     p = Path(name_or_path)
     if not p.is_file():
@@ -244,6 +244,13 @@ def load_problems(
 
 
 def dataset_info(name_or_path: str) -> dict[str, Any]:
-    """Name, path and sha256 of the data file (for run headers)."""
+    """Name, path and sha256 of the data file (for run headers); ``source`` for a cached hub copy."""
     name, path = resolve(name_or_path)
-    return {"name": name or path.stem, "path": str(path), "sha256": sha256_file(path)}
+    info: dict[str, Any] = {"name": name or path.stem, "path": str(path), "sha256": sha256_file(path)}
+    if name in LOCAL:
+        from mathagent.evals import hub
+
+        source = hub.provenance(path)
+        if source is not None:
+            info["source"] = source
+    return info
