@@ -72,17 +72,21 @@ class SlotCgroup:
         except (OSError, ValueError):
             return None
 
-    def oom_killed(self) -> bool:
+    def oom_kills(self) -> int:
+        """How many processes of this group the kernel has OOM-killed since it was created."""
         if "memory" not in self.controllers:
-            return False
+            return 0
         try:
             text = (self.path("memory") / "memory.oom_control").read_text()
         except OSError:
-            return False
+            return 0
         for line in text.splitlines():
             if line.startswith("oom_kill "):
-                return int(line.split()[1]) > 0
-        return False
+                return int(line.split()[1])
+        return 0
+
+    def oom_killed(self) -> bool:
+        return self.oom_kills() > 0
 
     def kill_all(self, wait_s: float = 5.0) -> bool:
         """SIGKILL everything in the group until it is empty (a fork bomb refills it); True when empty."""

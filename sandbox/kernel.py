@@ -20,13 +20,14 @@ import subprocess
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 from mathagent.sandbox.base import ExecError, ExecResult, IsolationLevel, IsolationReport
-from mathagent.sandbox.cgroups import children_of, kill, pids_of_uid, process_cpu_s
+from mathagent.sandbox.cgroups import children_of, kill, pids_of_uid, proc_stat, process_cpu_s
 from mathagent.sandbox.concurrency import cell_slot
 from mathagent.sandbox.config import SandboxConfig
 from mathagent.sandbox.isolation import Plan, make_plan
@@ -44,45 +45,57 @@ class SandboxStartError(RuntimeError):
     """A kernel did not start (or did not answer) within ``start_timeout_s``."""
 
 
-class _Kernel:
-    """One running kernel process tree and its client (internal to :class:`JupyterSandbox`)."""
+class _Zygote:
+    """A slot's long-lived sandbox process, which forks one fresh kernel per trajectory (see ``boot.py``).
+
+    Everything a trajectory leaves behind is removed before the next kernel starts: the host kills
+    every process of the slot except the zygote, and the zygote empties the writable dirs before
+    it forks. Kernels of one slot never run at the same time.
+    """
 
     def __init__(self, config: SandboxConfig, plan: Plan, slot: Slot):
         self.slot = slot
-        conn = slot.conn_dir / "kernel.json"
-        write_connection_file(
-            str(conn), transport="ipc", ip=str(slot.conn_dir / "k"), key=secrets.token_hex(16).encode()
-        )
-        if slot.uid is not None:
-            os.chown(conn, slot.uid, slot.uid)
+        self.config = config
+        self.exits: dict[int, int] = {}
+        """ns pid -> exit code of kernels the zygote has reaped."""
+        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._count = 0
+        cmd_r, cmd_w = os.pipe()
+        rep_r, rep_w = os.pipe()
         rfd = wfd = None
         if plan.bwrap:
             rfd, wfd = os.pipe()
-        cmd = build_command(config, plan, slot, conn, wfd)
+        cmd = build_command(config, plan, slot, (cmd_r, rep_w), wfd)
         self.log_tail: deque[str] = deque(maxlen=40)
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            pass_fds=(wfd,) if wfd is not None else (),
-            start_new_session=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=tuple(fd for fd in (cmd_r, rep_w, wfd) if fd is not None),
+                start_new_session=True,
+            )
+        finally:
+            for fd in (cmd_r, rep_w, wfd):
+                if fd is not None:
+                    os.close(fd)
+        self._cmd = os.fdopen(cmd_w, "wb", buffering=0)
+        self._rep = rep_r
         threading.Thread(target=self._drain, daemon=True, name=f"sandbox-log-{slot.index}").start()
+        threading.Thread(target=self._read_replies, daemon=True, name=f"sandbox-ctl-{slot.index}").start()
         self.ns_init: int | None = None
         self.pid = self.proc.pid
         deadline = time.monotonic() + config.start_timeout_s
         try:
             if rfd is not None:
-                os.close(wfd)  # type: ignore[arg-type]
                 self.ns_init = _read_child_pid(rfd, deadline)
-            self.client = BlockingKernelClient()
-            self.client.load_connection_file(str(conn))
-            self.client.start_channels()
-            self._wait_ready(deadline)
+            ready = self._reply("ready", deadline)
             if self.ns_init is not None:
                 kids = children_of(self.ns_init)
                 self.pid = kids[0] if kids else self.ns_init
+            if ready.get("threads", 1) > 1:
+                log.warning("sandbox zygote runs %d threads; forking it may be unsafe", ready["threads"])
         except BaseException:
             self.kill()
             raise
@@ -92,75 +105,104 @@ class _Kernel:
         for raw in iter(self.proc.stdout.readline, b""):
             self.log_tail.append(raw.decode("utf-8", "replace").rstrip()[:500])
 
-    def _fail(self, why: str) -> SandboxStartError:
+    def _read_replies(self) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(self._rep, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._replies.put({"closed": True})
+                os.close(self._rep)
+                return
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if "exited" in msg:
+                    self.exits[int(msg["exited"])] = int(msg["status"])
+                else:
+                    self._replies.put(msg)
+
+    def _reply(self, key: str, deadline: float) -> dict[str, Any]:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self.fail("no answer within start_timeout_s")
+            try:
+                msg = self._replies.get(timeout=min(left, POLL_S))
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    time.sleep(0.05)  # let the drain thread catch the last words
+                    raise self.fail(f"process exited with code {self.proc.returncode}") from None
+                continue
+            if msg.get("closed"):
+                self.proc.wait(timeout=1)
+                time.sleep(0.05)
+                raise self.fail(f"process exited with code {self.proc.poll()}")
+            if key in msg:
+                return msg
+
+    def fail(self, why: str) -> SandboxStartError:
         tail = "\n".join(self.log_tail)
         return SandboxStartError(
             f"kernel did not start: {why}" + (f"\nkernel output:\n{tail}" if tail else "")
         )
 
-    def _wait_ready(self, deadline: float) -> None:
-        kc = self.client
-        while True:
-            msg_id = kc.kernel_info()
-            got_reply = False
-            while not got_reply:
-                if self.proc.poll() is not None:
-                    time.sleep(0.05)  # let the drain thread catch the last words
-                    raise self._fail(f"process exited with code {self.proc.returncode}")
-                if time.monotonic() > deadline:
-                    raise self._fail("no answer within start_timeout_s")
-                try:
-                    reply = kc.get_shell_msg(timeout=POLL_S)
-                except queue.Empty:
-                    continue
-                got_reply = reply["parent_header"].get("msg_id") == msg_id
-            # the iopub subscription must be live before the first cell, or its output is lost
-            try:
-                kc.get_iopub_msg(timeout=0.2)
-            except queue.Empty:
-                continue  # not subscribed yet: ask again
-            try:
-                while True:
-                    kc.get_iopub_msg(timeout=0.01)
-            except queue.Empty:
-                return
-
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def cpu_s(self) -> float | None:
-        cg = self.slot.cgroup
-        if cg is not None and "cpuacct" in cg.controllers:
-            return cg.cpu_s()
-        return process_cpu_s(self.pid)
+    def spawn(self, conn: Path, deadline: float) -> tuple[int, int]:
+        """Fork a kernel on ``conn``; returns (pid inside the sandbox, pid on the host)."""
+        try:
+            self._cmd.write((json.dumps({"op": "spawn", "conn": str(conn)}) + "\n").encode())
+        except OSError as e:
+            raise self.fail(f"zygote is gone ({e})") from None
+        msg = self._reply("spawned", deadline)
+        if not msg.get("clean", True):
+            log.warning("sandbox slot %d: the work dir could not be emptied", self.slot.index)
+        ns_pid = int(msg["spawned"])
+        if self.ns_init is None:
+            return ns_pid, ns_pid
+        while time.monotonic() < deadline:
+            # the slot's cgroup lists few pids; without one, scan the zygote's children in /proc
+            candidates = self.slot.cgroup.pids() if self.slot.cgroup is not None else children_of(self.pid)
+            for pid in candidates:
+                if pid != self.pid and _ns_pid(pid) == ns_pid:
+                    return ns_pid, pid
+            time.sleep(0.002)
+        raise self.fail("the forked kernel's host pid was not found")
 
-    def kill_strays(self) -> int:
-        """Kill every process in the sandbox except the kernel itself (after a timed-out cell)."""
-        keep = {self.proc.pid, self.pid, self.ns_init}
+    def next_name(self) -> str:
+        self._count += 1
+        return f"k{self._count}"
+
+    def slot_pids(self) -> set[int]:
+        """Every process of the slot (its cgroup, else its uid); empty when neither is known."""
         if self.slot.cgroup is not None:
-            pids = self.slot.cgroup.pids()
-        elif self.slot.uid is not None:
-            pids = set(pids_of_uid(self.slot.uid))
-        else:
-            return 0
-        killed = 0
-        for _ in range(50):  # a fork bomb keeps forking while we kill: repeat until none is left
-            strays = pids - keep
-            if not strays:
-                break
-            for pid in strays:
-                kill(pid)
-            killed += len(strays)
-            time.sleep(0.005)
-            pids = (
-                self.slot.cgroup.pids() if self.slot.cgroup is not None else set(pids_of_uid(self.slot.uid))
-            )
-        return killed
+            return self.slot.cgroup.pids()
+        if self.slot.uid is not None:
+            return set(pids_of_uid(self.slot.uid))
+        return set()
 
-    def interrupt(self) -> None:
-        kill(self.pid, signal.SIGINT)
+    def sweep(self, timeout: float = 2.0) -> bool:
+        """Have the zygote kill every process left under it (all a finished kernel left running)."""
+        if not self.alive():
+            return False
+        try:
+            self._cmd.write(b'{"op": "sweep"}\n')
+            self._reply("swept", time.monotonic() + timeout)
+            return True
+        except (OSError, SandboxStartError):
+            return False
 
     def kill(self) -> None:
+        if self.slot.cgroup is None and self.slot.uid is None and self.ns_init is None:
+            self.sweep()  # nothing else finds the processes a kernel detached from itself
         if self.ns_init is not None:
             kill(self.ns_init)  # the pid namespace's init: everything inside dies with it
         kill(self.proc.pid)
@@ -177,9 +219,147 @@ class _Kernel:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.warning("sandbox process %d did not exit after SIGKILL", self.proc.pid)
+        try:
+            self._cmd.close()
+        except OSError:
+            pass
+
+
+class _Kernel:
+    """One trajectory's kernel: a fresh fork of the slot's zygote, and its client."""
+
+    def __init__(self, zygote: _Zygote, deadline: float):
+        self.zygote = zygote
+        self.slot = zygote.slot
+        name = zygote.next_name()
+        self.conn = self.slot.conn_dir / f"{name}.json"
+        write_connection_file(
+            str(self.conn),
+            transport="ipc",
+            ip=str(self.slot.conn_dir / name),
+            key=secrets.token_hex(16).encode(),
+        )
+        if self.slot.uid is not None:
+            os.chown(self.conn, self.slot.uid, self.slot.uid)
+        cg = self.slot.cgroup
+        self.oom0 = cg.oom_kills() if cg is not None else 0
+        self.ns_pid, self.pid = zygote.spawn(self.conn, deadline)
+        try:
+            self.client = BlockingKernelClient()
+            self.client.load_connection_file(str(self.conn))
+            self.client.start_channels()
+            self._wait_ready(deadline)
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_ready(self, deadline: float) -> None:
+        kc = self.client
+        while True:
+            msg_id = kc.kernel_info()
+            got_reply = False
+            while not got_reply:
+                if not self.alive():
+                    time.sleep(0.05)  # let the drain thread catch the last words
+                    raise self.zygote.fail(f"kernel exited with code {self.exit_code()}")
+                if time.monotonic() > deadline:
+                    raise self.zygote.fail("no answer within start_timeout_s")
+                try:
+                    reply = kc.get_shell_msg(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+                got_reply = reply["parent_header"].get("msg_id") == msg_id
+            # the iopub subscription must be live before the first cell, or its output is lost
+            try:
+                kc.get_iopub_msg(timeout=0.02)
+            except queue.Empty:
+                continue  # not subscribed yet: ask again
+            try:
+                while True:
+                    kc.get_iopub_msg(timeout=0.01)
+            except queue.Empty:
+                return
+
+    def alive(self) -> bool:
+        if not self.zygote.alive() or self.ns_pid in self.zygote.exits:
+            return False
+        st = proc_stat(self.pid)
+        return st is not None and st[0] not in ("Z", "X")
+
+    def exit_code(self) -> int | None:
+        return self.zygote.exits.get(self.ns_pid)
+
+    def oom_killed(self) -> bool:
+        cg = self.slot.cgroup
+        return cg is not None and cg.oom_kills() > self.oom0
+
+    def cpu_s(self) -> float | None:
+        cg = self.slot.cgroup
+        if cg is not None and "cpuacct" in cg.controllers:
+            return cg.cpu_s()
+        return process_cpu_s(self.pid)
+
+    def _keep(self) -> set[int]:
+        z = self.zygote
+        return {z.proc.pid, z.pid} | ({z.ns_init} if z.ns_init is not None else set())
+
+    def kill_strays(self) -> int:
+        """Kill every process in the sandbox except the kernel and the zygote (after a timed-out cell)."""
+        return self._kill_all_but(self._keep() | {self.pid})
+
+    def _kill_all_but(self, keep: set[int]) -> int:
+        pids = self.zygote.slot_pids()
+        if not pids and self.slot.cgroup is None and self.slot.uid is None:
+            return 0
+        killed = 0
+        for _ in range(50):  # a fork bomb keeps forking while we kill: repeat until none is left
+            strays = pids - keep
+            if not strays:
+                break
+            for pid in strays:
+                kill(pid)
+            killed += len(strays)
+            time.sleep(0.005)
+            pids = self.zygote.slot_pids()
+        return killed
+
+    def interrupt(self) -> None:
+        kill(self.pid, signal.SIGINT)
+
+    def kill(self) -> None:
+        """Kill the kernel and everything it started; the zygote stays, ready for the next fork."""
+        kill(self.pid)
+        if self.slot.cgroup is None and self.slot.uid is None:
+            try:  # no cgroup, no uid: the kernel's session, then what the zygote inherited
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.zygote.sweep()
+        else:
+            self._kill_all_but(self._keep())
+        end = time.monotonic() + 2.0
+        while self.zygote.alive() and self.ns_pid not in self.zygote.exits and time.monotonic() < end:
+            time.sleep(0.002)  # wait for the zygote to reap it, so its pid is not mistaken later
         client = getattr(self, "client", None)
         if client is not None:
             client.stop_channels()
+        for p in self.slot.conn_dir.glob(self.conn.stem + "*"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
+def _ns_pid(pid: int) -> int | None:
+    """The innermost pid of a host process (its pid inside its pid namespace)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _read_child_pid(fd: int, deadline: float) -> int:
@@ -208,11 +388,21 @@ class JupyterSandbox:
     slot's dirs and cgroups.
     """
 
-    def __init__(self, config: SandboxConfig | None = None, *, start: bool = True):
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        start: bool = True,
+        _zygote: _Zygote | None = None,
+        _give_back: Callable[[_Zygote], None] | None = None,
+    ):
         self.config = config or SandboxConfig.from_env()
         self.plan = make_plan(self.config)
         self._lock = threading.RLock()
-        self._slot: Slot | None = None
+        self._zygote = _zygote
+        self._slot: Slot | None = _zygote.slot if _zygote is not None else None
+        self._give_back = _give_back
+        """Set by a pool: on close the slot's zygote goes back to it instead of being killed."""
         self._kernel: _Kernel | None = None
         self._closed = False
         self.restarts = 0
@@ -231,17 +421,55 @@ class JupyterSandbox:
         with self._lock:
             if self._kernel is not None:
                 return
-            if self._slot is None:
-                uid_base = self.config.uid_base if self.plan.drop_uid else None
-                self._slot = claim(self.config.base_dir, self.config.max_slots, uid_base, self.plan.cgroups)
-                if self._slot.cgroup is not None:
-                    c = self.config
-                    self._slot.cgroup.create(c.memory_mb, c.pids_max, c.cpu_quota)
             try:
-                self._kernel = _Kernel(self.config, self.plan, self._slot)
+                if self._zygote is None:
+                    self._start_zygote()
+                self._new_kernel()
             except BaseException:
-                self._release_slot()
+                self._give_back = None  # a slot that cannot start a kernel is not reused
+                self._drop_zygote()
                 raise
+
+    def _start_zygote(self) -> None:
+        if self._slot is None:
+            uid_base = self.config.uid_base if self.plan.drop_uid else None
+            self._slot = claim(self.config.base_dir, self.config.max_slots, uid_base, self.plan.cgroups)
+            if self._slot.cgroup is not None:
+                c = self.config
+                self._slot.cgroup.create(c.memory_mb, c.pids_max, c.cpu_quota)
+        self._zygote = _Zygote(self.config, self.plan, self._slot)
+
+    def _new_kernel(self) -> None:
+        """A fresh kernel forked from the zygote; if the zygote cannot give one, a whole new sandbox."""
+        deadline = time.monotonic() + self.config.start_timeout_s
+        assert self._zygote is not None
+        if self._zygote.alive():
+            try:
+                self._kernel = _Kernel(self._zygote, deadline)
+                return
+            except SandboxStartError as e:
+                if not self._zygote.alive():
+                    log.info("sandbox zygote died; starting a new one: %s", e)
+                else:
+                    raise
+        self._zygote.kill()
+        assert self._slot is not None
+        _clear_dir(self._slot.conn_dir)
+        _clear_dir(self._slot.host_workdir)
+        self._zygote = _Zygote(self.config, self.plan, self._slot)
+        self._kernel = _Kernel(self._zygote, time.monotonic() + self.config.start_timeout_s)
+
+    def _drop_zygote(self) -> None:
+        """Kill the zygote and free the slot (or hand both back to the pool that lent them)."""
+        z, self._zygote = self._zygote, None
+        if self._give_back is not None and z is not None:
+            give, self._give_back = self._give_back, None
+            self._slot = None
+            give(z)
+            return
+        if z is not None:
+            z.kill()
+        self._release_slot()
 
     @property
     def kernel_pid(self) -> int | None:
@@ -306,9 +534,13 @@ class JupyterSandbox:
                 k.interrupt()
         wall = time.monotonic() - t0
         cpu = _delta(cpu0, k.cpu_s())
-        oom = k.slot.cgroup.oom_killed() if k.slot.cgroup else False
         if died:
-            why = "out of memory" if oom else f"exit status {k.proc.returncode}"
+            if k.oom_killed():
+                why = "out of memory"
+            elif not k.zygote.alive():
+                why = "the sandbox around it was killed"
+            else:
+                why = f"exit status {k.exit_code()}"
             col.error = ExecError("KernelDied", f"the kernel process died ({why}); all variables lost", "")
         elif timed_out:
             col.error = ExecError(
@@ -364,15 +596,12 @@ class JupyterSandbox:
         return col.build(wall_s=wall, cpu_s=_delta(cpu0, k.cpu_s()), timed_out=timed_out)
 
     def _replace(self) -> None:
-        """Kill the current kernel tree and start a fresh one in the same slot."""
+        """Kill the current kernel (and all it started) and fork a fresh one from the slot's zygote."""
         if self._kernel is not None:
             self._kernel.kill()
             self._kernel = None
-        assert self._slot is not None
-        _clear_dir(self._slot.conn_dir)
-        _clear_dir(self._slot.host_workdir)
         self.restarts += 1
-        self._kernel = _Kernel(self.config, self.plan, self._slot)
+        self._new_kernel()
 
     def interrupt(self) -> bool:
         """Send SIGINT to the kernel process from any thread (stops the running cell, e.g. on Ctrl-C).
@@ -400,7 +629,7 @@ class JupyterSandbox:
             if self._kernel is not None:
                 self._kernel.kill()
                 self._kernel = None
-            self._release_slot()
+            self._drop_zygote()
 
     def _release_slot(self) -> None:
         if self._slot is not None:

@@ -1,0 +1,145 @@
+"""Kernels forked from a slot's zygote: reused slots must not carry anything from one trajectory to the next."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from mathagent.sandbox import JupyterSandbox, KernelPool
+from mathagent.sandbox.base import IsolationLevel
+from mathagent.sandbox.cgroups import proc_stat
+
+pytestmark = pytest.mark.kernel
+
+LEAVE_TRACES = r"""
+import os, subprocess, sys, numpy, sympy
+secret = 'from trajectory A'
+for d in ('.', '/tmp', '/dev/shm', os.environ.get('IPYTHONDIR', '.')):
+    try:
+        with open(os.path.join(d, 'left_by_a'), 'w') as f:
+            f.write('x')
+    except OSError:
+        pass
+os.makedirs('locked/inner', exist_ok=True)
+os.chmod('locked', 0)
+sympy.pi = 3                      # monkey-patch a preloaded module
+sys.path.insert(0, '/tmp/evil')
+child = subprocess.Popen(['sleep', '600'], start_new_session=True)
+print(child.pid, numpy.random.randint(0, 2**31), flush=True)
+"""
+
+CHECK_CLEAN = r"""
+import os, sys, sympy, numpy
+seen = []
+for d in DIRS:
+    try:
+        seen += [os.path.join(d, n) for n in os.listdir(d) if n in ('left_by_a', 'locked')]
+    except OSError:
+        pass
+print('secret' in globals(), sympy.pi == 3, '/tmp/evil' in sys.path, seen, numpy.random.randint(0, 2**31))
+"""
+
+
+def _alive(host_pid: int) -> bool:
+    st = proc_stat(host_pid)
+    return st is not None and st[0] not in ("Z", "X")
+
+
+def test_a_reused_slot_starts_clean(config):
+    with KernelPool(size=1, config=config) as pool:
+        a = pool.acquire()
+        slot = a._slot.index
+        r = a.run(LEAVE_TRACES)
+        assert r.ok, r
+        sleep_pid, rand_a = (int(x) for x in r.stdout.split())
+        cg = a._slot.cgroup
+        strays = (cg.pids() if cg else set()) - {a.kernel_pid}
+        a.close()
+        pool.acquire().close()  # the slot started while A ran
+        b = pool.acquire()
+        try:
+            assert b._slot.index == slot and pool.slots_started == 2  # A's slot was reused, not restarted
+            # without bubblewrap, /tmp and /dev/shm are the host's: only the work dir is private
+            dirs = [".", "/tmp", "/dev/shm", "os.environ.get('IPYTHONDIR', '.')"] if b.plan.bwrap else ["."]
+            r = b.run(
+                CHECK_CLEAN.replace("DIRS", "(" + ", ".join(d if "(" in d else repr(d) for d in dirs) + ",)")
+            )
+            assert r.ok, r
+            *flags, rand_b = r.stdout.rsplit(" ", 1)
+            assert " ".join(flags) == "False False False []", r.stdout  # no variable, patch, path or file
+            assert int(rand_b) != rand_a  # each fork reseeds numpy's global generator
+            if cg is not None:
+                z = b._zygote
+                left = strays - {z.pid, z.proc.pid, z.ns_init}
+                assert left and not any(_alive(p) for p in left), left  # A's `sleep` was killed
+            if b.plan.bwrap:  # the slot's pid namespace: A's `sleep` would still be listed there
+                assert "sleep" not in b.run("import os; print(os.popen('ps -eo comm').read())").stdout
+            else:  # no pid namespace: the pid A printed is the host's
+                assert not _alive(sleep_pid)
+        finally:
+            b.close()
+            if not b.plan.bwrap:
+                for junk in ("/tmp/left_by_a", "/dev/shm/left_by_a"):
+                    if os.path.exists(junk):
+                        os.unlink(junk)
+        assert sleep_pid > 0
+
+
+def test_a_fresh_kernel_per_trajectory_even_in_the_same_slot(config):
+    with KernelPool(size=1, config=config) as pool:
+        pids = []
+        for _ in range(6):
+            with pool.acquire() as sb:
+                assert sb.run("'x' in globals()").result == "False"
+                sb.run("x = 1")
+                pids.append((sb._slot.index, sb.kernel_pid))
+        assert len({slot for slot, _ in pids}) == 2 and pool.slots_started == 2  # two slots, taking turns
+        assert len(set(pids)) == 6  # six kernel processes
+
+
+def test_the_kernel_cannot_reach_into_the_zygote(config, require_level):
+    require_level(IsolationLevel.FULL, "a non-dumpable zygote under a dropped uid")
+    with JupyterSandbox(config) as sb:
+        r = sb.run(
+            "import os\np = os.getppid()\n"
+            "try:\n    open(f'/proc/{p}/mem', 'rb').read(1)\n    print('read')\n"
+            "except OSError as e:\n    print(type(e).__name__)\n"
+            "print(sorted(os.listdir(f'/proc/{p}/fd')) if os.access(f'/proc/{p}/fd', os.R_OK) else 'no fds')"
+        )
+        assert r.ok, r
+        assert r.stdout.split("\n")[0] in ("PermissionError", "FileNotFoundError"), r.stdout
+        assert "no fds" in r.stdout  # the zygote's control pipes are out of reach
+
+
+def test_killing_the_zygote_loses_only_this_kernel(config):
+    with JupyterSandbox(config) as sb:
+        z = sb._zygote
+        r = sb.run("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time; time.sleep(5)")
+        assert r.kernel_restarted and r.error is not None and r.error.ename == "KernelDied"
+        assert "killed" in r.error.evalue
+        assert sb._zygote is not z and not z.alive()  # a whole new sandbox process was started
+        assert sb.run("21 * 2").result == "42"
+
+
+def test_restarts_fork_from_the_same_zygote(config):
+    with JupyterSandbox(config) as sb:
+        z = sb._zygote
+        first = sb.kernel_pid
+        assert sb.run("import time; time.sleep(30)", timeout=0.5).timed_out
+        sb.run("import os; os.kill(os.getpid(), 9)")
+        sb.reset()
+        assert sb._zygote is z and z.alive() and sb.kernel_pid != first
+        assert sb.run("'still here'").result == "'still here'"
+        assert sb.restarts >= 2
+
+
+def test_a_pool_replaces_a_slot_whose_zygote_died(config):
+    with KernelPool(size=1, config=config) as pool:
+        sb = pool.acquire()
+        z = sb._zygote
+        os.kill(z.pid, signal.SIGKILL)
+        sb.close()  # the dead slot is not kept
+        with pool.acquire() as sb2:
+            assert sb2._zygote is not z
+            assert sb2.run("6 * 7").result == "42"
