@@ -1,6 +1,7 @@
 """A tiny fallback answer extractor, used only when ``mathagent.evals.grading`` is not importable.
 
-Order: the last ``\\boxed{...}`` (balanced braces), then "the answer is X", then "#### X".
+Order: the last ``\\boxed{...}`` (balanced braces), then "the answer is X", then "#### X", then a
+one-line last code output.
 """
 
 from __future__ import annotations
@@ -24,17 +25,18 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def extract_answer(text: str, dataset: str = "math") -> str | None:
-    """The final answer written in ``text``, or None."""
-    if not text:
-        return None
-    boxed = last_boxed(text)
+def extract_answer(text: str, dataset: str = "math", last_output: str | None = None) -> str | None:
+    """The final answer written in ``text`` (else a one-line ``last_output``), or None."""
+    boxed = last_boxed(text or "")
     if boxed:
         return boxed
     for pattern in (_ANSWER_IS, _HASHES):
-        found = pattern.findall(text)
+        found = pattern.findall(text or "")
         if found:
             return found[-1].strip().rstrip(".") or None
+    value = (last_output or "").strip()
+    if value and "\n" not in value and len(value) <= 100:
+        return value
     return None
 
 

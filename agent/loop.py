@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -27,6 +27,19 @@ from mathagent.sandbox.base import ExecResult, Sandbox, SandboxProvider
 log = logging.getLogger(__name__)
 
 RESTART_NOTICE = "[kernel restarted: all variables and imports were lost; define them again]"
+
+
+def last_output(steps: Sequence[Step]) -> str | None:
+    """What the last code cell of ``steps`` printed (else its value); None if it failed or none ran."""
+    for s in reversed(steps):
+        if s.kind is StepKind.EXECUTION:
+            ex = s.execution
+            if ex is None:
+                return s.content.strip() or None
+            if not ex.ok:
+                return None
+            return ex.stdout.strip() or (ex.result or "").strip() or None
+    return None
 
 
 @dataclass(frozen=True)
@@ -208,9 +221,10 @@ class Trajectory:
             return f"sandbox error: {type(e).__name__}: {e}"
 
     def answer(self) -> str | None:
-        text = "\n".join(s.content for s in self.steps if s.kind is StepKind.TEXT and s.phase == "solve")
+        solve = [s for s in self.steps if s.phase == "solve"]
+        text = "\n".join(s.content for s in solve if s.kind is StepKind.TEXT)
         try:
-            return self.extract(text)
+            return self.extract(text, last_output=last_output(solve))
         except Exception:  # noqa: BLE001
             log.exception("answer extraction failed")
             return None
@@ -291,11 +305,11 @@ class Trajectory:
         new = tuple(self.steps[start:])
         text = "\n".join(s.content for s in new if s.kind is StepKind.TEXT)
         executions = tuple(s.execution for s in new if s.kind is StepKind.EXECUTION and s.execution)
-        return TurnResult(text=text, executions=executions, answer=self._extract(text), steps=new)
+        return TurnResult(text=text, executions=executions, answer=self._extract(text, new), steps=new)
 
-    def _extract(self, text: str) -> str | None:
+    def _extract(self, text: str, steps: tuple[Step, ...] = ()) -> str | None:
         try:
-            return self.extract(text) if text.strip() else None
+            return self.extract(text, last_output=last_output(steps)) if text.strip() else None
         except Exception:  # noqa: BLE001
             log.exception("answer extraction failed")
             return None

@@ -262,6 +262,13 @@ def explain(item: ReplayItem, ours: str | None, our_ok: bool, categories: Sequen
             return "we extracted no answer"
         return f"our grader rejects {ours!r} vs gold {item.gold!r}"
     # we accept, they rejected
+    if "no_recorded_output" in categories:
+        why = (
+            "their trace stops after the code, with no recorded output; our run of it prints the gold answer"
+        )
+        if item.their_pred and "boxed" in item.their_pred + item.question and _num(item.their_pred) is None:
+            why += " (their extractor took the words after 'boxed' in the problem text as the answer)"
+        return why
     if any(c not in EQUIVALENT for c in categories):
         return "our re-execution differs and gives the gold answer"
     if item.source == "mathcoder":

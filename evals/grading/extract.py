@@ -102,10 +102,27 @@ def last_number(text: str) -> str | None:
     return nums[-1].replace(" ", "").rstrip(",")
 
 
-def extract_raw(text: str, policy: GradingPolicy) -> str | None:
-    """The answer substring as found in ``text`` (not normalized)."""
-    if not text:
+def output_value(output: str | None) -> str | None:
+    """A code output that is one value (one short line, e.g. ``4.0`` or ``\\frac{3}{4}``); else None."""
+    if not output:
         return None
+    value = output.strip()
+    if not value or "\n" in value or len(value) > 100 or "Error" in value or "Traceback" in value:
+        return None
+    return value
+
+
+def extract_raw(text: str, policy: GradingPolicy, last_output: str | None = None) -> str | None:
+    """The answer substring as found in ``text`` (not normalized).
+
+    Order: the final ``\\boxed{}``, "the answer is ...", ``#### ...``; then, when the text states no
+    answer that way, ``last_output`` (the last code output) if it is a single value, as tool-using
+    models often end with a sentence like "5 cars drove through in the first 15 minutes." after
+    printing 5; then the last math span (non-numeric sets) or the last number.
+    """
+    if not text and not last_output:
+        return None
+    text = text or ""
     box = final_boxed(text)
     if box is not None:
         return box
@@ -115,6 +132,9 @@ def extract_raw(text: str, policy: GradingPolicy) -> str | None:
     hashes = _HASH_RE.findall(text)
     if hashes:
         return hashes[-1].strip()
+    value = output_value(last_output)
+    if value is not None and (not policy.numeric_only or _NUMBER_RE.search(value)):
+        return value
     if not policy.numeric_only:
         span = last_math_span(text)
         if span is not None:
@@ -173,10 +193,16 @@ def _unwrap_single_span(phrase: str) -> str:
     return phrase
 
 
-def extract_answer(text: str, dataset: str | GradingPolicy = "math") -> str | None:
-    """The final answer in a model's text, normalized (see ``normalize_answer``); None if there is none."""
+def extract_answer(
+    text: str, dataset: str | GradingPolicy = "math", last_output: str | None = None
+) -> str | None:
+    """The final answer in a model's text, normalized (see ``normalize_answer``); None if there is none.
+
+    ``last_output``: the output of the last code cell, used when the text states no answer explicitly
+    (see :func:`extract_raw`).
+    """
     policy = policy_for(dataset)
-    raw = extract_raw(text or "", policy)
+    raw = extract_raw(text or "", policy, last_output)
     if raw is None:
         return None
     ans = normalize_answer(raw, strip_units=policy.strip_units)

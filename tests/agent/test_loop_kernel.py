@@ -116,3 +116,16 @@ def test_verification_hook_runs_and_records_rounds(pool):
     assert t.final_answer == "1024" and t.verification_state is VerificationState.TRUE
     assert any(s.kind is StepKind.USER and s.phase == "verify" for s in t.steps)
     assert Trace.from_json(t.to_json()) == t
+
+
+def test_unboxed_answer_comes_from_the_last_output_not_the_last_number(pool):
+    # the shape of ToRA-70B's GSM8K trace 98: the sentence's last number (15) is not the answer
+    t, _ = run(
+        pool,
+        [code("print(30 - 5 - 20)"), "5 cars drove through the traffic jam in the first 15 minutes."],
+    )
+    assert t.final_answer == "5"
+    t, _ = run(pool, [code("print(30 - 5 - 20)"), "So the answer is \\boxed{6}."])
+    assert t.final_answer == "6"  # an explicit answer always wins over the output
+    t, _ = run(pool, [code("print(1/0)"), "It ends at $15$ minutes."])
+    assert t.final_answer == "15"  # a failed cell has no value to fall back on

@@ -186,3 +186,28 @@ def test_worker_deadline_kills_and_recovers():
     slow = r"\left(x+1\right)^{60} - \left(x+2\right)^{60}"
     assert bounded_sympy_equal(slow, r"(x+3)^{59}", 0.001) is None
     assert bounded_sympy_equal(r"\sqrt{8}", r"2\sqrt{2}", 60) is True
+
+
+@pytest.mark.parametrize(
+    ("text", "dataset", "output", "expected"),
+    [
+        ("5 cars drove through the traffic jam in the first 15 minutes.", "gsm8k", "5", "5"),
+        ("Four containers were imported on the second day.", "gsm8k", "4.0", "4"),
+        ("Three trucks will be needed to transport 80 flagstones.", "gsm8k", "3.0\n", "3"),
+        ("So \\boxed{7} cars, not 15.", "gsm8k", "5", "7"),
+        ("The answer is 12 apples.", "gsm8k", "5", "12"),
+        ("It takes 15 minutes.", "gsm8k", "a: 1\nb: 2", "15"),
+        ("It takes 15 minutes.", "gsm8k", "NameError: name 'x' is not defined", "15"),
+        ("It takes 15 minutes.", "gsm8k", "hello", "15"),
+        ("The probability is as computed.", "math", "3/4", "\\frac{3}{4}"),
+        ("", "gsm8k", "42", "42"),
+        ("No number here.", "gsm8k", None, None),
+    ],
+)
+def test_last_output_is_the_fallback_before_the_last_number(text, dataset, output, expected):
+    got = extract_answer(text, dataset, last_output=output)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and is_equivalent(got, expected, dataset), got
+        assert got == expected or expected not in text  # an answer taken from the text is kept as is
