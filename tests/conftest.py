@@ -21,8 +21,9 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
-    """Point run folders at a temp dir and make retry waits zero."""
+    """Point run folders at a temp dir, make retry waits zero and keep data loading off the hub."""
     monkeypatch.setenv("MATHAGENT_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
     monkeypatch.setenv("MATHAGENT_RETRY_WAIT_SCALE", "0")
+    monkeypatch.setenv("MATHAGENT_NO_HUB", "1")  # no test may reach a real hub (test_hub unsets it)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
