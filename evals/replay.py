@@ -155,6 +155,10 @@ def load_replay_file(path: str | Path, limit: int | None = None) -> list[ReplayI
 
 
 # -- output comparison ---------------------------------------------------------------------------
+MATHCODER_EMPTY = "<empty_execution>"
+"""What MathCoder's executor recorded for a cell that printed nothing."""
+
+
 def derive_output(ex: ExecResult, source: str) -> str:
     """What the published executor would have printed for this result."""
     if ex.timed_out:
@@ -166,7 +170,10 @@ def derive_output(ex: ExecResult, source: str) -> str:
     parts = [ex.stdout.rstrip("\n")] if ex.stdout.strip() else []
     if ex.result is not None:
         parts.append(ex.result)
-    return "\n".join(parts).strip()
+    out = "\n".join(parts).strip()
+    if not out and source == "mathcoder":
+        return MATHCODER_EMPTY
+    return out
 
 
 _NUM = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")

@@ -61,8 +61,9 @@ def _is_connective(sep: str) -> bool:
 def final_boxed(text: str) -> str | None:
     """The final answer in boxes: the last box, joined with the boxes just before it when only
     connective text (``and``, commas, ``\\quad``, ``$``, ``x =``) separates them: ``$\\boxed{-2}$ and
-    $\\boxed{1}$`` gives ``-2, 1``."""
-    boxes = _boxes(text)
+    $\\boxed{1}$`` gives ``-2, 1``. Empty boxes are skipped: "put the answer in \\(\\boxed{}\\):" is an
+    instruction being echoed, not an answer."""
+    boxes = [b for b in _boxes(text) if b[2]]
     if not boxes:
         return None
     run = [boxes[-1]]
@@ -75,8 +76,8 @@ def final_boxed(text: str) -> str | None:
 
 
 def last_boxed(text: str) -> str | None:
-    """The last complete boxed answer (alone), or None."""
-    boxes = _boxes(text)
+    """The last complete, non-empty boxed answer (alone), or None."""
+    boxes = [b for b in _boxes(text) if b[2]]
     return boxes[-1][2] if boxes else None
 
 

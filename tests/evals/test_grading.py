@@ -211,3 +211,14 @@ def test_last_output_is_the_fallback_before_the_last_number(text, dataset, outpu
     else:
         assert got is not None and is_equivalent(got, expected, dataset), got
         assert got == expected or expected not in text  # an answer taken from the text is kept as is
+
+
+def test_an_echoed_empty_box_is_not_part_of_the_answer():
+    # MathCoder-L-70B GSM8K #132 ends like this; the empty box used to join the answer as ", 940"
+    text = (
+        "The total expenditure of Joseph for the two months was $940.\n\nNow, as per your request, we will"
+        " put the answer in one and only one \\(\\boxed{}\\):\n\n\\[\n\\boxed{940}\n\\]"
+    )
+    assert extract_answer(text, "gsm8k") == "940"
+    assert extract_answer("Put it in \\boxed{}.", "math") is None
+    assert extract_answer("$\\boxed{-2}$ and $\\boxed{1}$", "math") == "-2, 1"  # a real list still joins

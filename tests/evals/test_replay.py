@@ -81,6 +81,15 @@ def test_replay_slice_of_both_files(shared_data, sizes):
     assert r0.our_answer == "18" and r0.our_correct and r0.outputs[0]["category"] == "identical"
 
 
+def test_a_silent_cell_matches_mathcoders_empty_marker():
+    from mathagent.evals.replay import derive_output
+
+    silent = ExecResult(stdout="", result=None)
+    assert derive_output(silent, "mathcoder") == "<empty_execution>"
+    assert derive_output(silent, "tora") == ""
+    assert classify("<empty_execution>", derive_output(silent, "mathcoder"), silent, "x = 1") == "identical"
+
+
 def test_explain_a_trace_that_stops_after_its_code(shared_data):
     # ToRA-70B GSM8K #146: no recorded output; their extractor read "boxed set" in the problem text
     item = load_replay_file(shared_data / TORA, limit=147)[146]
