@@ -4,11 +4,13 @@ A fake OpenAI-compatible server (tests/agent/fakeserver.py) answers every comple
 latency: first a code turn, then (once the prompt holds an ```output block) a final answer. N
 trajectories run through :func:`mathagent.agent.loop.solve` at concurrency C with the real
 OpenAIBackend; code runs in an instant in-process sandbox so that only the agent's own work (prompt
-building, parsing, answer extraction, trace recording, HTTP client) is measured, not kernels.
+building, parsing, answer extraction, trace recording, HTTP client) is measured, not kernels. With
+``--real-sandbox`` every trajectory gets a real sandboxed kernel from a ``KernelPool`` (as ``mathagent
+eval`` does), so the ratio includes forking the kernel and running its cell.
 The baseline sends the same number of requests with the same prompts through the same backend at the
 same concurrency, with no agent around them.
 
-    python bench/agent_overhead_bench.py [--n 200] [--concurrency 16] [--latency 0.25]
+    python bench/agent_overhead_bench.py [--n 200] [--concurrency 16] [--latency 0.25] [--real-sandbox]
 
 Prints the figures and the ratio agent wall / pure server wall (target <= 1.03).
 """
@@ -68,12 +70,15 @@ class InstantProvider:
     def close(self) -> None: ...
 
 
-async def agent_run(backend, n: int, concurrency: int, config: AgentConfig) -> tuple[float, list]:
+async def agent_run(
+    backend, n: int, concurrency: int, config: AgentConfig, provider=None
+) -> tuple[float, list]:
     sem = asyncio.Semaphore(concurrency)
+    provider = provider or InstantProvider()
 
     async def one(i: int):
         async with sem:
-            return await solve("What is 6 times 7?", backend, InstantProvider(), config, sample_index=i)
+            return await solve("What is 6 times 7?", backend, provider, config, sample_index=i)
 
     t0 = time.perf_counter()
     traces = await asyncio.gather(*(one(i) for i in range(n)))
@@ -96,12 +101,17 @@ async def pure_run(backend, prompts: list, concurrency: int, params: GenerationP
 
 async def main_async(args: argparse.Namespace) -> None:
     config = AgentConfig(verify=False, max_tokens=256)
+    provider = None
+    if args.real_sandbox:
+        from mathagent.sandbox import KernelPool
+
+        provider = KernelPool(size=min(args.concurrency, 8))
     with FakeOpenAIServer(responder=responder, latency=args.latency) as srv:
         backend = OpenAIBackend(base_url=srv.base_url, model="fake", max_concurrency=args.concurrency)
         try:
-            await agent_run(backend, args.concurrency, args.concurrency, config)  # warm-up
+            await agent_run(backend, args.concurrency, args.concurrency, config, provider)  # warm-up
             start = len(srv.requests)
-            agent_s, traces = await agent_run(backend, args.n, args.concurrency, config)
+            agent_s, traces = await agent_run(backend, args.n, args.concurrency, config, provider)
             bodies = srv.requests[start:]
             assert all(t.final_answer == "42" for t in traces), {t.stop_reason for t in traces}
             calls = sum(t.meta["calls"] for t in traces)
@@ -114,10 +124,14 @@ async def main_async(args: argparse.Namespace) -> None:
             pure_s = await pure_run(backend, seqs, args.concurrency, params)
         finally:
             await backend.aclose()
+            if provider is not None:
+                provider.close()
     ideal = args.n * per_traj * args.latency / args.concurrency
     model_s = sum(t.timings["model"] for t in traces)
+    sandbox = f"real kernels ({provider.level.value})" if provider is not None else "instant (in-process)"
     print(
         f"trajectories={args.n} concurrency={args.concurrency} latency={args.latency}s calls/trajectory={per_traj}"
+        f" sandbox={sandbox}"
     )
     print(f"agent wall      {agent_s:8.3f} s")
     print(f"pure server     {pure_s:8.3f} s   (same requests, same backend, no agent)")
@@ -132,6 +146,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--latency", type=float, default=0.25)
+    p.add_argument("--real-sandbox", action="store_true", help="run each cell in a real sandboxed kernel")
     asyncio.run(main_async(p.parse_args()))
 
 

@@ -8,6 +8,7 @@ and replaced, and output past the cap is dropped (a cell that keeps flooding is 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -244,14 +245,22 @@ class _Kernel:
         cg = self.slot.cgroup
         self.oom0 = cg.oom_kills() if cg is not None else 0
         self.ns_pid, self.pid = zygote.spawn(self.conn, deadline)
+        # The blocking client runs its coroutines on an event loop that jupyter_core keeps in a context
+        # variable. Contexts are copied into asyncio.to_thread workers, so two workers could be handed
+        # the same loop and one would find it "already running". Each kernel's client therefore runs in
+        # its own context, with its own loop (calls on one sandbox are serialised by its lock).
+        self.ctx = contextvars.Context()
         try:
-            self.client = BlockingKernelClient()
-            self.client.load_connection_file(str(self.conn))
-            self.client.start_channels()
-            self._wait_ready(deadline)
+            self.ctx.run(self._connect, deadline)
         except BaseException:
             self.kill()
             raise
+
+    def _connect(self, deadline: float) -> None:
+        self.client = BlockingKernelClient()
+        self.client.load_connection_file(str(self.conn))
+        self.client.start_channels()
+        self._wait_ready(deadline)
 
     def _wait_ready(self, deadline: float) -> None:
         kc = self.client
@@ -342,7 +351,8 @@ class _Kernel:
             time.sleep(0.002)  # wait for the zygote to reap it, so its pid is not mistaken later
         client = getattr(self, "client", None)
         if client is not None:
-            client.stop_channels()
+            client.stop_channels()  # plain socket closes: no event loop (and maybe inside self.ctx now)
+            _close_loop(self.ctx)
         for p in self.slot.conn_dir.glob(self.conn.stem + "*"):
             try:
                 p.unlink()
@@ -490,7 +500,8 @@ class JupyterSandbox:
                 restarted = self._kernel is not None
                 self._replace()
             with cell_slot(self.config.max_concurrent_cells):
-                res = self._execute(code, timeout)
+                assert self._kernel is not None
+                res = self._kernel.ctx.run(self._execute, code, timeout)
             if restarted and not res.kernel_restarted:
                 res = ExecResult(**{**res.__dict__, "kernel_restarted": True})
             return res
@@ -647,6 +658,17 @@ class JupyterSandbox:
             self.close()
         except Exception:
             pass
+
+
+def _close_loop(ctx: contextvars.Context) -> None:
+    """Close the event loop jupyter_core made for a client in ``ctx`` (each holds an epoll fd)."""
+    try:
+        from jupyter_core.utils import _loop
+    except ImportError:
+        return
+    loop = ctx.get(_loop)
+    if loop is not None and not loop.is_running() and not loop.is_closed():
+        loop.close()
 
 
 def _drain_shell(kc: BlockingKernelClient) -> None:

@@ -143,3 +143,30 @@ def test_a_pool_replaces_a_slot_whose_zygote_died(config):
         with pool.acquire() as sb2:
             assert sb2._zygote is not z
             assert sb2.run("6 * 7").result == "42"
+
+
+def test_many_asyncio_workers_share_a_pool_after_a_blocking_jupyter_call(config):
+    """jupyter_core keeps its event loop in a context variable that asyncio.to_thread copies into every
+    worker; a loop left in this thread's context by any blocking jupyter call used to be handed to
+    several workers at once ("This event loop is already running")."""
+    import asyncio
+
+    from jupyter_core.utils import ensure_event_loop
+    from mathagent.sandbox import arun
+
+    ensure_event_loop()  # what any blocking jupyter_client call made from this thread leaves behind
+
+    async def main():
+        with KernelPool(size=3, config=config) as pool:
+
+            async def one(i: int):
+                sb = await asyncio.to_thread(pool.acquire)
+                try:
+                    return [await arun(sb, f"print({i} * {j})") for j in range(4)]
+                finally:
+                    await asyncio.to_thread(sb.close)
+
+            return await asyncio.gather(*(one(i) for i in range(6)))
+
+    for i, rs in enumerate(asyncio.run(main())):
+        assert [r.stdout for r in rs] == [f"{i * j}\n" for j in range(4)], rs
