@@ -105,7 +105,7 @@ async def main_async(args: argparse.Namespace) -> None:
     if args.real_sandbox:
         from mathagent.sandbox import KernelPool
 
-        provider = KernelPool(size=min(args.concurrency, 8))
+        provider = KernelPool(size=args.pool_size or args.concurrency)
     with FakeOpenAIServer(responder=responder, latency=args.latency) as srv:
         backend = OpenAIBackend(base_url=srv.base_url, model="fake", max_concurrency=args.concurrency)
         try:
@@ -128,7 +128,11 @@ async def main_async(args: argparse.Namespace) -> None:
                 provider.close()
     ideal = args.n * per_traj * args.latency / args.concurrency
     model_s = sum(t.timings["model"] for t in traces)
-    sandbox = f"real kernels ({provider.level.value})" if provider is not None else "instant (in-process)"
+    sandbox = (
+        f"real kernels ({provider.level.value}, {provider.slots_started} sandboxes started)"
+        if provider is not None
+        else "instant (in-process)"
+    )
     print(
         f"trajectories={args.n} concurrency={args.concurrency} latency={args.latency}s calls/trajectory={per_traj}"
         f" sandbox={sandbox}"
@@ -147,6 +151,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--latency", type=float, default=0.25)
     p.add_argument("--real-sandbox", action="store_true", help="run each cell in a real sandboxed kernel")
+    p.add_argument("--pool-size", type=int, default=None, help="ready kernels (default: concurrency)")
     asyncio.run(main_async(p.parse_args()))
 
 

@@ -137,7 +137,7 @@ def main(argv: list[str]) -> int:
             + (["--json"] if args.json else [])
         )
     from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
-    from mathagent.evals.runner import make_provider, run_eval_async, solve_with_loop
+    from mathagent.evals.runner import make_provider, pool_size_for, run_eval_async, solve_with_loop
     from mathagent.evals.runs import RunDir, RunMismatch, default_runs_dir, git_revision, package_versions
     from mathagent.evals.summary import summarize
 
@@ -186,7 +186,7 @@ def main(argv: list[str]) -> int:
     except RunMismatch as e:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
-    provider = make_provider(max(1, min(args.concurrency, 8)))
+    provider = make_provider(pool_size_for(args.concurrency))
     run.header["sandbox_level"] = str(getattr(getattr(provider, "level", None), "value", None))
 
     async def solve_fn(problem: Any, i: int, seed: int | None) -> Any:

@@ -1,11 +1,11 @@
 """``KernelPool``: pre-started sandboxes so a trajectory gets its kernel at once.
 
 ``acquire()`` hands out a ready :class:`JupyterSandbox`, used for ONE trajectory and then closed by
-the caller. A background thread keeps ``size`` sandboxes ready. Sandbox slots (each a bubblewrap
+the caller. Background threads keep ``size`` sandboxes ready. Sandbox slots (each a bubblewrap
 sandbox whose zygote forks kernels, see :mod:`mathagent.sandbox.boot`) are reused: when a trajectory's
 sandbox is closed its kernel and every process it started are killed, and the slot goes back to the
 pool, where the next kernel is forked into it with emptied dirs (~0.05 CPU-s instead of the ~0.5 CPU-s
-of starting a sandbox). Stale slots left by a killed earlier run are swept when the first slot is
+of starting a sandbox); a free slot unused for ``idle_ttl_s`` is closed. Stale slots left by a killed earlier run are swept when the first slot is
 claimed (see :mod:`mathagent.sandbox.slots`).
 """
 
@@ -39,10 +39,12 @@ class KernelPool:
         self.plan = make_plan(self.config)
         self.size = size
         self.acquire_timeout_s = acquire_timeout_s
-        self.max_idle = size
-        """Free slots kept for reuse beyond the ready ones; more are closed."""
+        self.max_idle = max(size, 64)
+        """Most free slots kept for reuse (each holds a sandbox with its zygote, ~110 MB)."""
+        self.idle_ttl_s = 60.0
+        """A free slot unused this long is closed (its memory goes back)."""
         self._ready: queue.Queue[JupyterSandbox] = queue.Queue()
-        self._idle: list[_Zygote] = []
+        self._idle: list[tuple[_Zygote, float]] = []
         self._idle_lock = threading.Lock()
         self._wanted = threading.Semaphore(size)  # one token per kernel the refiller should start
         self._stop = threading.Event()
@@ -69,18 +71,26 @@ class KernelPool:
         """A trajectory's sandbox was closed: keep its slot for the next kernel, or close it."""
         with self._idle_lock:
             if not self._stop.is_set() and zygote.alive() and len(self._idle) < self.max_idle:
-                self._idle.append(zygote)
+                self._idle.append((zygote, time.monotonic()))
                 return
         _close_zygote(zygote)
 
     def _take_idle(self) -> _Zygote | None:
         with self._idle_lock:
             while self._idle:
-                z = self._idle.pop()
+                z, _since = self._idle.pop()  # the most recently used: its memory is warmest
                 if z.alive():
                     return z
                 _close_zygote(z)
         return None
+
+    def _close_stale_idle(self) -> None:
+        now = time.monotonic()
+        with self._idle_lock:
+            stale = [z for z, since in self._idle if now - since > self.idle_ttl_s]
+            self._idle = [(z, since) for z, since in self._idle if now - since <= self.idle_ttl_s]
+        for z in stale:
+            _close_zygote(z)
 
     def _new_sandbox(self) -> JupyterSandbox:
         z = self._take_idle()
@@ -98,6 +108,7 @@ class KernelPool:
         failures = 0
         while not self._stop.is_set():
             if not self._wanted.acquire(timeout=0.2):
+                self._close_stale_idle()
                 continue
             if self._stop.is_set():
                 break
@@ -150,7 +161,7 @@ class KernelPool:
                 break
         with self._idle_lock:
             idle, self._idle = self._idle, []
-        for z in idle:
+        for z, _since in idle:
             _close_zygote(z)
 
     def __enter__(self) -> KernelPool:

@@ -72,7 +72,7 @@ def _filters(args: argparse.Namespace) -> FilterConfig:
 def run_main(argv: list[str]) -> int:
     from mathagent.evals.cli_eval import EvalProgress, _null, _prompt_hashes, agent_setup
     from mathagent.evals.datasets import STANDARD, DatasetError, dataset_info, sha256_file
-    from mathagent.evals.runner import make_provider, run_eval_async, solve_with_loop
+    from mathagent.evals.runner import make_provider, pool_size_for, run_eval_async, solve_with_loop
     from mathagent.evals.runs import RunDir, RunMismatch, git_revision, package_versions
     from mathagent.training.generate import (
         DatasetInfo,
@@ -136,7 +136,7 @@ def run_main(argv: list[str]) -> int:
     except RunMismatch as e:
         print(f"mathagent generate: {e}", file=sys.stderr)
         return 2
-    provider = make_provider(max(1, min(args.concurrency, 8)))
+    provider = make_provider(pool_size_for(args.concurrency))
 
     async def solve_fn(problem: Any, i: int, seed: int | None) -> Any:
         b = book.backend(problem.id, fmt, i) if book is not None else backend

@@ -170,3 +170,20 @@ def test_many_asyncio_workers_share_a_pool_after_a_blocking_jupyter_call(config)
 
     for i, rs in enumerate(asyncio.run(main())):
         assert [r.stdout for r in rs] == [f"{i * j}\n" for j in range(4)], rs
+
+
+def test_free_slots_are_closed_after_their_idle_time(config):
+    import time
+
+    with KernelPool(size=1, config=config) as pool:
+        pool.idle_ttl_s = 0.5
+        sb = pool.acquire()
+        slot_dir, z = sb._slot.dir, sb._zygote
+        sb.close()
+        assert pool._idle and pool._idle[0][0] is z  # kept for the next kernel
+        deadline = time.monotonic() + 10
+        while pool._idle and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pool._idle and not z.alive() and not slot_dir.exists()
+        with pool.acquire() as again:  # the ready one is unaffected
+            assert again.run("1 + 1").result == "2"
