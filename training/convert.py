@@ -45,7 +45,9 @@ def gguf_to_hf(
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("MATHAGENT_CACHE", Path.home() / ".cache" / "mathagent")) / "hf"
+    """``$MATHAGENT_CACHE_DIR/hf`` like the rest of mathagent (the older ``MATHAGENT_CACHE`` still works)."""
+    root = os.environ.get("MATHAGENT_CACHE_DIR") or os.environ.get("MATHAGENT_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "mathagent") / "hf"
 
 
 def resolve_model_dir(model: str, cache: str | os.PathLike[str] | None = None) -> Path:

@@ -101,3 +101,13 @@ def test_resume_continues_from_checkpoint(tmp_path, traces, smol_dir, capsys):
     result = json.loads((out / "train_result.json").read_text())["result"]
     assert result["steps"] == 3
     assert json.loads((out / "mathagent.json").read_text())["format"] == "tools"
+
+
+def test_converted_models_live_under_the_shared_cache_dir(monkeypatch, tmp_path):
+    from mathagent.training.convert import default_cache
+
+    monkeypatch.setenv("MATHAGENT_CACHE_DIR", str(tmp_path / "c"))
+    assert default_cache() == tmp_path / "c" / "hf"
+    monkeypatch.delenv("MATHAGENT_CACHE_DIR")
+    monkeypatch.setenv("MATHAGENT_CACHE", str(tmp_path / "old"))  # the earlier name still works
+    assert default_cache() == tmp_path / "old" / "hf"
