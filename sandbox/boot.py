@@ -46,6 +46,8 @@ def _set_dumpable(on: bool) -> None:
 
 
 def _children() -> list:
+    """Our child pids. The same scan as ``mathagent.sandbox.cgroups.children_of``, which this script
+    cannot import: with an editable install, mathagent's source is outside what the sandbox sees."""
     me = str(os.getpid())
     out = []
     for name in os.listdir("/proc"):
@@ -132,8 +134,10 @@ def _empty(d: str, keep: list) -> bool:
     except OSError:
         return not os.path.isdir(d)
     for e in entries:
-        if any(k == e.path or k.startswith(e.path + "/") for k in keep):
-            if e.is_dir(follow_symlinks=False) and not any(k == e.path for k in keep):
+        if e.path in keep:
+            continue
+        if _holds(e.path, keep):
+            if e.is_dir(follow_symlinks=False):
                 _empty(e.path, keep)
             continue
         try:
@@ -150,6 +154,7 @@ def _empty(d: str, keep: list) -> bool:
 
 
 def _holds(path: str, keep: list) -> bool:
+    """Whether a kept path lies below ``path``."""
     return any(k.startswith(path + "/") for k in keep)
 
 

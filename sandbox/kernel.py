@@ -56,7 +56,6 @@ class _Zygote:
 
     def __init__(self, config: SandboxConfig, plan: Plan, slot: Slot):
         self.slot = slot
-        self.config = config
         self.exits: dict[int, int] = {}
         """ns pid -> exit code of kernels the zygote has reaped."""
         self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -317,9 +316,9 @@ class _Kernel:
         return self._kill_all_but(self._keep() | {self.pid})
 
     def _kill_all_but(self, keep: set[int]) -> int:
+        if self.slot.cgroup is None and self.slot.uid is None:
+            return 0  # nothing tells the slot's processes apart (see the zygote's sweep)
         pids = self.zygote.slot_pids()
-        if not pids and self.slot.cgroup is None and self.slot.uid is None:
-            return 0
         killed = 0
         for _ in range(50):  # a fork bomb keeps forking while we kill: repeat until none is left
             strays = pids - keep
