@@ -54,8 +54,11 @@ def test_a_reused_slot_starts_clean(config):
         assert r.ok, r
         sleep_pid, rand_a = (int(x) for x in r.stdout.split())
         cg = a._slot.cgroup
-        strays = (cg.pids() if cg else set()) - {a.kernel_pid}
+        za = a._zygote
+        strays = (cg.pids() if cg else set()) - {a.kernel_pid, za.pid, za.proc.pid, za.ns_init}
         a.close()
+        if cg is not None:  # the host killed A's `sleep` at close, before any new kernel in the slot
+            assert strays and not any(_alive(p) for p in strays), strays
         pool.acquire().close()  # the slot started while A ran
         b = pool.acquire()
         try:
@@ -69,10 +72,6 @@ def test_a_reused_slot_starts_clean(config):
             *flags, rand_b = r.stdout.rsplit(" ", 1)
             assert " ".join(flags) == "False False False []", r.stdout  # no variable, patch, path or file
             assert int(rand_b) != rand_a  # each fork reseeds numpy's global generator
-            if cg is not None:
-                z = b._zygote
-                left = strays - {z.pid, z.proc.pid, z.ns_init}
-                assert left and not any(_alive(p) for p in left), left  # A's `sleep` was killed
             if b.plan.bwrap:  # the slot's pid namespace: A's `sleep` would still be listed there
                 assert "sleep" not in b.run("import os; print(os.popen('ps -eo comm').read())").stdout
             else:  # no pid namespace: the pid A printed is the host's
