@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+from mathagent.agent import __version__
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "solve": ("mathagent.agent.cli_solve", "solve a problem (no problem: open the interactive REPL)"),
     "sandbox": ("mathagent.sandbox.cli", "inspect the sandbox: `mathagent sandbox check`"),
@@ -28,8 +30,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    from mathagent.agent import __version__
-
     lines = [f"mathagent {__version__}", "", "usage: mathagent COMMAND [ARGS...]", "", "commands:"]
     width = max(len(c) for c in COMMANDS)
     for name, (_, help_text) in COMMANDS.items():
@@ -48,8 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] == "--version":
-        from mathagent.agent import __version__
-
         print(__version__)
         return 0
     name, rest = argv[0], argv[1:]

@@ -15,6 +15,7 @@ import sys
 import threading
 
 from mathagent.agent import models
+from mathagent.agent.llama_server import DEFAULT_N_CTX, LlamaServer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,8 +100,6 @@ def _assemble(name: str, every: bool, force: bool) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from mathagent.agent.llama_server import DEFAULT_N_CTX, LlamaServer
-
     server = LlamaServer(
         args.name, port=args.port, n_ctx=args.n_ctx or DEFAULT_N_CTX, n_threads=args.n_threads
     )

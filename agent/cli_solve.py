@@ -2,49 +2,61 @@
 
 With no problem on a terminal, opens the interactive REPL (``mathagent.agent.repl``). Without model
 flags the bundled default model is served by llama.cpp on loopback and stopped on exit. The hidden
-``--script FILE`` option (or env ``MATHAGENT_SCRIPT``) replays scripted model turns instead: a JSON
-list whose items are strings or Completion-like objects (``{"text", "tool_calls", "finish_reason"}``).
+``--script FILE`` option (or env ``MATHAGENT_SCRIPT``) replays scripted model turns instead (the file
+format of :func:`mathagent.agent.backends.scripted.load_script`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
-import json
 import logging
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
-from mathagent.agent.backends.base import BackendError, Completion, ToolCall
+from mathagent.agent.backends import make_backend
+from mathagent.agent.backends.base import Backend, BackendError
+from mathagent.agent.backends.scripted import script_backend
 from mathagent.agent.config import AgentConfig
+from mathagent.agent.flags import add_agent_flags
+from mathagent.agent.loop import solve_k
+from mathagent.agent.render import print_trace, print_vote
+from mathagent.sandbox.pool import KernelPool
+from rich.console import Console
 
 log = logging.getLogger(__name__)
 
 
+SOLVE_FLAGS = (
+    "model",
+    "base_url",
+    "backend",
+    "format",
+    "max_rounds",
+    "max_tokens",
+    "temperature",
+    "seed",
+    "k",
+    "verify",
+    "timeout",
+    "system_prompt",
+    "vote",
+    "script",
+)
+"""The shared agent flags ``solve`` takes (:mod:`mathagent.agent.flags`); the REPL takes the same."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """``mathagent solve``'s options; with no problem they go to the REPL unchanged."""
     p = argparse.ArgumentParser(prog="mathagent solve", description="Solve a math problem with code.")
-    p.add_argument("problem", nargs="?", help="the problem text ('-' reads it from stdin)")
-    p.add_argument("--model", help="model name (bundled: qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, ...)")
-    p.add_argument("--base-url", help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
-    p.add_argument("--backend", help="backend kind: openai, transformers (default: by the other flags)")
-    p.add_argument("--format", choices=["markdown", "mathcoder", "tools"], help="trace format")
-    p.add_argument("--max-rounds", type=int, default=AgentConfig.max_rounds, help="most code executions")
-    p.add_argument(
-        "--max-tokens", type=int, default=AgentConfig.max_tokens, help="most tokens per model call"
+    p.add_argument("problem", nargs="?", help="the problem text ('-' reads it from stdin; none: the REPL)")
+    add_agent_flags(
+        p,
+        SOLVE_FLAGS,
+        helps={"vote": "REPL: how k samples are combined, weighted or majority (default weighted)"},
     )
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (k>1: 0.7)")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (sample i uses seed+i)")
-    p.add_argument("--k", type=int, default=1, help="samples to draw (concurrently) and vote over")
-    p.add_argument(
-        "--verify", action=argparse.BooleanOptionalAction, default=True, help="self-verify with code"
-    )
-    p.add_argument("--timeout", type=float, default=AgentConfig.cell_timeout, help="seconds per code cell")
-    p.add_argument("--system-prompt", help="shipped system prompt name (default: the format's)")
     p.add_argument("--json", action="store_true", help="print the trace record(s) as JSON lines")
-    p.add_argument("--script", help=argparse.SUPPRESS)
+    p.add_argument("--pool-size", type=int, default=2, help="REPL: warm kernels kept ready (default 2)")
     return p
 
 
@@ -62,61 +74,15 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     )
 
 
-def _turn(item: Any) -> str | Completion:
-    if isinstance(item, str):
-        return item
-    calls = tuple(
-        ToolCall(c.get("id", f"call_{i}"), c.get("name", "python"), c.get("arguments", ""))
-        for i, c in enumerate(item.get("tool_calls", ()))
-    )
-    return Completion(item.get("text", ""), item.get("finish_reason", "stop"), tool_calls=calls)
-
-
-def scripted_backend(path: str, fmt: str | None) -> Any:
-    from mathagent.agent.backends.scripted import ScriptedBackend
-
-    turns = json.loads(Path(path).read_text(encoding="utf-8"))
-    return ScriptedBackend([_turn(t) for t in turns], default_format=fmt or "markdown", on_exhausted="empty")
-
-
-def build_backend(args: argparse.Namespace) -> Any:
-    """The backend the flags ask for (the bundled model by default)."""
+def build_backend(args: argparse.Namespace) -> Backend:
+    """The backend the flags ask for (the bundled model by default; ``--script`` replays turns)."""
     script = args.script or os.environ.get("MATHAGENT_SCRIPT")
     if script:
-        return scripted_backend(script, args.format)
-    try:
-        from mathagent.agent.backends import make_backend  # type: ignore[attr-defined]
-    except ImportError:
-        make_backend = None
-    if make_backend is not None:
-        wanted = {
-            "kind": args.backend,
-            "backend": args.backend,
-            "model": args.model,
-            "base_url": args.base_url,
-        }
-        params = inspect.signature(make_backend).parameters
-        kw = {k: v for k, v in wanted.items() if k in params and v is not None}
-        return make_backend(**kw)
-    from mathagent.agent.backends.openai_backend import OpenAIBackend
-
-    base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
-    if base_url or args.backend == "openai":
-        return OpenAIBackend(model=args.model, base_url=base_url)
-    from mathagent.agent.llama_server import LlamaServer
-
-    server = LlamaServer(args.model or "qwen2.5-coder-1.5b").start()
-    return OpenAIBackend(
-        model=server.alias,
-        base_url=server.base_url,
-        chat_template="chatml",
-        context_window=server.n_ctx,
-        gguf_path=server.path,
-        server=server,
-    )
+        return script_backend(script, default_format=args.format, on_exhausted="empty")
+    return make_backend(model=args.model, base_url=args.base_url, backend=args.backend)
 
 
-async def _close(backend: Any) -> None:
+async def _close(backend: Backend) -> None:
     try:
         await backend.aclose()
     finally:
@@ -126,11 +92,6 @@ async def _close(backend: Any) -> None:
 
 
 async def run(args: argparse.Namespace, problem: str) -> int:
-    from mathagent.agent.loop import solve_k
-    from mathagent.agent.render import print_trace, print_vote
-    from mathagent.sandbox import KernelPool
-    from rich.console import Console
-
     config = config_from_args(args)
     err = Console(stderr=True)
     try:
@@ -168,13 +129,8 @@ def main(argv: list[str]) -> int:
         if not sys.stdin.isatty():
             problem = sys.stdin.read()
         else:
-            try:
-                from mathagent.agent.repl import main as repl_main  # type: ignore[attr-defined]
-            except ImportError:
-                print(
-                    "mathagent solve: give a problem (the interactive REPL is not installed)", file=sys.stderr
-                )
-                return 2
+            from mathagent.agent.repl import main as repl_main  # lazy: prompt_toolkit only for the REPL
+
             return int(repl_main(argv) or 0)
     if not problem.strip():
         print("mathagent solve: the problem is empty", file=sys.stderr)

@@ -3,7 +3,8 @@
 :func:`solve` runs one trajectory and always returns a :class:`~mathagent.agent.trace.Trace` (bad
 input, backend failures, malformed tool calls and full contexts end it with a stop reason and an
 ``error`` message; only cancellation propagates). :func:`solve_k` runs ``k`` samples concurrently,
-each in its own fresh sandbox. Progress is reported through small frozen event objects.
+each in its own fresh sandbox. Progress is reported through the small frozen event objects of
+:mod:`mathagent.agent.events`.
 """
 
 from __future__ import annotations
@@ -11,18 +12,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Union
+from collections.abc import Sequence
+from typing import Any
 
-from mathagent.agent.answer import get_extractor
 from mathagent.agent.backends.base import Backend, BackendError, Completion, GenerationParams
 from mathagent.agent.backends.scripted import prompt_text
 from mathagent.agent.config import DEFAULT_CONTEXT_BUDGET, AgentConfig
+from mathagent.agent.events import (
+    AnswerEvent,
+    CodeEvent,
+    Event,
+    EventHandler,
+    ExecutionEvent,
+    TextDelta,
+    VerificationEvent,
+)
 from mathagent.agent.formats import FormatError, TraceFormat, get_format
+from mathagent.agent.grading import extract_answer
 from mathagent.agent.prompts import SystemPrompt, load_prompt
 from mathagent.agent.trace import Step, StepKind, StopReason, Trace, VerificationRound
+from mathagent.agent.verification import TurnResult, verify_and_revise
+from mathagent.sandbox.aio import arun
 from mathagent.sandbox.base import ExecResult, Sandbox, SandboxProvider
+from mathagent.sandbox.output import model_view as sandbox_view
 
 log = logging.getLogger(__name__)
 
@@ -42,73 +54,9 @@ def last_output(steps: Sequence[Step]) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class TextDelta:
-    """A piece of streamed model text."""
-
-    text: str
-    sample_index: int = 0
-
-
-@dataclass(frozen=True)
-class CodeEvent:
-    """The model closed a code block; it is about to run."""
-
-    code: str
-    round: int
-    sample_index: int = 0
-
-
-@dataclass(frozen=True)
-class ExecutionEvent:
-    """A code block ran; ``view`` is what the model is shown."""
-
-    view: str
-    result: ExecResult
-    round: int
-    sample_index: int = 0
-
-
-@dataclass(frozen=True)
-class AnswerEvent:
-    """The trajectory produced its answer (or stopped without one)."""
-
-    answer: str | None
-    stop_reason: StopReason
-    sample_index: int = 0
-
-
-@dataclass(frozen=True)
-class VerificationEvent:
-    """A verification round finished."""
-
-    round: VerificationRound
-    sample_index: int = 0
-
-
-Event = Union[TextDelta, CodeEvent, ExecutionEvent, AnswerEvent, VerificationEvent]
-EventHandler = Callable[[Event], None]
-
-
-def fallback_view(result: ExecResult, max_chars: int, timeout_s: float | None = None) -> str:
-    """The model's view of a result, used when ``mathagent.sandbox.output`` is unavailable."""
-    parts = [result.stdout.rstrip("\n"), result.stderr.rstrip("\n"), result.result or ""]
-    if result.timed_out:
-        parts.append(f"TimeoutError: cell exceeded {timeout_s or 'its time limit'} s")
-    elif result.error is not None:
-        parts.append(f"{result.error.ename}: {result.error.evalue}")
-    text = "\n".join(p for p in parts if p)
-    return text if len(text) <= max_chars else text[: max_chars // 2] + "\n...\n" + text[-max_chars // 2 :]
-
-
 def model_view(result: ExecResult, max_chars: int, timeout_s: float | None = None) -> str:
     """The capped view the model sees; a kernel restart is always announced."""
-    try:
-        from mathagent.sandbox.output import model_view as sandbox_view
-    except ImportError:
-        view = fallback_view(result, max_chars, timeout_s)
-    else:
-        view = sandbox_view(result, max_chars, timeout_s)
+    view = sandbox_view(result, max_chars, timeout_s)
     if result.kernel_restarted and "all variables" not in view:
         view = f"{view}\n{RESTART_NOTICE}".strip()
     return view
@@ -139,7 +87,6 @@ class Trajectory:
         self.tokens_in = self.tokens_out = self.calls = self.rounds = 0
         self.timings: dict[str, float] = {"model": 0.0, "exec": 0.0, "sandbox": 0.0}
         self.sandbox: Sandbox | None = None
-        self.extract = get_extractor()
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -206,12 +153,7 @@ class Trajectory:
                 self.sandbox = await asyncio.to_thread(self.provider.acquire)
                 self.timings["sandbox"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            try:
-                from mathagent.sandbox import arun  # type: ignore[attr-defined]
-            except ImportError:
-                result = await asyncio.to_thread(self.sandbox.run, code, self.config.cell_timeout)
-            else:
-                result = await arun(self.sandbox, code, self.config.cell_timeout)
+            result = await arun(self.sandbox, code, self.config.cell_timeout)
             self.timings["exec"] += time.perf_counter() - t0
             return result
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -224,7 +166,7 @@ class Trajectory:
         solve = [s for s in self.steps if s.phase == "solve"]
         text = "\n".join(s.content for s in solve if s.kind is StepKind.TEXT)
         try:
-            return self.extract(text, last_output=last_output(solve))
+            return extract_answer(text, last_output=last_output(solve))
         except Exception:  # noqa: BLE001
             log.exception("answer extraction failed")
             return None
@@ -294,10 +236,8 @@ class Trajectory:
         """Append a harness message (a user turn) to the conversation."""
         self.steps.append(Step(StepKind.USER, text, phase=phase))
 
-    async def run_turn(self, phase: str) -> Any:
+    async def run_turn(self, phase: str) -> TurnResult:
         """Let the model write and run code until its message ends; returns a ``TurnResult``."""
-        from mathagent.agent.verification import TurnResult
-
         start = len(self.steps)
         reason, error = await self.run(phase)
         if error:
@@ -309,18 +249,14 @@ class Trajectory:
 
     def _extract(self, text: str, steps: tuple[Step, ...] = ()) -> str | None:
         try:
-            return self.extract(text, last_output=last_output(steps)) if text.strip() else None
+            return extract_answer(text, last_output=last_output(steps)) if text.strip() else None
         except Exception:  # noqa: BLE001
             log.exception("answer extraction failed")
             return None
 
 
 async def _verify(traj: Trajectory, answer: str) -> tuple[str, tuple[VerificationRound, ...], dict[str, Any]]:
-    """Run the verification hook when its module is installed; never raises."""
-    try:
-        from mathagent.agent.verification import verify_and_revise
-    except ImportError:
-        return answer, (), {}
+    """Run code-based self-verification on ``answer``; never raises."""
     t0 = time.perf_counter()
     try:
         out = await verify_and_revise(traj, answer, max_revisions=traj.config.max_revisions)

@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent import cache
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 """The model used when no model and no server are given."""
-TEST_MODEL = "qwen2.5-coder-0.5b"
-"""The fast model the server tests use."""
 
 
 class ModelError(RuntimeError):
@@ -107,9 +107,7 @@ def get_model(name: str) -> BundledModel:
 
 def cache_dir() -> Path:
     """Folder holding assembled models (``$MATHAGENT_CACHE_DIR/models`` or ``~/.cache/mathagent/models``)."""
-    root = os.environ.get("MATHAGENT_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "mathagent"
-    return base / "models"
+    return cache.cache_dir("models")
 
 
 def part_paths(model: BundledModel) -> list[Path]:

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from mathagent.agent.grading.voting import VerificationState
 from mathagent.sandbox.base import ExecResult
 
 SCHEMA_VERSION = 1
@@ -40,12 +41,6 @@ class StopReason(str, enum.Enum):
     """Backend failure or bad input; ``Trace.error`` says what."""
     CANCELLED = "cancelled"
     """Stopped by the user (Ctrl-C)."""
-
-
-class VerificationState(str, enum.Enum):
-    TRUE = "T"
-    UNCERTAIN = "U"
-    FALSE = "F"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mathagent.agent.prompts import load_prompt
 from mathagent.agent.trace import Step, VerificationRound, VerificationState
 from mathagent.sandbox.base import ExecResult
 
@@ -120,8 +121,6 @@ class PhasePrompt:
 
 def load_phase_prompt(name: str) -> PhasePrompt:
     """Load ``agent/prompts/<name>.md`` through the shared prompt loader (sha256 recorded)."""
-    from mathagent.agent.prompts import load_prompt
-
     p = load_prompt(name)
     return PhasePrompt(p.name, p.text, p.sha256)
 

@@ -2,7 +2,7 @@
 
 Usage: python bench/grader_bench.py [--data ../shared/data] [--limit N]
 Prints pairs/second for our grader (extract + is_equivalent) and for math_verify (parse + verify) on the
-same pairs, their agreement, and the worst time over the hostile cases from tests/evals/test_grading.py.
+same pairs, their agreement, and the worst time over the hostile cases from tests/agent/test_grading.py.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     args = ap.parse_args(argv)
 
-    from mathagent.evals.grading import extract_answer, gold_answer, is_equivalent
-    from mathagent.evals.grading.equivalence import _equiv
+    from mathagent.agent.grading import extract_answer, gold_answer, is_equivalent
+    from mathagent.agent.grading.equivalence import _equiv
 
     pairs = load_pairs(args.data, args.limit)
     golds = [gold_answer({"answer": "#### " + g}, "gsm8k") for _, _, g in pairs]
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  differs #{i}: ours={ours[i]} mv={mv[i]} gold={golds[i]} ours_pred={extract_answer(pairs[i][1], 'gsm8k')!r}"
             )
 
-    sys.path.insert(0, str(REPO / "tests" / "evals"))
+    sys.path.insert(0, str(REPO / "tests" / "agent"))
     from test_grading import HOSTILE
 
     worst = 0.0

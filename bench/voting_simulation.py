@@ -10,7 +10,7 @@ on whether it is right, at a set *strength* s in [0, 1]:
 
 MIX is the even mixture of RIGHT and WRONG, so at s = 0 the state carries no information (noise)
 and at s = 1 it is as informative as the tables. The votes run through
-``mathagent.evals.voting.vote_accuracy_at_k`` (the library code, not a copy).
+``mathagent.agent.grading.voting.vote_accuracy_at_k`` (the library code, not a copy).
 
     python bench/voting_simulation.py                  # table + bench/out/voting_simulation.{svg,json}
     python bench/voting_simulation.py --grid           # also search weights (w_T = 1) per strength
@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from mathagent.agent.grading.voting import Sample, Weights, exact_cluster_fn, vote_accuracy_at_k
 from mathagent.agent.trace import VerificationState
-from mathagent.evals.voting import Sample, Weights, exact_cluster_fn, vote_accuracy_at_k
 
 RIGHT = (0.70, 0.25, 0.05)
 WRONG = (0.15, 0.40, 0.45)

@@ -15,41 +15,44 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mathagent.agent.grading.voting import Weights
+from mathagent.evals import cli_replay
+from mathagent.evals.cli_agent import (
+    add_run_agent_flags,
+    agent_setup,
+    default_temperature,
+    header_extra,
+    run_agent,
+)
+from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
+from mathagent.evals.runs import RunDir, RunMismatch, default_runs_dir
+from mathagent.evals.summary import summarize, summary_rows
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathagent eval", description="Evaluate on a data set (resumable).")
     p.add_argument(
-        "--dataset", default="gsm8k", help="gsm8k|math|math500|aime24|amc23|svamp|gsm-hard|PATH.jsonl"
+        "--dataset",
+        default="gsm8k",
+        help="gsm8k, math, math500, aime24, amc23, svamp, gsm-hard, or a JSONL file (default gsm8k)",
     )
     p.add_argument(
         "--replay", metavar="FILE", nargs="+", help="replay published traces instead (see `replay`)"
     )
-    p.add_argument(
-        "--backend",
-        default=os.environ.get("MATHAGENT_BACKEND"),
-        help="openai, transformers, llama or scripted (default: inferred from --model / --base-url)",
+    add_run_agent_flags(
+        p,
+        helps={
+            "script": "scripted backend: JSONL of {problem_id, turns, error?, latency_s?} (with --backend scripted)"
+        },
     )
-    p.add_argument("--model", default=os.environ.get("MATHAGENT_MODEL", ""))
-    p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"))
-    p.add_argument("--format", default=None, help="trace format (markdown, mathcoder, tools)")
-    p.add_argument("--script", help="scripted backend: JSONL of {problem_id, turns, error?, latency_s?}")
-    p.add_argument("--k", type=int, default=1, help="samples per problem")
-    p.add_argument("--temperature", type=float, default=None, help="default 0 for k=1, else 0.7")
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--shuffle", action="store_true", help="shuffle problems (seeded) before --limit")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-rounds", type=int, default=None)
-    p.add_argument("--verify", dest="verify", action="store_true", default=True)
-    p.add_argument("--no-verify", dest="verify", action="store_false")
-    p.add_argument("--weights", default=None, help="verification vote weights w_T,w_U,w_F")
+    p.add_argument(
+        "--weights", default=None, help="verification vote weights w_T,w_U,w_F (default 1,0.3,0.1)"
+    )
     p.add_argument("--run-dir", default=None, help="run folder (default: $MATHAGENT_RUNS_DIR/<name>)")
     p.add_argument("--retry-failed", action="store_true", help="re-run samples that ended in a backend error")
     p.add_argument("--force", action="store_true", help="start afresh when the folder holds another config")
@@ -57,94 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def backend_from_args(args: argparse.Namespace) -> Any:
-    """The backend ``--model`` / ``--base-url`` / ``--backend`` name (no flags: the bundled model)."""
-    from mathagent.agent.backends import make_backend
-
-    backend = None if args.backend in (None, "", "auto") else args.backend
-    return make_backend(args.model or None, args.base_url or None, backend=backend)
-
-
-@dataclass(frozen=True)
-class AgentSetup:
-    """What ``eval`` and ``generate`` build from their shared flags before solving."""
-
-    book: Any
-    """Scripted turns per problem (``--backend scripted``), else None."""
-    backend: Any
-    """The real backend, else None (scripted runs build one per problem from ``book``)."""
-    format: str
-    model: str
-    config: Any
-    """The ``AgentConfig`` every sample is solved with."""
-
-    def eval_config(self, args: argparse.Namespace, temperature: float, **fields: Any) -> Any:
-        """The run's ``EvalConfig`` from the flags ``eval`` and ``generate`` share; ``fields`` adds the rest."""
-        from mathagent.evals.runner import EvalConfig
-
-        return EvalConfig(
-            k=args.k,
-            temperature=temperature,
-            concurrency=args.concurrency,
-            limit=args.limit,
-            seed=args.seed,
-            verify=args.verify,
-            backend=args.backend or getattr(self.backend, "name", "") or "auto",
-            model=self.model,
-            base_url=args.base_url,
-            format=self.format,
-            max_rounds=args.max_rounds,
-            **fields,
-        )
-
-
-def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
-    from mathagent.agent.backends.scripted import ScriptBook
-    from mathagent.agent.config import AgentConfig
-
-    scripted = args.backend == "scripted"
-    book = ScriptBook(args.script) if scripted else None
-    backend = None if scripted else backend_from_args(args)
-    fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
-    model = args.model or (getattr(backend, "model", "") if backend else "scripted")
-    cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify)
-    if args.max_rounds:
-        cfg = cfg.with_(max_rounds=args.max_rounds)
-    return AgentSetup(book, backend, fmt, model, cfg)
-
-
-def _prompt_hashes() -> dict[str, str]:
-    out = {}
-    try:
-        from importlib import resources
-
-        for f in (resources.files("mathagent.agent") / "prompts").iterdir():
-            if f.name.endswith((".md", ".txt", ".jinja")):
-                out[f.name] = hashlib.sha256(f.read_bytes()).hexdigest()[:16]
-    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
-        pass
-    return out
-
-
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.replay:
-        from mathagent.evals import cli_replay
-
         return cli_replay.main(
             [*args.replay, "--concurrency", str(args.concurrency)]
             + (["--limit", str(args.limit)] if args.limit else [])
             + (["--json"] if args.json else [])
         )
-    from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
-    from mathagent.evals.runner import make_provider, pool_size_for, run_eval_async, solve_with_loop
-    from mathagent.evals.runs import RunDir, RunMismatch, default_runs_dir, git_revision, package_versions
-    from mathagent.evals.summary import summarize
-
-    temperature = args.temperature if args.temperature is not None else (0.0 if args.k == 1 else 0.7)
+    temperature = default_temperature(args)
     if args.weights is None:
-        from mathagent.evals.voting import Weights
-
         args.weights = str(Weights())
     try:
         problems = load_problems(args.dataset, limit=args.limit, seed=args.seed, shuffle=args.shuffle)
@@ -153,7 +78,7 @@ def main(argv: list[str]) -> int:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
     setup = agent_setup(args, temperature)
-    book, backend, fmt, model, agent_cfg = setup.book, setup.backend, setup.format, setup.model, setup.config
+    model, agent_cfg = setup.model, setup.config
     cfg = setup.eval_config(
         args,
         temperature,
@@ -175,60 +100,23 @@ def main(argv: list[str]) -> int:
         "dataset": info,
         "grading_dataset": problems[0].dataset if problems else "",
     }
-    extra = {
-        "git_revision": git_revision(),
-        "package_versions": package_versions(),
-        "prompt_hashes": _prompt_hashes(),
-        "argv": argv,
-    }
+    extra = header_extra(argv)
     try:
         run = RunDir.open(run_dir, identity, extra, force=args.force)
     except RunMismatch as e:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
-    provider = make_provider(pool_size_for(args.concurrency))
-    run.header["sandbox_level"] = str(getattr(getattr(provider, "level", None), "value", None))
-
-    async def solve_fn(problem: Any, i: int, seed: int | None) -> Any:
-        b = book.backend(problem.id, fmt) if book is not None else backend
-        return await solve_with_loop(
-            problem.question, b, provider, agent_cfg, problem_id=problem.id, sample_index=i
-        )
-
-    import asyncio
-
     t0 = time.perf_counter()
-    total = len(problems) * args.k
-    progress = None
-    if not args.json:
-        progress = EvalProgress(
-            total,
-            len(
-                run.done(retry_failed=args.retry_failed)
-                & {(p.id, i) for p in problems for i in range(args.k)}
-            ),
-        )
-    try:
-        with progress if progress else _null():
-            counts = asyncio.run(
-                run_eval_async(
-                    problems,
-                    solve_fn,
-                    run,
-                    k=args.k,
-                    concurrency=args.concurrency,
-                    seed=args.seed,
-                    retry_failed=args.retry_failed,
-                    on_record=progress.update if progress else None,
-                )
-            )
-    finally:
-        try:
-            provider.close()
-        except Exception:  # noqa: BLE001
-            pass
-        if backend is not None and hasattr(backend, "aclose"):
-            asyncio.run(backend.aclose())
+    counts = run_agent(
+        problems,
+        run,
+        setup,
+        k=args.k,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        retry_failed=args.retry_failed,
+        progress=not args.json,
+    )
     keys = {(p.id, i) for p in problems for i in range(args.k)}
     records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
     summary = summarize(
@@ -243,42 +131,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-class EvalProgress:
-    """A rich progress bar with the running accuracy (first samples)."""
-
-    def __init__(self, total: int, done: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]eval"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[acc]}"),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self.task = self.progress.add_task("eval", total=total, completed=done, acc="")
-        self.n = self.correct = self.failed = 0
-
-    def update(self, rec: dict[str, Any]) -> None:
-        self.n += 1
-        self.correct += bool(rec.get("correct"))
-        self.failed += rec.get("status") == "failed"
-        acc = f"acc {100 * self.correct / self.n:.1f}% ({self.correct}/{self.n})"
-        if self.failed:
-            acc += f" failed {self.failed}"
-        self.progress.update(self.task, advance=1, acc=acc)
-
-    def __enter__(self) -> EvalProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
-
-
 def print_summary(summary: dict[str, Any]) -> None:
-    from mathagent.evals.summary import summary_rows
     from rich.console import Console
     from rich.table import Table
 
@@ -317,11 +170,3 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary["failed_reasons"]:
         c.print(f"failed: {summary['failed_reasons']}")
     c.print(f"run folder: {summary.get('run_dir')}")
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None

@@ -14,6 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+from mathagent.evals.replay import (
+    REPORT_HEADER,
+    build_report,
+    load_replay_file,
+    replay_async,
+    report_table,
+    write_replay_report,
+)
+from mathagent.evals.runner import make_provider
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathagent replay", description=__doc__.splitlines()[0])
@@ -30,16 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from mathagent.evals.replay import (
-        REPORT_HEADER,
-        build_report,
-        load_replay_file,
-        replay_async,
-        report_table,
-        write_replay_report,
-    )
-    from mathagent.evals.runner import make_provider
-
     items = []
     try:
         for f in args.files:

@@ -14,7 +14,6 @@ field, raises :class:`DatasetError` naming the file and line number.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,17 +23,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mathagent.evals import hub
+from mathagent.evals.datafiles import LOCAL, MARIO_FILE, DatasetError, sha256_file
+
 log = logging.getLogger(__name__)
 
 SHIPPED = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500_test.jsonl"}
-LOCAL = {
-    "math": "math_test.jsonl",
-    "gsm-hard": "gsm_hard_test.jsonl",
-    "svamp": "svamp_test.jsonl",
-    "aime24": "aime24_test.jsonl",
-    "amc23": "amc23_test.jsonl",
-}
-MARIO_FILE = "math_test_answer_annotation_mario.json"
 STANDARD = tuple(SHIPPED) + tuple(LOCAL)
 """Names accepted by :func:`load_problems` besides a path."""
 
@@ -48,10 +42,6 @@ GRADING_KIND = {
     "amc23": "math",
 }
 """Data set name -> the grading policy it uses (``gsm8k``: numbers; ``math``: expressions)."""
-
-
-class DatasetError(ValueError):
-    """A data file is missing or malformed; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -101,14 +91,6 @@ def _find_local(filename: str) -> Path | None:
         if (d / filename).is_file():
             return d / filename
     return None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def shipped_path(name: str) -> Path:
@@ -220,8 +202,6 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
     if name_or_path in LOCAL:
         found = _find_local(LOCAL[name_or_path])
         if found is None:  # our cached hub copy, fetched first if need be (evals/hub.py)
-            from mathagent.evals import hub
-
             found = hub.locate(name_or_path, searched=data_dirs())
         return name_or_path, found
     p = Path(name_or_path)
@@ -248,8 +228,6 @@ def dataset_info(name_or_path: str) -> dict[str, Any]:
     name, path = resolve(name_or_path)
     info: dict[str, Any] = {"name": name or path.stem, "path": str(path), "sha256": sha256_file(path)}
     if name in LOCAL:
-        from mathagent.evals import hub
-
         source = hub.provenance(path)
         if source is not None:
             info["source"] = source

@@ -18,7 +18,7 @@ holds. The order is: the local data folders, then our converted cache, then the 
   asked for the revision's commit with a short timeout (``MATHAGENT_HUB_TIMEOUT``, default 10 s), so
   an unreachable hub fails fast; the load itself then runs at that exact commit (which also keeps
   ``datasets`` from calling the dataset-viewer service). Every failure is a
-  :class:`~mathagent.evals.datasets.DatasetError` naming the paths searched and the repo.
+  :class:`~mathagent.evals.datafiles.DatasetError` naming the paths searched and the repo.
 - ``math`` has no hub source: its gold is the MARIO human-checked answers, which no hub data set
   carries (see :data:`NO_SOURCE`).
 """
@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mathagent.evals.datasets import LOCAL, MARIO_FILE, DatasetError, sha256_file
+from mathagent.agent import cache
+from mathagent.evals.datafiles import LOCAL, MARIO_FILE, DatasetError, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,7 @@ def hub_timeout() -> float:
 
 def cache_dir() -> Path:
     """``$MATHAGENT_CACHE_DIR/datasets``, else ``~/.cache/mathagent/datasets``."""
-    root = os.environ.get("MATHAGENT_CACHE_DIR")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "mathagent") / "datasets"
+    return cache.cache_dir("datasets")
 
 
 def _record_path(jsonl: Path) -> Path:

@@ -28,7 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.backends.scripted import ScriptedBackend
+from mathagent.agent.config import AgentConfig
+from mathagent.agent.formats.mathcoder import END_MESSAGE, blocks, steps_from_debug_result
+from mathagent.agent.grading import extract_answer, is_equivalent
 from mathagent.agent.trace import StepKind, Trace
+from mathagent.evals.runner import solve_with_loop
 from mathagent.sandbox.base import ExecResult
 
 log = logging.getLogger(__name__)
@@ -104,8 +109,6 @@ def tora_item(row: dict[str, Any]) -> ReplayItem:
 
 
 def mathcoder_item(row: dict[str, Any], their_correct: bool) -> ReplayItem:
-    from mathagent.agent.formats.mathcoder import END_MESSAGE, blocks, steps_from_debug_result
-
     question, steps = steps_from_debug_result(row["debug_result"])
     codes: list[str] = []
     recorded: list[str | None] = []
@@ -369,8 +372,6 @@ REPORT_HEADER = [
 
 def result_from_trace(item: ReplayItem, trace: Trace, time_s: float = 0.0) -> ReplayResult:
     """Compare a replayed trace's executions with the recorded outputs and grade its answer."""
-    from mathagent.evals.grading import extract_answer, is_equivalent
-
     execs = [s for s in trace.steps if s.kind is StepKind.EXECUTION]
     code_steps = [s for s in trace.steps if s.kind is StepKind.CODE]
     outputs = []
@@ -404,8 +405,6 @@ def result_from_trace(item: ReplayItem, trace: Trace, time_s: float = 0.0) -> Re
 # -- running -------------------------------------------------------------------------------------
 def replay_config(cell_timeout: float = 10.0) -> Any:
     """Agent settings for replays: no verification (published traces have none), generous limits."""
-    from mathagent.agent.config import AgentConfig
-
     return AgentConfig(
         verify=False,
         max_rounds=64,
@@ -420,9 +419,6 @@ def replay_config(cell_timeout: float = 10.0) -> Any:
 async def replay_one(item: ReplayItem, provider: Any, config: Any) -> ReplayResult:
     """Feed one published trace through the scripted backend into the real loop."""
     import time
-
-    from mathagent.agent.backends.scripted import ScriptedBackend
-    from mathagent.evals.runner import solve_with_loop
 
     backend = ScriptedBackend(item.turns, default_format=item.format, on_exhausted="empty")
     cfg = dataclasses.replace(config, format=item.format)

@@ -1,28 +1,34 @@
 """Evaluation orchestration: problems x k samples -> graded records in a resumable run folder.
 
-:func:`run_eval` is independent of how a trace is produced: it takes ``solve_fn(problem, sample_index,
-seed) -> Trace`` (sync or async). :func:`make_solve_fn` builds the real one from the agent loop, a
-backend and a sandbox provider. A sample whose solve raises, or whose trace stopped with
+:func:`run_eval_async` is independent of how a trace is produced: it awaits ``solve_fn(problem,
+sample_index, seed) -> Trace``; :func:`solve_with_loop` runs the real agent loop for one sample. A sample whose solve raises, or whose trace stopped with
 ``StopReason.ERROR``, is recorded with ``status="failed"`` and its reason, and the run goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mathagent.agent.backends.base import Backend
+from mathagent.agent.config import AgentConfig
+from mathagent.agent.grading import is_equivalent
+from mathagent.agent.grading.voting import Weights, trace_fabricates_output, trace_ran_code
+from mathagent.agent.loop import solve
 from mathagent.agent.trace import StepKind, StopReason, Trace
 from mathagent.evals.datasets import Problem
 from mathagent.evals.runs import RunDir
+from mathagent.sandbox.base import SandboxProvider
+from mathagent.sandbox.pool import KernelPool
 
 log = logging.getLogger(__name__)
 
-SolveFn = Callable[[Problem, int, "int | None"], "Trace | Awaitable[Trace]"]
+SolveFn = Callable[[Problem, int, "int | None"], Awaitable[Trace]]
+"""``solve_fn(problem, sample_index, seed)``: one sample's trace."""
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
@@ -42,7 +48,7 @@ class EvalConfig:
     """Base seed: sample ``i`` of a problem gets ``seed + i``; also reaches data shuffles."""
     verify: bool = True
     """Run code-based self-verification."""
-    weights: str = field(default_factory=lambda: str(_default_weights()))
+    weights: str = str(Weights())
     """Verification vote weights ``w_T,w_U,w_F``."""
     backend: str = "openai"
     model: str = ""
@@ -77,8 +83,6 @@ def exec_counts(trace: Trace) -> dict[str, int]:
 
 def sample_record(problem: Problem, sample_index: int, trace: Trace | None, error: str | None = None) -> dict:
     """One line of ``samples.jsonl``: the trace plus its grading."""
-    from mathagent.evals.grading import is_equivalent
-
     rec: dict[str, Any] = {
         "problem_id": problem.id,
         "sample_index": sample_index,
@@ -98,8 +102,6 @@ def sample_record(problem: Problem, sample_index: int, trace: Trace | None, erro
             and is_equivalent(trace.final_answer, problem.gold, problem.dataset or "generic")
         )
     if trace is not None:
-        from mathagent.evals.voting import trace_fabricates_output, trace_ran_code
-
         rec.update(
             verification_state=trace.verification_state.value if trace.verification_state else None,
             ran_code=trace_ran_code(trace),
@@ -114,15 +116,6 @@ def sample_record(problem: Problem, sample_index: int, trace: Trace | None, erro
     else:
         rec.update(verification_state=None, ran_code=False, stop_reason="error", exec={}, trace=None)
     return rec
-
-
-async def _call(solve_fn: SolveFn, problem: Problem, i: int, seed: int | None) -> Trace:
-    if inspect.iscoroutinefunction(solve_fn):
-        return await solve_fn(problem, i, seed)
-    res = await asyncio.to_thread(solve_fn, problem, i, seed)
-    if inspect.isawaitable(res):
-        return await res
-    return res
 
 
 async def run_eval_async(
@@ -149,7 +142,7 @@ async def run_eval_async(
         async with sem:
             t0 = time.perf_counter()
             try:
-                trace = await _call(solve_fn, problem, i, sample_seed(seed, i))
+                trace = await solve_fn(problem, i, sample_seed(seed, i))
                 rec = sample_record(problem, i, trace)
             except asyncio.CancelledError:
                 raise
@@ -167,34 +160,7 @@ async def run_eval_async(
     return counts
 
 
-def run_eval(problems: Sequence[Problem], solve_fn: SolveFn, run: RunDir, **kw: Any) -> dict[str, int]:
-    """Synchronous wrapper around :func:`run_eval_async`."""
-    return asyncio.run(run_eval_async(problems, solve_fn, run, **kw))
-
-
 # -- the real agent ------------------------------------------------------------------------------
-class _FreshSandboxes:
-    """A minimal provider: a new :class:`JupyterSandbox` per trajectory (used when no pool exists)."""
-
-    def __init__(self) -> None:
-        from mathagent.sandbox.kernel import JupyterSandbox
-
-        self._cls = JupyterSandbox
-        self._level = None
-
-    @property
-    def level(self):
-        return self._level
-
-    def acquire(self):
-        sb = self._cls()
-        self._level = sb.level
-        return sb
-
-    def close(self) -> None:
-        pass
-
-
 MAX_POOL = 16
 """Most ready kernels a run keeps: each ready kernel holds a sandbox slot (~110 MB with its zygote)."""
 
@@ -205,32 +171,19 @@ def pool_size_for(concurrency: int) -> int:
     return max(1, min(concurrency, MAX_POOL))
 
 
-def make_provider(size: int = 2) -> Any:
-    """The sandbox provider: the kernel pool when available, else fresh sandboxes."""
-    try:
-        from mathagent.sandbox import KernelPool  # type: ignore[attr-defined]
-    except ImportError:
-        log.warning("mathagent.sandbox.KernelPool not available; starting one kernel per sample")
-        return _FreshSandboxes()
-    try:
-        return KernelPool(size=size)
-    except TypeError:
-        return KernelPool()
+def make_provider(size: int = 2) -> KernelPool:
+    """The sandbox provider of a run: a kernel pool keeping ``size`` kernels ready."""
+    return KernelPool(size=size)
 
 
 async def solve_with_loop(
-    problem: str, backend: Any, provider: Any, config: Any, *, problem_id: str = "", sample_index: int = 0
+    problem: str,
+    backend: Backend,
+    provider: SandboxProvider,
+    config: AgentConfig,
+    *,
+    problem_id: str = "",
+    sample_index: int = 0,
 ) -> Trace:
     """Run the real agent loop (:func:`mathagent.agent.loop.solve`) for one sample."""
-    from mathagent.agent import loop
-
-    res = loop.solve(problem, backend, provider, config, problem_id=problem_id, sample_index=sample_index)
-    if inspect.isawaitable(res):
-        res = await res
-    return res
-
-
-def _default_weights() -> Any:
-    from mathagent.evals.voting import Weights
-
-    return Weights()
+    return await solve(problem, backend, provider, config, problem_id=problem_id, sample_index=sample_index)

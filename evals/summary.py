@@ -10,6 +10,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from mathagent.agent.grading import cluster_answers, voting
+
 SCHEMA_VERSION = 1
 
 
@@ -23,8 +25,6 @@ def _ks(k: int) -> list[int]:
 
 def _group_metrics(groups: dict[str, list[dict[str, Any]]], k: int, weights: Any, dataset: str) -> dict:
     """Metrics over problems -> their records (sorted by sample_index)."""
-    from mathagent.evals import voting
-
     problems = list(groups.values())
     n = len(problems)
     if not n:
@@ -61,8 +61,6 @@ def _group_metrics(groups: dict[str, list[dict[str, Any]]], k: int, weights: Any
 
 def _cluster_fn(dataset: str):
     def fn(answers: Sequence[str | None]) -> list[int]:
-        from mathagent.evals.grading import cluster_answers
-
         return cluster_answers(answers, dataset)
 
     return fn
@@ -72,8 +70,6 @@ def summarize(
     records: Sequence[dict[str, Any]], *, k: int | None = None, weights: Any = None, dataset: str = "math"
 ) -> dict[str, Any]:
     """Build the run summary (written as ``summary.json`` and shown as the final table)."""
-    from mathagent.evals import voting
-
     if weights is None:
         weights = voting.Weights()
     elif isinstance(weights, str):
@@ -131,8 +127,6 @@ def summarize(
 
 def _state_stats(records: Sequence[dict[str, Any]], dataset: str) -> dict[str, Any]:
     """Share of T/U/F over finished samples and the precision of each (how often its answer is right)."""
-    from mathagent.evals import voting
-
     done = [r for r in records if r.get("status") != "failed"]
     samples = [voting.Sample(r.get("answer"), r.get("verification_state")) for r in done]
     return voting.state_stats(samples, [bool(r.get("correct")) for r in done]).to_dict()

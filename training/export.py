@@ -18,34 +18,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.formats.tools import PYTHON_TOOL
+from mathagent.agent.prompts import load_prompt
 from mathagent.agent.trace import StepKind, Trace
 from mathagent.training import tokens as T
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("chat", "mathcoder")
-
-PYTHON_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "python",
-        "description": "Run Python code in a persistent Jupyter kernel and return what it prints.",
-        "parameters": {
-            "type": "object",
-            "properties": {"code": {"type": "string", "description": "The Python code to run."}},
-            "required": ["code"],
-        },
-    },
-}
-"""The one tool a ``chat`` row declares (the loop's own schema replaces this one when it is importable)."""
-
-try:  # train with exactly the schema the agent will show the model
-    from mathagent.agent.formats.tools import PYTHON_TOOL as _LOOP_TOOL
-
-    PYTHON_TOOL = _LOOP_TOOL
-except Exception:  # pragma: no cover - the formats module is optional here
-    pass
-
 
 AUTO_SYSTEM = "auto"
 """Use the agent's own system prompt for the format (``agent/prompts/<format>.md``), so a trained model
@@ -55,15 +35,10 @@ _PROMPT_NAME = {"chat": "tools", "mathcoder": "mathcoder"}
 
 
 def resolve_system(system: str | None, fmt: str) -> str | None:
-    """``AUTO_SYSTEM`` → the agent's prompt for ``fmt`` (or :data:`tokens.DEFAULT_SYSTEM`); else as given."""
+    """``AUTO_SYSTEM`` → the agent's prompt for ``fmt``; else as given."""
     if system != AUTO_SYSTEM:
         return system
-    try:
-        from mathagent.agent.prompts import load_prompt
-
-        return load_prompt(_PROMPT_NAME[fmt]).text
-    except Exception:  # prompts not shipped in this install
-        return T.DEFAULT_SYSTEM
+    return load_prompt(_PROMPT_NAME[fmt]).text
 
 
 def provenance(trace: Trace) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mathagent.agent.grading import cluster_answers
+from mathagent.agent.grading.voting import trace_fabricates_output
 from mathagent.agent.trace import StepKind, Trace, VerificationState
 from mathagent.training import dedup
 
@@ -120,8 +122,6 @@ def estimated_tokens(trace: Trace) -> int:
 
 def quality_reason(rec: dict[str, Any], cfg: FilterConfig) -> str | None:
     """The first quality filter (1–8 of the module docstring) that drops this record, or None."""
-    from mathagent.evals.voting import trace_fabricates_output
-
     if rec.get("status") == "failed" or not rec.get("trace"):
         return "failed"
     trace = Trace.from_dict(rec["trace"])
@@ -161,8 +161,6 @@ def _solution_text(rec: dict[str, Any]) -> str:
 
 def select(records: Sequence[dict[str, Any]], cfg: FilterConfig | None = None) -> Selection:
     """Apply every filter of the module docstring to ``records`` (one generation run's samples)."""
-    from mathagent.evals.grading import cluster_answers
-
     cfg = cfg or FilterConfig()
     reasons: dict[tuple[str, int], str] = {}
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -27,17 +27,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.grading import last_boxed
 from mathagent.agent.trace import Trace
 from mathagent.evals.datasets import STANDARD, DatasetError, Problem, load_problems, read_jsonl
 from mathagent.training import dedup
-from mathagent.training.filters import FilterConfig, Selection, select, solve_steps
+from mathagent.training.export import export_traces
+from mathagent.training.filters import FilterConfig, select, solve_steps
 
 log = logging.getLogger(__name__)
 
 CHAT_FILE = "data/train_chat.jsonl"
 MATHCODER_FILE = "data/train_mathcoder.jsonl"
 CARD_FILE = "README.md"
-SCHEMA_VERSION = 1
 
 LICENCES = {
     "gsm8k": "MIT (c) 2021 OpenAI (openai/grade-school-math)",
@@ -99,8 +100,6 @@ def _file_problem(row: dict[str, Any], i: int, path: Path) -> Problem:
     if isinstance(gold, str) and "####" in gold:  # GSM8K layout
         gold, dataset = gold.split("####")[-1].strip().replace(",", ""), dataset or "gsm8k"
     elif gold is None and row.get("solution"):  # MATH layout: gold is the last \boxed{}
-        from mathagent.evals.grading import last_boxed
-
         gold, dataset = last_boxed(str(row["solution"])), dataset or "math"
     meta = {k: row[k] for k in ("source", "easy_id", "hard_id") if k in row}
     return Problem(
@@ -171,8 +170,6 @@ def build_dataset(
     out: Path | str, records: Sequence[dict[str, Any]], cfg: FilterConfig, info: DatasetInfo | None = None
 ) -> dict[str, Any]:
     """Select traces from ``records``, export both formats under ``out/data/`` and write the card."""
-    from mathagent.training.export import export_traces
-
     out = Path(out)
     sel = select(records, cfg)
     # samples finish in any order: export in (problem id, sample) order so a re-run writes the same file
@@ -262,7 +259,3 @@ The traces are model outputs; check the model licence above before redistributio
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-
-
-def selection_summary(sel: Selection) -> dict[str, Any]:
-    return sel.counts()

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from mathagent.agent.backends.base import Backend, BackendError, GenerationParams
-from mathagent.evals.datasets import Problem
+from mathagent.agent.prompts import load_prompt
+from mathagent.evals.datasets import DatasetError, Problem, load_problems
 from mathagent.evals.runs import RunDir
 from mathagent.training import dedup
 
@@ -68,8 +69,6 @@ class InterpolationConfig:
 
 def build_prompt(easy: str, hard: str) -> list[dict[str, str]]:
     """The chat messages asking for one interpolated problem."""
-    from mathagent.agent.prompts import load_prompt
-
     template = load_prompt("interpolate").text
     return [
         {"role": "user", "content": template.replace("{easy}", easy.strip()).replace("{hard}", hard.strip())}
@@ -77,8 +76,6 @@ def build_prompt(easy: str, hard: str) -> list[dict[str, str]]:
 
 
 def prompt_hash() -> str:
-    from mathagent.agent.prompts import load_prompt
-
     return load_prompt("interpolate").sha256[:16]
 
 
@@ -110,8 +107,6 @@ def draw_pairs(
 
 def test_set_index(long_n: int = dedup.LEAK_NGRAM) -> tuple[dedup.NearDupIndex, dict[str, int]]:
     """An index of the evaluation test sets (GSM8K test, MATH test or MATH-500) for the leakage check."""
-    from mathagent.evals.datasets import DatasetError, load_problems
-
     index = dedup.NearDupIndex(long_n=long_n)
     sizes: dict[str, int] = {}
     for name in ("gsm8k", "math", "math500"):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mathagent.evals.runs import RunDir
+from mathagent.evals.runs import RunDir, _diff
 from mathagent.training import dedup
 from mathagent.training.filters import FilterConfig
 from mathagent.training.generate import DatasetInfo, build_dataset
@@ -76,8 +76,6 @@ def merge_runs(
     ref = merge_identity(idents[0])
     for r, ident in zip(runs[1:], idents[1:], strict=True):
         if merge_identity(ident) != ref:
-            from mathagent.evals.runs import _diff
-
             raise MergeError(
                 f"{r.path} is not a shard of the same generation as {runs[0].path}: {_diff(ref, merge_identity(ident))}"
             )

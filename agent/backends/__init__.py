@@ -18,7 +18,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.backends import scripted
 from mathagent.agent.backends.base import Backend, BackendError, Completion, GenerationParams, ToolCall
+from mathagent.agent.backends.openai_backend import OpenAIBackend
+from mathagent.agent.backends.transformers_backend import TransformersBackend
+from mathagent.agent.llama_server import DEFAULT_N_CTX, DEFAULT_SYSTEM, QWEN_SYSTEM, shared_server
+from mathagent.agent.models import DEFAULT_MODEL, is_bundled, model_path
 
 __all__ = [
     "Backend",
@@ -35,10 +40,6 @@ SERVER_KEYS = ("n_ctx", "n_threads", "startup_timeout", "port", "chat_format")
 
 def bundled_backend(model: str | os.PathLike[str] | None = None, **kw: Any) -> Backend:
     """An OpenAI-compatible backend on a (process-shared) llama.cpp server running a bundled model or GGUF."""
-    from mathagent.agent.backends.openai_backend import OpenAIBackend
-    from mathagent.agent.llama_server import DEFAULT_N_CTX, DEFAULT_SYSTEM, QWEN_SYSTEM, shared_server
-    from mathagent.agent.models import DEFAULT_MODEL
-
     name = str(model or DEFAULT_MODEL)
     server_kw = {k: kw.pop(k) for k in SERVER_KEYS if k in kw}
     server_kw.setdefault("n_ctx", DEFAULT_N_CTX)
@@ -59,30 +60,21 @@ def make_backend(
     **kw: Any,
 ) -> Backend:
     """Build the backend a user means by ``--model`` / ``--base-url`` / ``--backend`` (see module doc)."""
-    from mathagent.agent.models import is_bundled
-
     kind = (backend or os.environ.get("MATHAGENT_BACKEND") or "").lower() or None
     if kind not in (None, "openai", "transformers", "scripted", "llama", "llamacpp"):
         raise BackendError(f"unknown backend {backend!r}; use openai, transformers, llama or scripted")
     if kind == "scripted":
-        from mathagent.agent.backends import scripted
-
         return scripted.ScriptedBackend(**kw)  # type: ignore[no-any-return]
     path = Path(model).expanduser() if model else None
     if kind == "transformers" or (
         kind is None and base_url is None and path is not None and (path / "config.json").is_file()
     ):
-        from mathagent.agent.backends.transformers_backend import TransformersBackend
-        from mathagent.agent.models import model_path
-
         if model is None:
             raise BackendError("the transformers backend needs --model (a directory or a .gguf file)")
         target = model_path(model) if is_bundled(model) else path
         assert target is not None
         return TransformersBackend(target, **kw)
     if base_url:
-        from mathagent.agent.backends.openai_backend import OpenAIBackend
-
         return OpenAIBackend(model=model, base_url=base_url, **kw)
     is_gguf = path is not None and path.suffix == ".gguf" and path.is_file()
     env_url = os.environ.get("OPENAI_BASE_URL")
@@ -90,6 +82,4 @@ def make_backend(
         if model is not None and not (is_bundled(model) or is_gguf):
             raise BackendError(f"{model!r} is neither a bundled model name nor a .gguf file")
         return bundled_backend(str(path) if is_gguf else model, **kw)
-    from mathagent.agent.backends.openai_backend import OpenAIBackend
-
     return OpenAIBackend(model=model, base_url=env_url, **kw)

@@ -39,6 +39,7 @@ from mathagent.agent.backends.base import (
     ToolCall,
 )
 from mathagent.agent.backends.retry import GarbageResponse, RetryPolicy, WaitFn, call_with_retries
+from mathagent.agent.llama_server import apply_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,6 @@ class OpenAIBackend:
         self.gguf_path = Path(gguf_path) if gguf_path else None
         self.server = server
         if chat_template == "chatml":
-            from mathagent.agent.llama_server import apply_chat_template
-
             # An instance attribute, so ``hasattr(backend, "render_chat")`` tells whether it is usable.
             self.render_chat = functools.partial(apply_chat_template, default_system=default_system)
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -11,11 +11,13 @@ and parameter set is recorded in :attr:`ScriptedBackend.calls`.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Union
 
 from mathagent.agent.backends.base import (
@@ -25,6 +27,7 @@ from mathagent.agent.backends.base import (
     Message,
     Prompt,
     TokenCallback,
+    ToolCall,
 )
 
 Turn = Union[str, Completion, Callable[[Prompt, GenerationParams], Union[str, Completion]]]
@@ -176,6 +179,50 @@ class ScriptedBackend:
         )
 
 
+def decode_turn(item: Any) -> str | Completion:
+    """One scripted turn from JSON: a string (the model's text) or an object ``{"text", "tool_calls",
+    "finish_reason"}`` whose tool calls are ``{"id", "name", "arguments"}`` (defaults: ``call_<i>``,
+    ``python``, ``""``)."""
+    if isinstance(item, str):
+        return item
+    if not isinstance(item, dict):
+        raise ValueError(f"a scripted turn is a string or an object, got {type(item).__name__}")
+    calls = tuple(
+        ToolCall(c.get("id", f"call_{i}"), c.get("name", "python"), c.get("arguments", ""))
+        for i, c in enumerate(item.get("tool_calls", ()))
+    )
+    return Completion(item.get("text", ""), item.get("finish_reason", "stop"), tool_calls=calls)
+
+
+def load_script(path: str | Path) -> dict[str, Any]:
+    """A script file: a JSON list of turns, or ``{"turns": [...], "default_format", "model", "latency_s"}``.
+
+    Turns are decoded with :func:`decode_turn`. Used by ``mathagent solve --script`` and the REPL
+    (env ``MATHAGENT_SCRIPT``); ``mathagent eval`` reads per-problem scripts (:class:`ScriptBook`).
+    """
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if isinstance(data, list):
+        data = {"turns": data}
+    if not isinstance(data, dict) or not isinstance(data.get("turns"), list):
+        raise ValueError(f"{path}: expected a JSON list of turns or an object with 'turns'")
+    return {**data, "turns": [decode_turn(t) for t in data["turns"]]}
+
+
+def script_backend(
+    path: str | Path, *, default_format: str | None = None, on_exhausted: str = "raise"
+) -> ScriptedBackend:
+    """A :class:`ScriptedBackend` replaying a script file (:func:`load_script`); ``default_format``
+    overrides the file's own."""
+    spec = load_script(path)
+    return ScriptedBackend(
+        spec["turns"],
+        model=spec.get("model", "scripted"),
+        default_format=default_format or spec.get("default_format", "markdown"),
+        latency_s=float(spec.get("latency_s", 0.0)),
+        on_exhausted=on_exhausted,
+    )
+
+
 class ScriptBook:
     """Scripted turns per problem (and per sample) from a JSONL file, for ``--backend scripted``.
 
@@ -186,9 +233,6 @@ class ScriptBook:
     """
 
     def __init__(self, path: str | None) -> None:
-        import json
-        from pathlib import Path
-
         self.rows: dict[str, dict[str, Any]] = {}
         if path:
             for line in Path(path).read_text(encoding="utf-8").splitlines():
@@ -211,6 +255,7 @@ class ScriptBook:
             turns = list(samples[sample_index]) if sample_index < len(samples) else []
         else:
             turns = list(row.get("turns", []))
+        turns = [decode_turn(t) if isinstance(t, dict) else t for t in turns]
         return ScriptedBackend(
             turns, default_format=fmt, on_exhausted="empty", latency_s=float(row.get("latency_s", 0.0))
         )

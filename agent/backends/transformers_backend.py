@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mathagent.agent.backends.base import BackendError, Completion, GenerationParams, Prompt, TokenCallback
+from mathagent.agent.cache import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ def manifest_format(directory: str | os.PathLike[str]) -> str | None:
 
 
 def hf_cache_dir() -> Path:
-    root = os.environ.get("MATHAGENT_CACHE_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "mathagent") / "hf"
+    """Where GGUF models are kept once converted to plain model folders (``<cache>/hf``)."""
+    return cache_dir("hf")
 
 
 def gguf_digest(path: Path) -> str:

@@ -67,10 +67,6 @@ class TraceFormat(abc.ABC):
         """Split one generation into prose, a code block to run, and whether the message ended."""
 
     @abc.abstractmethod
-    def render_execution(self, view: str) -> str:
-        """An execution view as it appears in this format's text (used in raw prompts and renders)."""
-
-    @abc.abstractmethod
     def render_steps(self, problem: str, steps: Sequence[Step], system_prompt: str = "") -> Any:
         """A whole trace (problem + steps) as this format writes it: a string or a message list."""
 

@@ -120,9 +120,6 @@ class MarkdownFormat(TraceFormat):
             return Generation(text=prose, finished=True)
         return Generation(text=prose, code=code)
 
-    def render_execution(self, view: str) -> str:
-        return _output_block(view) + "\n"
-
     def render_steps(self, problem: str, steps: Sequence[Step], system_prompt: str = "") -> str:
         """The assistant's whole message (as in ToRA's ``code[0]``); the problem is not included."""
         return self.body(steps)

@@ -96,9 +96,6 @@ class MathCoderFormat(TraceFormat):
         finished = ended or not joined.strip() or finish == "length"
         return Generation(text=joined, finished=finished)
 
-    def render_execution(self, view: str) -> str:
-        return f"{EXECUTION}{view}{END_BLOCK}"
-
     def render_steps(self, problem: str, steps: Sequence[Step], system_prompt: str = "") -> str:
         head = _message(SYSTEM, system_prompt) if system_prompt else ""
         return head + _message(USER, problem) + ASSISTANT + blocks(steps) + END_MESSAGE

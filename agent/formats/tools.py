@@ -92,9 +92,6 @@ class ToolsFormat(TraceFormat):
             return Generation(text=text[: text.index("<tool_call>")].strip(), unclosed_code=True)
         return Generation(text=text.strip(), finished=True)
 
-    def render_execution(self, view: str) -> str:
-        return view
-
     def render_steps(self, problem: str, steps: Sequence[Step], system_prompt: str = "") -> list[Message]:
         msgs: list[Message] = []
         if system_prompt:

@@ -39,7 +39,6 @@ def load_prompt(name: str) -> SystemPrompt:
     return SystemPrompt(name, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
-def custom_prompt(text: str, name: str = "custom") -> SystemPrompt:
-    """A prompt given as text (e.g. from a file the user passed), hashed the same way."""
-    text = text.rstrip()
-    return SystemPrompt(name, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+def prompt_hashes() -> dict[str, str]:
+    """``{name: sha256}`` of every shipped prompt, hashed as :func:`load_prompt` hashes it (for run headers)."""
+    return {name: load_prompt(name).sha256 for name in available()}

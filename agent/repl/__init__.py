@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from mathagent.agent.repl.app import main as _main
+
 
 def main(argv: list[str] | None = None) -> int:
     """Open the REPL; ``argv`` are ``mathagent solve``'s options (no problem)."""
-    from mathagent.agent.repl.app import main as _main
-
     return _main(argv)
 
 

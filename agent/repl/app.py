@@ -18,6 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.cli_solve import build_parser
+from mathagent.agent.config import AgentConfig
+from mathagent.agent.grading.voting import majority_vote, weighted_vote
+from mathagent.agent.loop import solve, solve_k
+from mathagent.agent.render import answer_renderable, footer
 from mathagent.agent.repl.commands import CommandError, completions, help_rows, is_command, run_command
 from mathagent.agent.repl.display import StreamView, TableView, badge
 from mathagent.agent.repl.recorder import EventRecorder
@@ -33,32 +38,6 @@ log = logging.getLogger(__name__)
 PROMPT = "math> "
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The REPL's options: the same flags as ``mathagent solve`` (which hands its argv over)."""
-    p = argparse.ArgumentParser(prog="mathagent solve", description="Interactive math agent REPL.")
-    p.add_argument("--k", "-k", type=int, default=1, help="samples per problem")
-    p.add_argument("--model", "-m", default=None, help="bundled model name, GGUF path, or server model id")
-    p.add_argument("--backend", choices=("openai", "transformers", "llama", "scripted"), default=None)
-    p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
-    p.add_argument("--temperature", "-t", type=float, default=0.0)
-    p.add_argument("--format", choices=("markdown", "mathcoder", "tools"), default=None)
-    p.add_argument(
-        "--verify", action=argparse.BooleanOptionalAction, default=True, help="self-verify with code"
-    )
-    p.add_argument(
-        "--rounds", "--max-rounds", dest="rounds", type=int, default=6, help="most code executions"
-    )
-    p.add_argument("--max-tokens", type=int, default=None, help="most tokens per model call")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per code cell")
-    p.add_argument("--system-prompt", default=None, help="shipped system prompt name")
-    p.add_argument("--vote", choices=("weighted", "majority"), default="weighted")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--pool-size", type=int, default=2, help="warm kernels kept ready")
-    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # only meaningful with a problem
-    p.add_argument("--script", default=None, help=argparse.SUPPRESS)  # test hook; env MATHAGENT_SCRIPT
-    return p
-
-
 def settings_from_args(args: argparse.Namespace) -> ReplSettings:
     return ReplSettings(
         k=max(1, args.k),
@@ -68,7 +47,7 @@ def settings_from_args(args: argparse.Namespace) -> ReplSettings:
         temperature=args.temperature if args.temperature is not None else 0.0,
         format=args.format,
         verify=args.verify,
-        rounds=args.rounds,
+        rounds=args.max_rounds,
         vote=args.vote,
         seed=args.seed,
         script=args.script or os.environ.get("MATHAGENT_SCRIPT") or None,
@@ -77,8 +56,6 @@ def settings_from_args(args: argparse.Namespace) -> ReplSettings:
 
 def base_config(args: argparse.Namespace) -> Any:
     """AgentConfig fields the REPL has no command for, taken from the flags once."""
-    from mathagent.agent.config import AgentConfig
-
     changes = {
         "max_tokens": args.max_tokens,
         "cell_timeout": args.timeout,
@@ -307,8 +284,6 @@ class Repl:
             self.task = None
 
     async def _solve(self, problem: str, s: ReplSettings) -> None:
-        from mathagent.agent.loop import solve, solve_k
-
         try:
             ready = await self._ready()
         except asyncio.CancelledError:
@@ -352,15 +327,11 @@ class Repl:
         self.last = traces
 
     def _vote_fn(self) -> Any:
-        from mathagent.evals.voting import majority_vote, weighted_vote
-
         if self.settings.vote == "majority":
             return lambda samples: majority_vote(samples)
         return lambda samples: weighted_vote(samples)
 
     def show_result(self, traces: list[Trace]) -> None:
-        from mathagent.agent.render import answer_renderable, footer
-
         if len(traces) == 1:
             t = traces[0]
             line = Text("answer: ", style="bold")

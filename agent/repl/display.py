@@ -1,7 +1,6 @@
 """Live display of a running problem: streamed text, highlighted code, execution panels, badges, k table.
 
-Both views take the loop's events (``TextDelta``, ``CodeEvent``, ``ExecutionEvent``, ``AnswerEvent``,
-``VerificationEvent``; matched by class name so this module does not import the loop) through
+Both views take the loop's events (:mod:`mathagent.agent.events`, dispatched on their types) through
 :meth:`handle`, from the event-loop thread. :class:`StreamView` (k = 1) prints finished pieces
 permanently and keeps only the text being written in a small ``rich.live`` region;
 :class:`TableView` (k > 1) keeps a live table of samples.
@@ -14,6 +13,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mathagent.agent.events import (
+    AnswerEvent,
+    CodeEvent,
+    Event,
+    ExecutionEvent,
+    TextDelta,
+    VerificationEvent,
+)
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
@@ -91,10 +98,6 @@ def code_panel(code: str, round_no: int = 0, *, partial: bool = False) -> Panel:
     return Panel(syntax, title=title, title_align="left", border_style="cyan")
 
 
-def _kind(event: Any) -> str:
-    return type(event).__name__
-
-
 class StreamView:
     """k = 1: the model's text as it arrives, each code block and result printed as it completes."""
 
@@ -145,19 +148,18 @@ class StreamView:
             self._print(Text(prose))
         self._refresh()
 
-    def handle(self, event: Any) -> None:
-        kind = _kind(event)
-        if kind == "TextDelta":
+    def handle(self, event: Event) -> None:
+        if isinstance(event, TextDelta):
             self.buffer += event.text
             self._refresh()
-        elif kind == "CodeEvent":
+        elif isinstance(event, CodeEvent):
             self.flush()
             self.rounds = event.round
             self._print(code_panel(event.code, event.round))
-        elif kind == "ExecutionEvent":
+        elif isinstance(event, ExecutionEvent):
             self.flush()
             self._print(exec_panel(event.result, event.round))
-        elif kind == "VerificationEvent":
+        elif isinstance(event, VerificationEvent):
             self.flush()
             r = event.round
             line = Text("verification round ", style="bold")
@@ -167,7 +169,7 @@ class StreamView:
             if r.reason:
                 line.append(f"  {r.reason}", style="dim")
             self._print(line)
-        elif kind == "AnswerEvent":
+        elif isinstance(event, AnswerEvent):
             self.flush()
 
 
@@ -235,27 +237,26 @@ class TableView:
             )
         return Group(table, self.vote_line())
 
-    def handle(self, event: Any) -> None:
-        kind = _kind(event)
-        i = getattr(event, "sample_index", 0)
+    def handle(self, event: Event) -> None:
+        i = event.sample_index
         if not 0 <= i < self.k:
             return
         row = self.rows[i]
-        if kind == "TextDelta":
+        if isinstance(event, TextDelta):
             if row["status"] == "waiting" or row["status"].startswith("running"):
                 row["status"] = "writing"
             row["last"] = (row["last"] + event.text).replace("\n", " ")[-80:]
-        elif kind == "CodeEvent":
+        elif isinstance(event, CodeEvent):
             row["status"] = f"running code ({event.round + 1})"
-        elif kind == "ExecutionEvent":
+        elif isinstance(event, ExecutionEvent):
             row["rounds"] = event.round + 1
             r = event.result
             row["status"] = "timeout" if r.timed_out else ("code error" if r.error else "writing")
-        elif kind == "AnswerEvent":
+        elif isinstance(event, AnswerEvent):
             row["answer"] = event.answer
-            reason = str(getattr(event.stop_reason, "value", event.stop_reason))
+            reason = event.stop_reason.value
             row["status"] = "answered" if reason == "answered" else f"stopped: {reason}"
-        elif kind == "VerificationEvent":
+        elif isinstance(event, VerificationEvent):
             row["state"] = _state(event.round.state)
             row["answer"] = event.round.answer if event.round.answer is not None else row["answer"]
             row["status"] = f"verifying ({event.round.round + 1})"

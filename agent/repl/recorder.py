@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mathagent.agent.events import CodeEvent, Event, ExecutionEvent, TextDelta
 from mathagent.agent.repl.display import clean_prose, split_code
 from mathagent.agent.trace import Step, StepKind, StopReason, Trace
 
@@ -26,17 +27,16 @@ class EventRecorder:
             self.steps[i].append(Step(StepKind.TEXT, prose))
         self.buffers[i] = ""
 
-    def handle(self, event: Any) -> None:
-        i = getattr(event, "sample_index", 0)
+    def handle(self, event: Event) -> None:
+        i = event.sample_index
         if not 0 <= i < len(self.steps):
             return
-        kind = type(event).__name__
-        if kind == "TextDelta":
+        if isinstance(event, TextDelta):
             self.buffers[i] += event.text
-        elif kind == "CodeEvent":
+        elif isinstance(event, CodeEvent):
             self._flush(i)
             self.steps[i].append(Step(StepKind.CODE, event.code))
-        elif kind == "ExecutionEvent":
+        elif isinstance(event, ExecutionEvent):
             self._flush(i)
             self.steps[i].append(Step(StepKind.EXECUTION, event.view, execution=event.result))
 

@@ -13,102 +13,29 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import inspect
-import json
 import logging
 import threading
-from pathlib import Path
 from typing import Any
 
+from mathagent.agent.backends import make_backend
+from mathagent.agent.backends.base import Backend
+from mathagent.agent.backends.scripted import script_backend
 from mathagent.agent.repl.settings import ReplSettings
+from mathagent.sandbox.pool import KernelPool
 
 log = logging.getLogger(__name__)
 
 
-def load_script(path: str | Path) -> dict[str, Any]:
-    """A scripted-backend file: a JSON list of turns, or ``{"turns": [...], "default_format": ...}``.
-
-    A turn is a string (the model's text, cut at stop strings like a real server) or an object
-    ``{"text": ..., "tool_calls": [...], "finish_reason": ...}`` (the format ``mathagent solve --script``
-    reads too).
-    """
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    if isinstance(data, list):
-        data = {"turns": data}
-    if not isinstance(data, dict) or not isinstance(data.get("turns"), list):
-        raise ValueError(f"{path}: expected a JSON list of turns or an object with 'turns'")
-    return data
-
-
-def build_scripted(path: str | Path) -> Any:
-    from mathagent.agent.backends.base import Completion, ToolCall
-    from mathagent.agent.backends.scripted import ScriptedBackend
-
-    def turn(t: Any) -> Any:
-        if isinstance(t, str):
-            return t
-        calls = tuple(
-            ToolCall(c.get("id", f"call_{i}"), c.get("name", "python"), c.get("arguments", ""))
-            for i, c in enumerate(t.get("tool_calls", ()))
-        )
-        return Completion(t.get("text", ""), t.get("finish_reason", "stop"), tool_calls=calls)
-
-    spec = load_script(path)
-    turns = [turn(t) for t in spec["turns"]]
-    return ScriptedBackend(
-        turns,
-        model=spec.get("model", "scripted"),
-        default_format=spec.get("default_format", "markdown"),
-        latency_s=float(spec.get("latency_s", 0.0)),
-    )
-
-
-def build_backend(settings: ReplSettings) -> Any:
+def build_backend(settings: ReplSettings) -> Backend:
     """A backend for ``settings`` (blocking: may assemble a model and start a llama.cpp server)."""
     if settings.script or settings.backend == "scripted":
         if not settings.script:
             raise ValueError("the scripted backend needs a script file (--script FILE or MATHAGENT_SCRIPT)")
-        return build_scripted(settings.script)
-    try:
-        from mathagent.agent.backends import make_backend  # type: ignore[attr-defined]
-    except ImportError:
-        make_backend = None
-    if make_backend is not None:
-        backend = make_backend(model=settings.model, base_url=settings.base_url, backend=settings.backend)
-        if inspect.isawaitable(backend):
-            backend = asyncio.run(backend)  # a worker thread: no loop is running here
-        return backend
-    return _fallback_backend(settings)
+        return script_backend(settings.script)
+    return make_backend(model=settings.model, base_url=settings.base_url, backend=settings.backend)
 
 
-def _fallback_backend(settings: ReplSettings) -> Any:
-    """Used only until ``make_backend`` exists: a server URL, or the bundled llama.cpp server."""
-    import os
-
-    from mathagent.agent.backends.openai_backend import OpenAIBackend
-
-    if settings.backend == "transformers":
-        raise ValueError("the transformers backend is not available in this build")
-    url = settings.base_url or os.environ.get("OPENAI_BASE_URL")
-    if url:
-        return OpenAIBackend(model=settings.model, base_url=url)
-    from mathagent.agent.llama_server import LlamaServer
-    from mathagent.agent.models import DEFAULT_MODEL
-
-    server = LlamaServer(settings.model or DEFAULT_MODEL).start()
-    return OpenAIBackend(
-        model=server.alias,
-        base_url=server.base_url,
-        chat_template="chatml",
-        gguf_path=server.path,
-        server=server,
-        context_window=getattr(server, "n_ctx", None),
-    )
-
-
-def build_pool(size: int) -> Any:
-    from mathagent.sandbox import KernelPool
-
+def build_pool(size: int) -> KernelPool:
     return KernelPool(size=size)
 
 

@@ -7,15 +7,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.cache import cache_dir
+from mathagent.agent.config import AgentConfig
+from mathagent.agent.models import DEFAULT_MODEL
+
 BACKENDS = ("openai", "transformers", "llama", "scripted")
 FORMATS = ("markdown", "mathcoder", "tools")
 VOTES = ("weighted", "majority")
-
-
-def cache_dir() -> Path:
-    """``$MATHAGENT_CACHE_DIR``, else ``~/.cache/mathagent``."""
-    env = os.environ.get("MATHAGENT_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "mathagent"
 
 
 def history_path() -> Path:
@@ -77,8 +75,6 @@ class ReplSettings:
 
     def agent_config(self, base: Any = None) -> Any:
         """The loop's AgentConfig for these settings (``base`` supplies the fields the REPL leaves alone)."""
-        from mathagent.agent.config import AgentConfig
-
         cfg = base if base is not None else AgentConfig()
         return cfg.with_(
             format=self.format,
@@ -100,6 +96,4 @@ class ReplSettings:
             return f"transformers ({self.model or 'default'})"
         if os.environ.get("OPENAI_BASE_URL") and not self.model:
             return f"openai server at {os.environ['OPENAI_BASE_URL']}"
-        from mathagent.agent.models import DEFAULT_MODEL
-
         return f"bundled llama.cpp ({self.model or DEFAULT_MODEL})"

@@ -7,7 +7,8 @@ import asyncio
 from mathagent.agent.backends.base import BackendError, Completion, GenerationParams, ToolCall
 from mathagent.agent.backends.scripted import ScriptedBackend
 from mathagent.agent.config import AgentConfig
-from mathagent.agent.loop import AnswerEvent, solve, solve_k
+from mathagent.agent.events import AnswerEvent
+from mathagent.agent.loop import solve, solve_k
 from mathagent.agent.prompts import load_prompt
 from mathagent.agent.trace import StepKind, StopReason, Trace
 

@@ -9,7 +9,8 @@ import pytest
 from mathagent.agent.backends.base import Completion, ToolCall
 from mathagent.agent.backends.scripted import ScriptedBackend
 from mathagent.agent.config import AgentConfig
-from mathagent.agent.loop import CodeEvent, ExecutionEvent, solve
+from mathagent.agent.events import CodeEvent, ExecutionEvent
+from mathagent.agent.loop import solve
 from mathagent.agent.trace import StepKind, StopReason, Trace, VerificationState
 
 pytestmark = pytest.mark.kernel

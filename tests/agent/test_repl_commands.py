@@ -115,7 +115,7 @@ def test_display_helpers():
 
 
 def test_recorder_rebuilds_a_cancelled_trace():
-    from mathagent.agent.loop import CodeEvent, ExecutionEvent, TextDelta
+    from mathagent.agent.events import CodeEvent, ExecutionEvent, TextDelta
     from mathagent.sandbox.base import ExecResult
 
     rec = EventRecorder(1)

@@ -32,7 +32,7 @@ def jsonl(path) -> list[dict]:
 
 def test_generate_and_interpolate_on_the_bundled_model(server, shared_data, tmp_path, capsys):
     import datasets
-    from mathagent.evals.grading import is_equivalent
+    from mathagent.agent.grading import is_equivalent
     from mathagent.training.cli_generate import main as generate_main
 
     # at most 4 rounds keeps this real run to minutes on 2 cores (verification is off, generate's default)

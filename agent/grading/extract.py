@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from mathagent.evals.grading.normalize import find_brace_group, normalize_answer
-from mathagent.evals.grading.policy import GradingPolicy, policy_for
+from mathagent.agent.grading.normalize import find_brace_group, normalize_answer
+from mathagent.agent.grading.policy import GradingPolicy, policy_for
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _ANSWER_IS_RE = re.compile(

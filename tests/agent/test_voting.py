@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 from itertools import combinations
 
 import pytest
-from mathagent.agent.trace import Step, StepKind, Trace, VerificationRound, VerificationState
-from mathagent.evals.voting import (
+from mathagent.agent.grading.voting import (
     MAJORITY,
     Sample,
     Weights,
-    add_voting_args,
     claimed_outputs,
     exact_cluster_fn,
     majority_vote,
@@ -25,6 +22,7 @@ from mathagent.evals.voting import (
     vote_accuracy_at_k,
     weighted_vote,
 )
+from mathagent.agent.trace import Step, StepKind, Trace, VerificationRound, VerificationState
 from mathagent.sandbox.base import ExecResult
 
 T, U, F = VerificationState.TRUE, VerificationState.UNCERTAIN, VerificationState.FALSE
@@ -143,7 +141,7 @@ def test_cluster_fn_length_is_checked():
     ],
 )
 def test_vote_groups_by_equivalence_with_real_grader(samples, dataset, winner_in):
-    pytest.importorskip("mathagent.evals.grading")
+    pytest.importorskip("mathagent.agent.grading")
     r = weighted_vote(samples, dataset=dataset)
     assert r.winner in winner_in
     assert majority_vote(samples, dataset=dataset).winner in winner_in
@@ -279,13 +277,3 @@ def test_state_stats_precision():
     d = st.to_dict()
     assert d["counts"] == {"T": 2, "U": 1, "F": 1, "none": 1} and d["precision"]["none"] == 0.0
     assert state_stats([], []).precision("T") is None
-
-
-def test_add_voting_args():
-    p = add_voting_args(argparse.ArgumentParser())
-    a = p.parse_args(["--k", "8", "--no-verify", "--weights", "1,0.5,0.2", "--max-revisions", "3"])
-    assert (a.k, a.verify, a.weights, a.max_revisions, a.prune) == (8, False, Weights(1, 0.5, 0.2), 3, True)
-    a = p.parse_args([])
-    assert a.k == 1 and a.weights == Weights()
-    with pytest.raises(SystemExit):
-        p.parse_args(["--weights", "1,2"])

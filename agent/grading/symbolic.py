@@ -4,6 +4,9 @@ Parsing: ``latex2sympy2_extended.latex2sympy`` for LaTeX, sympy's ``parse_expr``
 (``sqrt(2)/2``). Decimals are rewritten as exact fractions before parsing, so nothing is rounded.
 Equal means: ``simplify(a - b) == 0``, or, for constant expressions, ``|a - b|`` below 1e-40 relative at
 60 significant digits (so 1/2^99 and 1/2^98 stay different). Equations compare ``lhs - rhs`` up to sign.
+
+sympy and latex2sympy are imported inside the functions (lazy, for start-up speed): importing this
+module stays cheap for processes that never compare symbolically.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+
+from mathagent.agent.grading.numbers import parse_number, rounded_places
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +98,6 @@ def _rel_zero(a: Any, b: Any) -> bool:
 def _rounded_match(lit: str, other: Any) -> bool:
     """``lit`` is a decimal with >= 6 significant digits and ``other`` (constant) rounds to it."""
     import sympy
-    from mathagent.evals.grading.numbers import parse_number, rounded_places
 
     places = rounded_places(lit)
     if places is None or other.free_symbols:

@@ -17,11 +17,11 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from mathagent.evals.grading.guards import is_safe
-from mathagent.evals.grading.normalize import normalize_answer
-from mathagent.evals.grading.numbers import numbers_equal, parse_number, rounded_places, rounds_to
-from mathagent.evals.grading.policy import GradingPolicy, policy_for
-from mathagent.evals.grading.worker import bounded_sympy_equal
+from mathagent.agent.grading.guards import is_safe
+from mathagent.agent.grading.normalize import normalize_answer
+from mathagent.agent.grading.numbers import numbers_equal, parse_number, rounded_places, rounds_to
+from mathagent.agent.grading.policy import GradingPolicy, policy_for
+from mathagent.agent.grading.worker import bounded_sympy_equal
 
 _OPEN = {"(": ")", "[": "]", "\\{": "\\}"}
 

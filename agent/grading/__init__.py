@@ -10,11 +10,11 @@ Public API::
     GradingPolicy, policy_for(dataset)
 """
 
-from mathagent.evals.grading.equivalence import cluster_answers, is_equivalent
-from mathagent.evals.grading.extract import extract_answer, find_boxed, last_boxed
-from mathagent.evals.grading.gold import gold_answer, load_math_annotations
-from mathagent.evals.grading.normalize import normalize_answer
-from mathagent.evals.grading.policy import DATASETS, GradingPolicy, policy_for
+from mathagent.agent.grading.equivalence import cluster_answers, is_equivalent
+from mathagent.agent.grading.extract import extract_answer, find_boxed, last_boxed
+from mathagent.agent.grading.gold import gold_answer, load_math_annotations
+from mathagent.agent.grading.normalize import normalize_answer
+from mathagent.agent.grading.policy import DATASETS, GradingPolicy, policy_for
 
 __all__ = [
     "DATASETS",

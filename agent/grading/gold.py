@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mathagent.evals.grading.extract import last_boxed
+from mathagent.agent.grading.extract import last_boxed
 
 
 def _num_str(v: Any) -> str:

@@ -21,15 +21,16 @@ falls back to the unpruned set (``VoteResult.pruned_fallback``), so there is alw
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
-from mathagent.agent.trace import VerificationState
+from mathagent.agent.grading.equivalence import cluster_answers
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,15 @@ _EPS = 1e-9
 PRUNE_NO_ANSWER = "no_answer"
 PRUNE_NO_CODE = "no_code"
 PRUNE_FABRICATED_OUTPUT = "fabricated_output"
+
+
+class VerificationState(str, enum.Enum):
+    """Outcome of one code-based self-verification round (CSV): the check confirmed, could not
+    decide, or refuted the answer. Stored in traces as ``T`` / ``U`` / ``F``."""
+
+    TRUE = "T"
+    UNCERTAIN = "U"
+    FALSE = "F"
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,23 @@ class Weights:
         return cls(float(d["true"]), float(d["uncertain"]), float(d["false"]))
 
 
+class TraceLike(Protocol):
+    """What voting reads from a trace (:class:`mathagent.agent.trace.Trace` has it); duck-typed so this
+    library imports nothing else from mathagent."""
+
+    @property
+    def steps(self) -> Sequence[Any]:
+        """Steps with ``kind`` (``text``/``code``/``execution``), ``content`` and ``execution``
+        (an object with ``stdout``, ``stderr``, ``result`` and ``error``, or None)."""
+        ...
+
+    @property
+    def final_answer(self) -> str | None: ...
+
+    @property
+    def verification_state(self) -> VerificationState | None: ...
+
+
 MAJORITY = Weights(1.0, 1.0, 1.0)
 """Weights that turn the weighted vote into plain majority voting."""
 
@@ -122,7 +149,7 @@ class Sample:
             object.__setattr__(self, "state", VerificationState(self.state))
 
     @classmethod
-    def from_trace(cls, trace: Any) -> Sample:
+    def from_trace(cls, trace: TraceLike) -> Sample:
         """Build from a :class:`mathagent.agent.trace.Trace`."""
         return cls(
             answer=trace.final_answer,
@@ -206,8 +233,6 @@ class VoteResult:
 
 def grader_cluster_fn(dataset: str = "math") -> ClusterFn:
     """The grader's equivalence clustering for ``dataset``."""
-    from mathagent.evals.grading import cluster_answers
-
     return lambda answers: list(cluster_answers(answers, dataset))
 
 
@@ -245,12 +270,12 @@ def claimed_outputs(text: str) -> list[str]:
     return out
 
 
-def trace_ran_code(trace: Any) -> bool:
+def trace_ran_code(trace: TraceLike) -> bool:
     """At least one code cell of the trace was executed."""
     return any(getattr(s.kind, "value", s.kind) == "execution" for s in trace.steps)
 
 
-def trace_fabricates_output(trace: Any) -> bool:
+def trace_fabricates_output(trace: TraceLike) -> bool:
     """The model's own text states an output block that appears in no execution of the trace."""
     produced = []
     for s in trace.steps:
@@ -537,39 +562,3 @@ def state_stats(samples: Sequence[SampleLike], correct: Sequence[bool]) -> State
         counts[key] = counts.get(key, 0) + 1
         right[key] = right.get(key, 0) + bool(c)
     return StateStats(counts, right)
-
-
-def add_voting_args(parser: Any) -> Any:
-    """Add ``--k``, ``--verify/--no-verify``, ``--max-revisions``, ``--weights``, ``--prune/--no-prune``."""
-    import argparse
-
-    from mathagent.agent.config import AgentConfig
-
-    defaults = AgentConfig()
-    g = parser.add_argument_group("sampling and voting")
-    g.add_argument("--k", type=int, default=1, help="samples per problem to vote over (default 1)")
-    g.add_argument(
-        "--verify",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.verify,
-        help="code-based self-verification after each answer (CSV); revise when it comes out False",
-    )
-    g.add_argument(
-        "--max-revisions",
-        type=int,
-        default=defaults.max_revisions,
-        help=f"revise-and-reverify rounds after a False (default {defaults.max_revisions})",
-    )
-    g.add_argument(
-        "--weights",
-        type=Weights.parse,
-        default=Weights(),
-        help=f"vote weights w_T,w_U,w_F for verification states (default {Weights()}; 1,1,1 = majority)",
-    )
-    g.add_argument(
-        "--prune",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="drop samples with no answer, no executed code or invented outputs before voting",
-    )
-    return parser

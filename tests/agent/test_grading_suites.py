@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from mathagent.evals.grading import extract_answer, is_equivalent, normalize_answer
+from mathagent.agent.grading import extract_answer, is_equivalent, normalize_answer
 
 MV = "grader_cases_mathverify.jsonl"
 HE = "grader_cases_hendrycks.jsonl"

@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 
+from mathagent.agent.grading.symbolic import sympy_equal
+
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 60.0
@@ -37,7 +39,7 @@ class _Worker:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mathagent.evals.grading.worker"],
+            [sys.executable, "-m", "mathagent.agent.grading.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -93,7 +95,6 @@ class _Pool:
         self._idle: queue.Queue[_Worker | None] = queue.Queue()
         for _ in range(size):
             self._idle.put(None)  # lazily started
-        self._broken = False
         self._lock = threading.Lock()
 
     def compare(self, a: str, b: str, timeout: float, rounded: bool = True) -> bool | None:
@@ -140,21 +141,16 @@ def _get_pool() -> _Pool:
 def bounded_sympy_equal(a: str, b: str, timeout: float, rounded: bool = True) -> bool | None:
     """``symbolic.sympy_equal(a, b)`` with a deadline; None when the deadline passed."""
     if os.environ.get("MATHAGENT_GRADER_INLINE") == "1":
-        from mathagent.evals.grading.symbolic import sympy_equal
-
         return sympy_equal(a, b, rounded)
     try:
         return _get_pool().compare(a, b, timeout, rounded)
     except OSError:
-        from mathagent.evals.grading.symbolic import sympy_equal
-
         return sympy_equal(a, b, rounded)
 
 
 def _serve() -> None:
     """Worker main loop: read ``[a, b]`` lines, answer ``true``/``false`` lines."""
-    import sympy  # noqa: F401 - warm the import before the first request
-    from mathagent.evals.grading.symbolic import sympy_equal
+    import sympy  # noqa: F401 - lazy: warm sympy's import in the worker before the first request
 
     out = sys.stdout
     out.write("ready\n")

@@ -6,7 +6,7 @@ import json
 import threading
 
 import pytest
-from mathagent.evals.grading import (
+from mathagent.agent.grading import (
     cluster_answers,
     extract_answer,
     gold_answer,
@@ -180,7 +180,7 @@ def test_hostile_inputs_return_from_a_thread():
 
 def test_worker_deadline_kills_and_recovers():
     """A comparison past its deadline answers None (unequal); the next call gets a fresh worker."""
-    from mathagent.evals.grading.worker import bounded_sympy_equal
+    from mathagent.agent.grading.worker import bounded_sympy_equal
 
     assert bounded_sympy_equal(r"\sqrt{8}", r"2\sqrt{2}", 60) is True  # warm a worker
     slow = r"\left(x+1\right)^{60} - \left(x+2\right)^{60}"

@@ -1,0 +1,143 @@
+"""The flags every agent command shares, defined once: ``solve`` (and the REPL it opens), ``eval``
+and ``generate`` add them from :data:`FLAGS` with :func:`add_agent_flags`.
+
+A command picks the flags it takes and may change a default (``eval`` seeds with 0, ``solve`` with
+none) or the help text (the ``--script`` file formats differ); names, types, choices and the meaning
+stay the same everywhere. Help texts are plain text: argparse prints them as written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mathagent.agent.config import AgentConfig
+
+FORMATS = ("markdown", "mathcoder", "tools")
+"""Trace formats (``mathagent.agent.formats``)."""
+BACKENDS = ("openai", "transformers", "llama", "scripted")
+"""Backend kinds ``make_backend`` knows (it also takes ``llamacpp`` for ``llama``)."""
+VOTES = ("weighted", "majority")
+"""How k samples are combined."""
+
+_DEFAULTS = AgentConfig()
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag: its spellings and ``add_argument`` keywords."""
+
+    names: tuple[str, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+FLAGS: dict[str, Flag] = {
+    "model": Flag(
+        ("--model", "-m"),
+        {
+            "default": None,
+            "help": "bundled model name (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, smollm2-135m), a GGUF file, "
+            "a model folder, or the model id a server knows (default: the bundled qwen2.5-coder-1.5b)",
+        },
+    ),
+    "base_url": Flag(
+        ("--base-url",), {"default": None, "help": "OpenAI-compatible server URL (env OPENAI_BASE_URL)"}
+    ),
+    "backend": Flag(
+        ("--backend",),
+        {
+            "default": None,
+            "help": f"backend kind: {', '.join(BACKENDS)} (default: inferred from --model / --base-url; "
+            "env MATHAGENT_BACKEND)",
+        },
+    ),
+    "format": Flag(
+        ("--format",),
+        {"choices": FORMATS, "default": None, "help": "trace format (default: the backend's own)"},
+    ),
+    "k": Flag(("--k", "-k"), {"type": int, "default": 1, "help": "samples per problem, voted over"}),
+    "temperature": Flag(
+        ("--temperature", "-t"),
+        {"type": float, "default": None, "help": "sampling temperature (default 0 for k=1, else 0.7)"},
+    ),
+    "seed": Flag(("--seed",), {"type": int, "default": None, "help": "sampling seed (sample i uses seed+i)"}),
+    "max_rounds": Flag(
+        ("--max-rounds", "--rounds"),
+        {
+            "dest": "max_rounds",
+            "type": int,
+            "default": _DEFAULTS.max_rounds,
+            "help": f"most code executions per sample (default {_DEFAULTS.max_rounds})",
+        },
+    ),
+    "max_tokens": Flag(
+        ("--max-tokens",),
+        {
+            "type": int,
+            "default": _DEFAULTS.max_tokens,
+            "help": f"most tokens per model call (default {_DEFAULTS.max_tokens})",
+        },
+    ),
+    "verify": Flag(
+        ("--verify",),
+        {
+            "action": argparse.BooleanOptionalAction,
+            "default": True,
+            "help": "code-based self-verification after an answer; revise when it comes out False",
+        },
+    ),
+    "timeout": Flag(
+        ("--timeout",),
+        {
+            "type": float,
+            "default": _DEFAULTS.cell_timeout,
+            "help": f"seconds one code cell may run (default {_DEFAULTS.cell_timeout:g})",
+        },
+    ),
+    "system_prompt": Flag(
+        ("--system-prompt",),
+        {"default": None, "help": "shipped system prompt name (default: the format's own)"},
+    ),
+    "concurrency": Flag(
+        ("--concurrency",), {"type": int, "default": 4, "help": "samples solved at the same time (default 4)"}
+    ),
+    "limit": Flag(("--limit",), {"type": int, "default": None, "help": "only the first N problems"}),
+    "shuffle": Flag(
+        ("--shuffle",), {"action": "store_true", "help": "shuffle the problems (seeded) before --limit"}
+    ),
+    "script": Flag(("--script",), {"default": None, "help": argparse.SUPPRESS}),
+    "vote": Flag(
+        ("--vote",),
+        {"choices": VOTES, "default": "weighted", "help": "how k samples are combined (default weighted)"},
+    ),
+}
+
+
+def add_agent_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    names: Iterable[str],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    helps: Mapping[str, str] | None = None,
+) -> None:
+    """Add the flags ``names`` (keys of :data:`FLAGS`), with per-command ``defaults`` and ``helps``."""
+    defaults, helps = defaults or {}, helps or {}
+    unknown = (set(defaults) | set(helps)) - set(names)
+    if unknown:
+        raise ValueError(f"defaults/helps for flags not added: {sorted(unknown)}")
+    for name in names:
+        flag = FLAGS[name]
+        kwargs = dict(flag.kwargs)
+        if name in defaults:
+            kwargs["default"] = defaults[name]
+        if name in helps:
+            kwargs["help"] = helps[name]
+        parser.add_argument(*flag.names, **kwargs)
+
+
+def plain(doc: str | None) -> str:
+    """A docstring made fit for ``--help``: reStructuredText double backticks become single ones."""
+    return re.sub(r"``(.+?)``", r"`\1`", doc or "")
