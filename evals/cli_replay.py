@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from mathagent.agent.flags import plain
 from mathagent.evals.replay import (
     REPORT_HEADER,
     build_report,
@@ -26,7 +27,7 @@ from mathagent.evals.runner import make_provider
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mathagent replay", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="mathagent replay", description=plain(__doc__.splitlines()[0]))
     p.add_argument("files", nargs="+", help="ToRA or MathCoder trace JSONL files (auto-detected)")
     p.add_argument("--limit", type=int, default=None, help="first N rows of each file")
     p.add_argument("--concurrency", type=int, default=4)

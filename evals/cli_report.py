@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mathagent.agent.flags import plain
 from mathagent.evals.report import write_report
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mathagent report", description=__doc__)
+    p = argparse.ArgumentParser(prog="mathagent report", description=plain(__doc__))
     p.add_argument("run_dir")
     p.add_argument("--out", default=None, help="output file (default: RUN_DIR/report.html)")
     args = p.parse_args(argv)

@@ -127,7 +127,7 @@ class RunDir:
                 if not force:
                     raise RunMismatch(
                         f"{run.path} holds a run with a different configuration "
-                        f"({_diff(old.get('identity', {}), identity)}); use another --run-dir, or --force to "
+                        f"({identity_diff(old.get('identity', {}), identity)}); use another --run-dir, or --force to "
                         "move the old files aside and start again"
                     )
                 stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -221,12 +221,13 @@ class RunDir:
         return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
 
 
-def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+def identity_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+    """Where two run identities differ, as ``key: old -> new`` items (for error messages)."""
     diffs = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
-            sub = _diff(a, b, f"{prefix}{k}.")
+            sub = identity_diff(a, b, f"{prefix}{k}.")
             if sub:
                 diffs.append(sub)
         elif a != b:

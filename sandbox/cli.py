@@ -34,7 +34,7 @@ def _selftest(config: SandboxConfig) -> dict[str, object]:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mathagent sandbox", description=__doc__)
+    p = argparse.ArgumentParser(prog="mathagent sandbox", description=(__doc__ or "").replace("``", "`"))
     p.add_argument("action", choices=["check"], help="check: report isolation and run a self-test")
     p.add_argument(
         "--level",

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mathagent.evals.runs import RunDir, _diff
+from mathagent.evals.runs import RunDir, identity_diff
 from mathagent.training import dedup
 from mathagent.training.filters import FilterConfig
 from mathagent.training.generate import DatasetInfo, build_dataset
@@ -77,7 +77,7 @@ def merge_runs(
     for r, ident in zip(runs[1:], idents[1:], strict=True):
         if merge_identity(ident) != ref:
             raise MergeError(
-                f"{r.path} is not a shard of the same generation as {runs[0].path}: {_diff(ref, merge_identity(ident))}"
+                f"{r.path} is not a shard of the same generation as {runs[0].path}: {identity_diff(ref, merge_identity(ident))}"
             )
     shards = [_shard(i) for i in idents]
     counts = sorted({int(s.split("/")[1]) for s in shards if s})

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.manifest import ModelManifest
 from mathagent.agent.trace import Trace
 from mathagent.training import masking
 from mathagent.training import tokens as T
@@ -27,8 +28,6 @@ from mathagent.training.export import AUTO_SYSTEM, trace_to_row
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "mathagent.json"
-MANIFEST_VERSION = 1
 TRACE_FORMAT = {"mathcoder": "mathcoder", "chat": "tools"}
 """Training format → the agent's trace format for the trained model."""
 
@@ -307,11 +306,4 @@ def save_model(trainer: Any, tok: Any, cfg: SFTRunConfig) -> None:
         gen.eos_token_id = sorted(eos)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    manifest = {
-        "format": fmt,
-        "stop": stop,
-        "schema_version": MANIFEST_VERSION,
-        "base_model": cfg.model,
-        "training_format": cfg.format,
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    ModelManifest(fmt, tuple(stop), base_model=cfg.model, training_format=cfg.format).write(out)

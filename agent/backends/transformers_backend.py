@@ -5,8 +5,8 @@
   quantization markers that make ``save_pretrained`` and the trainers refuse it, so the backend
   clears them and (``cache_plain=True``) saves a plain model directory once under
   ``~/.cache/mathagent/hf/<sha256-of-gguf>/``; later loads read that (2-3 s).
-* A directory written by our training pipeline holds ``mathagent.json``; its ``trace_format`` (or
-  ``format``) becomes :attr:`default_format`.
+* A directory written by our training pipeline holds ``mathagent.json``
+  (:class:`~mathagent.agent.manifest.ModelManifest`); its ``format`` becomes :attr:`default_format`.
 * Chat prompts go through the tokenizer's chat template; a final ``{"role": "assistant",
   "partial": True}`` message is continued (``continue_final_message``).
 * Sampling: greedy at temperature 0, else temperature/top_p; sample ``i`` is seeded with
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -33,26 +32,9 @@ from typing import Any
 
 from mathagent.agent.backends.base import BackendError, Completion, GenerationParams, Prompt, TokenCallback
 from mathagent.agent.cache import cache_dir
+from mathagent.agent.manifest import ModelManifest
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "mathagent.json"
-
-
-def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``mathagent.json`` of a trained model directory, or ``{}``."""
-    path = Path(directory) / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def manifest_format(directory: str | os.PathLike[str]) -> str | None:
-    m = read_manifest(directory)
-    fmt = m.get("trace_format") or m.get("format") or m.get("default_format")
-    return str(fmt) if fmt else None
 
 
 def hf_cache_dir() -> Path:
@@ -142,7 +124,8 @@ class TransformersBackend:
         self.source = path if path.exists() else None
         self.model = str(model)
         self.gguf_file = gguf_file
-        fmt = manifest_format(path) if path.is_dir() else None
+        manifest = ModelManifest.read(path) if path.is_dir() else None
+        fmt = manifest.format if manifest is not None else None
         self.default_format = default_format or fmt or "markdown"
         self.context_window = context_window
         self.cache_plain = cache_plain
