@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 import threading
+from typing import Any
 
 from mathagent.agent import models
 from mathagent.agent.llama_server import DEFAULT_N_CTX, LlamaServer
@@ -50,7 +51,7 @@ def _list(as_json: bool, verify: bool) -> int:
     rows = []
     for m in models.REGISTRY.values():
         path = models.cache_dir() / m.filename
-        row = {
+        row: dict[str, Any] = {
             "name": m.name,
             "size": m.size,
             "installed": _installed(m),

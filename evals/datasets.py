@@ -141,7 +141,7 @@ def _convert(name: str, rows: list[dict[str, Any]], path: Path) -> list[Problem]
             elif name == "gsm-hard":
                 out.append(Problem(str(r.get("idx", i)), r["input"], str(r["target"]), name))
             elif name == "svamp":
-                q = f"{r['Body'].strip()} {r['Question'].strip()}"
+                q: Any = f"{r['Body'].strip()} {r['Question'].strip()}"
                 out.append(Problem(str(r.get("ID", i)), q, str(r["Answer"]), name, subject=r.get("Type")))
             elif name in ("aime24", "amc23"):
                 q = r.get("problem") or r["question"]

@@ -333,9 +333,10 @@ def build_report(results: Sequence[ReplayResult], wall_s: float | None = None) -
     return out
 
 
-def _why_key(why: str | None) -> str:
+def _why_key(why: object) -> str:
     if not why:
         return ""
+    why = str(why)
     return why.split(" (")[0].split(":")[0] if "rejects" not in why else "our grader rejects"
 
 
@@ -385,7 +386,7 @@ def result_from_trace(item: ReplayItem, trace: Trace, time_s: float = 0.0) -> Re
         last_text = next((s.content for s in reversed(trace.steps) if s.kind is StepKind.TEXT), "")
         answer = extract_answer(last_text, "gsm8k")
     ok = answer is not None and is_equivalent(answer, item.gold, "gsm8k")
-    why = explain(item, answer, ok, [o["category"] for o in outputs])
+    why = explain(item, answer, ok, [str(o["category"]) for o in outputs])
     return ReplayResult(
         item.source,
         item.problem_id,

@@ -101,7 +101,7 @@ def _file_problem(row: dict[str, Any], i: int, path: Path) -> Problem:
         gold, dataset = gold.split("####")[-1].strip().replace(",", ""), dataset or "gsm8k"
     elif gold is None and row.get("solution"):  # MATH layout: gold is the last \boxed{}
         gold, dataset = last_boxed(str(row["solution"])), dataset or "math"
-    meta = {k: row[k] for k in ("source", "easy_id", "hard_id") if k in row}
+    meta: dict[str, Any] = {k: row[k] for k in ("source", "easy_id", "hard_id") if k in row}
     return Problem(
         id=str(row.get("id", row.get("idx", row.get("unique_id", i)))),
         question=str(q),

@@ -201,7 +201,7 @@ def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tupl
         data, eval_data = split["train"], split["test"]
     dtype = _dtype(cfg.precision)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
         model.resize_token_embeddings(len(tok))
     model.config.pad_token_id = tok.pad_token_id
     peft_config = None

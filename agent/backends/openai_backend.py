@@ -252,7 +252,7 @@ class OpenAIBackend:
         kw = self._kwargs(model, params, n, seed)
         chat = not isinstance(prompt, str)
         if chat:
-            kw["messages"] = [_clean_message(m) for m in prompt]  # type: ignore[union-attr]
+            kw["messages"] = [_clean_message(m) for m in prompt]  # type: ignore[union-attr,arg-type]
             if params.tools:
                 kw["tools"] = list(params.tools)
         else:

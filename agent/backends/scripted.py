@@ -125,6 +125,7 @@ class ScriptedBackend:
         return out
 
     def _take(self, prompt: Prompt, params: GenerationParams) -> Completion | None:
+        turn: Turn
         if self._pending is not None:
             turn, self._pending = self._pending, None
             return turn

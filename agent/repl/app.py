@@ -20,6 +20,7 @@ from typing import Any
 
 from mathagent.agent.cli_solve import build_parser
 from mathagent.agent.config import AgentConfig
+from mathagent.agent.events import Event
 from mathagent.agent.grading.voting import majority_vote, weighted_vote
 from mathagent.agent.loop import solve, solve_k
 from mathagent.agent.render import answer_renderable, footer
@@ -54,7 +55,7 @@ def settings_from_args(args: argparse.Namespace) -> ReplSettings:
     )
 
 
-def base_config(args: argparse.Namespace) -> Any:
+def base_config(args: argparse.Namespace) -> AgentConfig:
     """AgentConfig fields the REPL has no command for, taken from the flags once."""
     changes = {
         "max_tokens": args.max_tokens,
@@ -89,7 +90,12 @@ class Repl:
     """One interactive session."""
 
     def __init__(
-        self, settings: ReplSettings, console: Console, *, pool_size: int = 2, base_config: Any = None
+        self,
+        settings: ReplSettings,
+        console: Console,
+        *,
+        pool_size: int = 2,
+        base_config: AgentConfig | None = None,
     ) -> None:
         self.settings = settings
         self.base_config = base_config
@@ -298,7 +304,7 @@ class Repl:
         recorder = EventRecorder(s.k)
         view: Any = StreamView(self.console) if s.k == 1 else TableView(self.console, s.k, self._vote_fn())
 
-        def on_event(event: Any) -> None:
+        def on_event(event: Event) -> None:
             recorder.handle(event)
             view.handle(event)
 

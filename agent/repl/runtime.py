@@ -18,9 +18,10 @@ import threading
 from typing import Any
 
 from mathagent.agent.backends import make_backend
-from mathagent.agent.backends.base import Backend
+from mathagent.agent.backends.base import Backend, Completion, GenerationParams, Prompt, TokenCallback
 from mathagent.agent.backends.scripted import script_backend
 from mathagent.agent.repl.settings import ReplSettings
+from mathagent.sandbox.base import IsolationLevel, Sandbox, SandboxProvider
 from mathagent.sandbox.pool import KernelPool
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,15 @@ class CallSeparated:
     Everything else is delegated unchanged.
     """
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Backend) -> None:
         self._inner = inner
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def generate(self, prompt: Any, params: Any, *, on_text: Any = None) -> Any:
+    async def generate(
+        self, prompt: Prompt, params: GenerationParams, *, on_text: TokenCallback | None = None
+    ) -> list[Completion]:
         if on_text is not None:
             on_text("\n")
         return await self._inner.generate(prompt, params, on_text=on_text)
@@ -62,17 +65,17 @@ class CallSeparated:
 class TrackingProvider:
     """A SandboxProvider that remembers the sandboxes it handed out, to interrupt or close them."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: SandboxProvider) -> None:
         self.inner = inner
-        self._live: list[Any] = []
+        self._live: list[Sandbox] = []
         self._lock = threading.Condition()
         self._acquiring = 0
 
     @property
-    def level(self) -> Any:
+    def level(self) -> IsolationLevel:
         return self.inner.level
 
-    def acquire(self) -> Any:
+    def acquire(self) -> Sandbox:
         with self._lock:
             self._acquiring += 1
         try:

@@ -73,7 +73,7 @@ class ReplSettings:
             return ("script", self.script)
         return (self.backend, self.model, self.base_url)
 
-    def agent_config(self, base: Any = None) -> Any:
+    def agent_config(self, base: AgentConfig | None = None) -> AgentConfig:
         """The loop's AgentConfig for these settings (``base`` supplies the fields the REPL leaves alone)."""
         cfg = base if base is not None else AgentConfig()
         return cfg.with_(

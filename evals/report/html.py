@@ -176,7 +176,7 @@ def render(run: RunDir, summary: dict[str, Any]) -> str:
     for r in records:
         votes[str(r["problem_id"])].append(str(r.get("answer")))
     samples = [render_sample(r, "votes: " + esc(", ".join(votes[str(r["problem_id"])]))) for r in records]
-    counts = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
     for r in records:
         counts[_status(r)] += 1
     buttons = "".join(
