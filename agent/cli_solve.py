@@ -14,11 +14,11 @@ import logging
 import os
 import sys
 
-from mathagent.agent.backends import make_backend
+from mathagent.agent.backends import close_backend, make_backend
 from mathagent.agent.backends.base import Backend, BackendError
 from mathagent.agent.backends.scripted import script_backend
 from mathagent.agent.config import AgentConfig
-from mathagent.agent.flags import add_agent_flags
+from mathagent.agent.flags import add_agent_flags, default_temperature
 from mathagent.agent.loop import solve_k
 from mathagent.agent.render import print_trace, print_vote
 from mathagent.sandbox.pool import KernelPool
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
-    temperature = args.temperature if args.temperature is not None else (0.7 if args.k > 1 else 0.0)
+    temperature = default_temperature(args)
     return AgentConfig(
         format=args.format,
         max_rounds=args.max_rounds,
@@ -82,15 +82,6 @@ def build_backend(args: argparse.Namespace) -> Backend:
     return make_backend(model=args.model, base_url=args.base_url, backend=args.backend)
 
 
-async def _close(backend: Backend) -> None:
-    try:
-        await backend.aclose()
-    finally:
-        server = getattr(backend, "server", None)
-        if server is not None and hasattr(server, "stop"):
-            await asyncio.to_thread(server.stop)
-
-
 async def run(args: argparse.Namespace, problem: str) -> int:
     config = config_from_args(args)
     err = Console(stderr=True)
@@ -107,7 +98,7 @@ async def run(args: argparse.Namespace, problem: str) -> int:
                 with err.status(f"solving with {backend.name}:{backend.model or 'default'} ..."):
                     traces = await solve_k(problem, backend, pool, config, k=args.k)
     finally:
-        await _close(backend)
+        await close_backend(backend)
     if args.json:
         for t in traces:
             print(t.to_json())

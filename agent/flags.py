@@ -138,6 +138,11 @@ def add_agent_flags(
         parser.add_argument(*flag.names, **kwargs)
 
 
+def default_temperature(args: argparse.Namespace) -> float:
+    """``--temperature``, else 0 for k = 1 and 0.7 for k > 1 (identical greedy samples make no vote)."""
+    return float(args.temperature) if args.temperature is not None else (0.0 if args.k == 1 else 0.7)
+
+
 def plain(doc: str | None) -> str:
     """A docstring made fit for ``--help``: reStructuredText double backticks become single ones."""
     return re.sub(r"``(.+?)``", r"`\1`", doc or "")

@@ -131,11 +131,6 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
     return AgentSetup(book, backend, fmt, model, cfg)
 
 
-def default_temperature(args: argparse.Namespace) -> float:
-    """``--temperature``, else 0 for k = 1 and 0.7 for k > 1 (identical greedy samples make no vote)."""
-    return float(args.temperature) if args.temperature is not None else (0.0 if args.k == 1 else 0.7)
-
-
 def header_extra(argv: Sequence[str]) -> dict[str, Any]:
     """What a run header records besides its identity: code revision, versions, prompts, command."""
     return {

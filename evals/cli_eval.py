@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.flags import default_temperature
 from mathagent.agent.grading.voting import Weights
 from mathagent.evals import cli_replay
 from mathagent.evals.cli_agent import (
     add_run_agent_flags,
     agent_setup,
-    default_temperature,
     header_extra,
     run_agent,
 )

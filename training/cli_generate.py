@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from mathagent.agent.backends.scripted import ScriptedBackend
-from mathagent.agent.flags import add_agent_flags, plain
+from mathagent.agent.flags import add_agent_flags, default_temperature, plain
 from mathagent.evals.cli_agent import (
     add_run_agent_flags,
     agent_setup,
     backend_from_args,
-    default_temperature,
     header_extra,
     run_agent,
 )
-from mathagent.evals.datasets import STANDARD, DatasetError, dataset_info, sha256_file
+from mathagent.evals.datafiles import DatasetError, sha256_file
+from mathagent.evals.datasets import STANDARD, dataset_info
 from mathagent.evals.runs import RunDir, RunMismatch
 from mathagent.training import dedup
 from mathagent.training import interpolate as I

@@ -14,6 +14,7 @@ Resolution order of ``make_backend(model, base_url, backend=...)``:
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "ToolCall",
     "make_backend",
     "bundled_backend",
+    "close_backend",
 ]
 
 SERVER_KEYS = ("n_ctx", "n_threads", "startup_timeout", "port", "chat_format")
@@ -83,3 +85,13 @@ def make_backend(
             raise BackendError(f"{model!r} is neither a bundled model name nor a .gguf file")
         return bundled_backend(str(path) if is_gguf else model, **kw)
     return OpenAIBackend(model=model, base_url=env_url, **kw)
+
+
+async def close_backend(backend: Backend) -> None:
+    """Close ``backend`` and stop the model server it started (if any), even when closing fails."""
+    try:
+        await backend.aclose()
+    finally:
+        server = getattr(backend, "server", None)
+        if server is not None and hasattr(server, "stop"):
+            await asyncio.to_thread(server.stop)

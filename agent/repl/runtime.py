@@ -17,7 +17,7 @@ import logging
 import threading
 from typing import Any
 
-from mathagent.agent.backends import make_backend
+from mathagent.agent.backends import close_backend, make_backend
 from mathagent.agent.backends.base import Backend, Completion, GenerationParams, Prompt, TokenCallback
 from mathagent.agent.backends.scripted import script_backend
 from mathagent.agent.repl.settings import ReplSettings
@@ -202,9 +202,6 @@ async def _close_backend_future(f: cf.Future[Any]) -> None:
     except Exception:  # noqa: BLE001 - it never started: nothing to close
         return
     try:
-        await backend.aclose()
+        await close_backend(backend)
     except Exception:  # noqa: BLE001
         log.warning("closing the backend failed", exc_info=True)
-    server = getattr(backend, "server", None)
-    if server is not None and hasattr(server, "stop"):
-        await asyncio.to_thread(server.stop)

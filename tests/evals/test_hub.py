@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 from mathagent.evals import hub
-from mathagent.evals.datasets import LOCAL, DatasetError, _convert, load_problems, read_jsonl, shipped_path
+from mathagent.evals.datafiles import LOCAL
+from mathagent.evals.datasets import DatasetError, _convert, load_problems, read_jsonl, shipped_path
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
