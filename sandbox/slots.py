@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mathagent.sandbox.boot import remove_tree
-from mathagent.sandbox.cgroups import SlotCgroup, kill, pids_of_uid
+from mathagent.sandbox.cgroups import CgroupSetup, SlotCgroup, kill, pids_of_uid
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,21 @@ def _record(fd: int, slot_dir: Path) -> None:
     os.write(fd, f"{os.getpid()}\n{slot_dir}\n".encode())
 
 
-def _cleanup_slot(n: int, slot_dir: Path | None, uid_base: int | None, controllers: tuple[str, ...]) -> bool:
+def _group(n: int, controllers: tuple[str, ...], setup: CgroupSetup | None) -> SlotCgroup:
+    return setup.group(f"slot-{n}") if setup is not None else SlotCgroup(f"slot-{n}", controllers)
+
+
+def _cleanup_slot(
+    n: int,
+    slot_dir: Path | None,
+    uid_base: int | None,
+    controllers: tuple[str, ...],
+    setup: CgroupSetup | None = None,
+) -> bool:
     """Kill and remove whatever slot ``n`` left behind; True when something was there."""
     found = False
     if controllers:
-        cg = SlotCgroup(f"slot-{n}", controllers)
+        cg = _group(n, controllers, setup)
         found = any(cg.path(c).exists() for c in controllers)
         cg.remove()
     if uid_base is not None:
@@ -144,7 +154,9 @@ def _lock_dir(base: Path, uid_base: int | None, controllers: tuple[str, ...]) ->
     return d
 
 
-def sweep(base: Path, uid_base: int | None, controllers: tuple[str, ...]) -> int:
+def sweep(
+    base: Path, uid_base: int | None, controllers: tuple[str, ...], setup: CgroupSetup | None = None
+) -> int:
     """Remove what dead owners left in their slots (dirs, cgroups, processes). Returns how many slots."""
     lock_dir = _lock_dir(base, uid_base, controllers)
     count = 0
@@ -159,7 +171,7 @@ def sweep(base: Path, uid_base: int | None, controllers: tuple[str, ...]) -> int
         if fd is None:
             continue  # its owner is alive
         try:
-            if _cleanup_slot(n, _recorded_dir(fd), uid_base, controllers):
+            if _cleanup_slot(n, _recorded_dir(fd), uid_base, controllers, setup):
                 log.info("swept stale sandbox slot %d", n)
                 count += 1
             _record(fd, Path("/"))  # nothing left to clean
@@ -175,6 +187,7 @@ def claim(
     controllers: tuple[str, ...],
     conn_kb: int = 512,
     conn_inodes: int = 64,
+    setup: CgroupSetup | None = None,
 ) -> Slot:
     """Claim the lowest free slot, create its dirs (owned by its uid); the caller creates its cgroups."""
     base.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -183,12 +196,12 @@ def claim(
     with _lock:
         if (str(lock_dir), str(base)) not in _swept:
             _swept.add((str(lock_dir), str(base)))
-            sweep(base, uid_base, controllers)
+            sweep(base, uid_base, controllers, setup)
     for n in range(max_slots):
         fd = _try_lock(lock_dir, n)
         if fd is None:
             continue
-        _cleanup_slot(n, _recorded_dir(fd), uid_base, controllers)  # leftovers from a crashed owner
+        _cleanup_slot(n, _recorded_dir(fd), uid_base, controllers, setup)  # leftovers from a crashed owner
         d = base / f"slot-{n}"
         _remove_slot_dir(d)
         _record(fd, d)
@@ -199,6 +212,6 @@ def claim(
         if uid is not None:
             os.chown(d / "work", uid, uid)
         tmpfs = mount_tmpfs(d / "conn", conn_kb, conn_inodes)
-        cg = SlotCgroup(f"slot-{n}", controllers) if controllers else None
+        cg = _group(n, controllers, setup) if controllers else None
         return Slot(n, d, fd, uid, cg, tmpfs)
     raise RuntimeError(f"all {max_slots} sandbox slots are in use")
