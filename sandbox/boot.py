@@ -112,8 +112,8 @@ def _seccomp(rules: dict) -> None:
     for call in rules["enosys"]:
         add(sc.ERRNO(38), call)
     for family in rules["socket_families"]:
-        add(sc.ERRNO(97), "socket", sc.Arg(0, sc.EQ, family))  # EAFNOSUPPORT
-        add(sc.ERRNO(97), "socketpair", sc.Arg(0, sc.EQ, family))
+        add(sc.ERRNO(1), "socket", sc.Arg(0, sc.EQ, family))
+        add(sc.ERRNO(1), "socketpair", sc.Arg(0, sc.EQ, family))
     f.load()
 
 

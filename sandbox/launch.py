@@ -88,7 +88,7 @@ CLONE_NAMESPACE_FLAGS = (
 )
 #: Answer ENOSYS: seccomp cannot read ``clone3``'s flags (they sit in memory), and libc falls back to ``clone``.
 SECCOMP_ENOSYS = ("clone3",)
-#: Socket families refused with EAFNOSUPPORT (AF_VSOCK: host-guest sockets, even without a network).
+#: Socket families refused with EPERM (AF_VSOCK: host-guest sockets, which a network namespace does not cover).
 SECCOMP_SOCKET_FAMILIES = (40,)
 
 
