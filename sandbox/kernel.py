@@ -55,8 +55,10 @@ EXITS_KEPT = 256
 """Exit codes of reaped processes remembered per zygote (the oldest are forgotten)."""
 RCVHWM = 16
 """Messages each of a kernel's zmq sockets queues in this process before the kernel has to wait."""
-IDLE_AFTER_REPLY_S = 2.0
-"""After a cell's shell reply, how long to wait for its idle status (it may have been dropped)."""
+IDLE_AFTER_REPLY_S = 5.0
+"""After a cell's shell reply, how long to wait for its idle status. The kernel sends its output and
+idle status right after the reply; when they do not come, its iopub connection is gone (zmq ends a
+connection that sent an oversized frame for good) and the kernel is replaced."""
 
 
 class SandboxStartError(RuntimeError):
@@ -636,14 +638,15 @@ class JupyterSandbox:
         interrupted_at: float | None = None
         replied_at: float | None = None
         idle = False
-        timed_out = flooded = died = False
+        timed_out = flooded = died = lost = False
         while True:
             now = time.monotonic()
-            if replied_at is not None and (idle or now >= replied_at + IDLE_AFTER_REPLY_S):
-                # finished: the shell reply and the idle status for this request (the idle may have been
-                # dropped when the kernel outran this process; the reply alone then ends the cell)
+            if replied_at is not None and idle:  # finished: the shell reply and the idle status for it
                 return self._finish(col, k, cpu0, t0, timed_out, flooded, timeout)
-            if interrupted_at is None and now >= deadline:
+            if replied_at is not None and now >= replied_at + IDLE_AFTER_REPLY_S:
+                lost = True  # the iopub channel is gone (zmq drops a connection that sent an oversized frame)
+                break
+            if interrupted_at is None and now >= deadline and replied_at is None:
                 timed_out = True
                 interrupted_at = now
                 k.interrupt()
@@ -686,6 +689,12 @@ class JupyterSandbox:
             else:
                 why = f"exit status {k.exit_code()}"
             col.error = ExecError("KernelDied", f"the kernel process died ({why}); all variables lost", "")
+        elif lost:
+            col.error = ExecError(
+                "OutputLost",
+                "the kernel's output channel broke (an oversized or lost message); kernel restarted",
+                "",
+            )
         elif timed_out:
             col.error = ExecError(
                 "TimeoutError", f"cell exceeded {timeout:g} s and ignored the interrupt; kernel restarted", ""
