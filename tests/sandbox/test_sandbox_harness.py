@@ -110,6 +110,27 @@ def test_foreign_iopub_messages_sent_while_idle_are_bounded(config, require_leve
         assert peak.growth < HARNESS_GROWTH_BOUND, f"harness grew {peak.growth / MB:.0f} MiB"
 
 
+MULTIPART_FLOOD = r"""
+k = get_ipython().kernel
+k.iopub_socket.send_multipart([b"stream"] + [b"z" * 2**21] * 100)  # 100 frames, each under the frame limit
+print("sent")
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: zmq bounds each frame (MAXMSGSIZE) and the count of messages (RCVHWM), not the "
+    "frames of one message; the fix is a relay process charged to the slot's memory cgroup",
+)
+def test_one_message_of_many_frames_is_bounded(config, require_level):
+    require_level(NONE, "a multipart message of many frames")
+    with JupyterSandbox(config) as sb, PeakRss() as peak:
+        sb.run(MULTIPART_FLOOD, timeout=60)
+        time.sleep(4.0)
+        assert sb.run("6 * 7", timeout=30).result == "42" or sb.run("6 * 7", timeout=30).result == "42"
+        assert peak.growth < HARNESS_GROWTH_BOUND, f"harness grew {peak.growth / MB:.0f} MiB"
+
+
 def test_a_legal_huge_print_is_cut_without_growing_the_harness(config, require_level):
     require_level(NONE, "a single 100 MB print")
     with JupyterSandbox(config) as sb, PeakRss() as peak:
