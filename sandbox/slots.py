@@ -93,7 +93,7 @@ def _remove_slot_dir(d: Path) -> None:
 
 
 LOCK_DIR = Path("/tmp/mathagent-sandbox-slots")
-"""Slot locks when slots carry a uid or cgroups: those are machine-wide, so their locks must be too."""
+"""Slot locks of root processes: slot uids and cgroups are machine-wide, so their locks must be too."""
 
 
 def _try_lock(lock_dir: Path, n: int) -> int | None:
@@ -149,7 +149,10 @@ def _cleanup_slot(
 
 
 def _lock_dir(base: Path, uid_base: int | None, controllers: tuple[str, ...]) -> Path:
-    d = LOCK_DIR if (uid_base is not None or controllers) else base
+    """Root: the machine-wide lock dir, whatever the level (slot uids and cgroups are machine-wide, and
+    a process at another level must not claim the same slot dir); others: the base dir (their
+    cgroups, if any, sit in a subtree of their own)."""
+    d = LOCK_DIR if os.geteuid() == 0 else base
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     return d
 
