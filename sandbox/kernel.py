@@ -55,9 +55,10 @@ EXITS_KEPT = 256
 """Exit codes of reaped processes remembered per zygote (the oldest are forgotten)."""
 RCVHWM = 16
 """Messages each of a kernel's zmq sockets queues in this process before the kernel has to wait."""
-IDLE_AFTER_REPLY_S = 5.0
-"""After a cell's shell reply, how long to wait for its idle status. The kernel sends its output and
-idle status right after the reply; when they do not come, its iopub connection is gone (zmq ends a
+IDLE_AFTER_REPLY_S = 30.0
+"""After a cell's shell reply (and its last iopub message), how long to wait for its idle status. The
+kernel sends the idle status right after the reply, but on a loaded machine its iopub thread can lag
+by seconds; when nothing comes for this long its iopub connection is taken as gone (zmq ends a
 connection that sent an oversized frame for good) and the kernel is replaced."""
 
 
@@ -637,13 +638,14 @@ class JupyterSandbox:
         deadline = t0 + timeout
         interrupted_at: float | None = None
         replied_at: float | None = None
+        heard_at = t0  # when the last iopub message for this request came
         idle = False
         timed_out = flooded = died = lost = False
         while True:
             now = time.monotonic()
             if replied_at is not None and idle:  # finished: the shell reply and the idle status for it
                 return self._finish(col, k, cpu0, t0, timed_out, flooded, timeout)
-            if replied_at is not None and now >= replied_at + IDLE_AFTER_REPLY_S:
+            if replied_at is not None and now >= max(replied_at, heard_at) + IDLE_AFTER_REPLY_S:
                 lost = True  # the iopub channel is gone (zmq drops a connection that sent an oversized frame)
                 break
             if interrupted_at is None and now >= deadline and replied_at is None:
@@ -654,7 +656,7 @@ class JupyterSandbox:
                 break  # did not stop: kill below
             limit = deadline if interrupted_at is None else interrupted_at + cfg.interrupt_grace_s
             if replied_at is not None:
-                limit = min(limit, replied_at + IDLE_AFTER_REPLY_S)
+                limit = min(limit, max(replied_at, heard_at) + IDLE_AFTER_REPLY_S)
             wait = max(min(limit - now, POLL_S), 0.001)
             ready = dict(k.poller.poll(wait * 1000))
             if not ready:
@@ -673,6 +675,7 @@ class JupyterSandbox:
                         break
                     if _parent(msg) != mine:
                         continue  # another request's, or forged with a foreign parent
+                    heard_at = time.monotonic()
                     if self._handle(msg, col):
                         idle = True
             if interrupted_at is None and col.offered > cfg.output_cap_bytes * cfg.flood_kill_factor:
