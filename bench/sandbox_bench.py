@@ -4,6 +4,7 @@ trajectories in our persistent kernel vs a ToRA-style executor; memory per idle 
 Prints figures and ratios (not a test). Usage:
 
     python bench/sandbox_bench.py [--cells 200] [--trajectories 40] [--level auto]
+    python bench/sandbox_bench.py --attacks   # the harness's peak RSS growth under memory attacks
 """
 
 from __future__ import annotations
@@ -163,13 +164,69 @@ def run_tora(trajs: list[list[str]]) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
+ATTACKS = {
+    "256 MiB without a newline to the inherited log pipe": (
+        "import os, sys\nfor s in (sys.stdout, sys.stderr):\n"
+        "    fd = getattr(s, '_original_stdstream_copy', None)\n"
+        "    for _ in range(128 if fd is not None else 0):\n"
+        "        try:\n            os.write(fd, b'x' * 2**20)\n        except OSError:\n            break"
+    ),
+    "24 x 8 MiB iopub messages with a foreign parent, sent while idle": (
+        "import threading\nk = get_ipython().kernel\ndef f():\n    for i in range(24):\n"
+        "        k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': 'y' * 2**23},"
+        " parent={'msg_id': f'x{i}'})\nthreading.Thread(target=f, daemon=True).start()"
+    ),
+    "print('x' * 10**8)": "print('x' * 10**8)",
+    "a 4 MiB value ('😀' * 2**20)": "'😀' * 2**20",
+}
+
+
+def _vm(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def attacks(config: SandboxConfig) -> None:
+    """Each attack in a fresh sandbox; the harness's peak resident set over its resident set before."""
+    print("\n## harness peak RSS growth under memory attacks (VmHWM reset through /proc/self/clear_refs)")
+    for name, code in ATTACKS.items():
+        with JupyterSandbox(config) as sb:
+            sb.run("1", timeout=60)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            before = _vm("VmRSS")
+            t0 = time.monotonic()
+            r = sb.run(code, timeout=60)
+            time.sleep(4.0)  # what a reader of the flood would still be holding
+            after = sb.run("6 * 7", timeout=60)
+            for _ in range(60):  # a kernel that flooded its own iopub connection answers once it is over
+                if after.result == "42":
+                    break
+                time.sleep(1.0)
+                after = sb.run("6 * 7", timeout=60)
+            growth = _vm("VmHWM") - before
+            print(
+                f"{name}: +{growth:.1f} MiB (RSS before {before:.0f} MiB); cell {time.monotonic() - t0:.1f} s, "
+                f"truncated={r.truncated}, output_bytes={r.output_bytes}; next cell ok={after.result == '42'}"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--cells", type=int, default=200)
     ap.add_argument("--trajectories", type=int, default=40)
     ap.add_argument("--level", default="auto")
+    ap.add_argument("--attacks", action="store_true", help="only the harness memory attacks")
     args = ap.parse_args()
-    config = SandboxConfig.from_env(level=args.level)
+    config = SandboxConfig.from_env(level=args.level, start_timeout_s=120.0)
+    if args.attacks:
+        print(f"# sandbox bench --attacks  level={JupyterSandbox(config, start=False).level.value}")
+        print(f"# load average at start: {os.getloadavg()}")
+        attacks(config)
+        return
     print(f"# sandbox bench  level={JupyterSandbox(config, start=False).level.value}  cpus={os.cpu_count()}")
     print(f"# load average at start: {os.getloadavg()}")
 

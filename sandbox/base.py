@@ -121,10 +121,14 @@ class IsolationReport:
     """Protection name -> in force."""
     missing_reasons: dict[str, str] = field(default_factory=dict)
     """Protection name -> why it is not in force."""
+    cgroup: str = ""
+    """Which cgroup hierarchy slots use, in words (``v1 ...``, ``v2 root subtree ...``,
+    ``v2 delegated subtree ...``), or empty when none."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "level": self.level.value,
             "protections": dict(self.protections),
             "missing_reasons": dict(self.missing_reasons),
+            "cgroup": self.cgroup,
         }

@@ -9,10 +9,11 @@ It is not imported by the host: :mod:`mathagent.sandbox.launch` reads this file 
    through ``/proc/<pid>/mem``;
 4. serves requests from the host on a pipe, one JSON line each:
    ``{"op": "sweep"}`` kills every process left under it (it is their subreaper);
-   ``{"op": "spawn", "conn": PATH}`` sweeps, empties the writable dirs (work dir, /tmp, /dev/shm; the
-   host-shared connection dir is kept), forks,
-   and the child becomes an ipykernel on the connection file ``PATH``; the reply is
-   ``{"spawned": PID, "clean": BOOL}``. Reaped children are reported as ``{"exited": PID, "status": N}``.
+   ``{"op": "spawn", "conn": PATH}`` sweeps, empties every writable dir (work dir, /tmp, /dev/shm,
+   $IPYTHONDIR; each one whatever happened to the others), forks, and the child becomes an ipykernel
+   on the connection file ``PATH``; the reply is ``{"spawned": PID}``, or ``{"unclean": [PATHS]}``
+   without a fork when something could not be removed (the host then discards the whole slot).
+   Reaped children are reported as ``{"exited": PID, "status": N}``.
 
 Each kernel is therefore a copy of the same pristine interpreter: no state of an earlier trajectory
 (variables, modules it imported, files, processes: the host kills those first) reaches it, and it
@@ -24,7 +25,6 @@ import gc
 import json
 import os
 import resource
-import shutil
 import signal
 import stat
 import sys
@@ -88,15 +88,33 @@ def _limits(cfg: dict) -> None:
         except (ValueError, OSError) as e:
             print(f"sandbox boot: cannot set {name}: {e}", file=sys.stderr)
     if cfg["seccomp"]:
-        import pyseccomp as sc
+        _seccomp(cfg["seccomp"])
 
-        f = sc.SyscallFilter(sc.ALLOW)
-        for call in cfg["seccomp"]:
-            try:
-                f.add_rule(sc.ERRNO(1), call)
-            except Exception:
-                pass
-        f.load()
+
+def _seccomp(rules: dict) -> None:
+    """Load the filter (see ``launch.SECCOMP``): plain denials, ``clone`` with any namespace flag,
+    syscalls that must look absent (ENOSYS: ``clone3``, so libc falls back to the filtered ``clone``)
+    and socket families that must look unsupported."""
+    import pyseccomp as sc
+
+    f = sc.SyscallFilter(sc.ALLOW)
+
+    def add(action, call, *args):
+        try:
+            f.add_rule(action, call, *args)
+        except Exception as e:  # a syscall this kernel or libseccomp does not know
+            print(f"sandbox boot: seccomp rule for {call} not added: {e}", file=sys.stderr)
+
+    for call in rules["deny"]:
+        add(sc.ERRNO(1), call)
+    for flag in rules["clone_flags"]:
+        add(sc.ERRNO(1), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    for call in rules["enosys"]:
+        add(sc.ERRNO(38), call)
+    for family in rules["socket_families"]:
+        add(sc.ERRNO(1), "socket", sc.Arg(0, sc.EQ, family))
+        add(sc.ERRNO(1), "socketpair", sc.Arg(0, sc.EQ, family))
+    f.load()
 
 
 def _preload(cfg: dict) -> None:
@@ -107,50 +125,98 @@ def _preload(cfg: dict) -> None:
             print(f"sandbox boot: cannot preload {mod}: {e}", file=sys.stderr)
 
 
-def _rmtree(path: str) -> None:
-    """Remove a tree, also when a cell took away its permissions (``chmod 0`` on a dir)."""
-    try:
-        shutil.rmtree(path)
-        return
-    except OSError:
-        pass
-    try:
-        os.chmod(path, stat.S_IRWXU)
-    except OSError:
-        pass
-    for root, dirs, _files in os.walk(path):
-        for d in dirs:
-            try:
-                os.chmod(os.path.join(root, d), stat.S_IRWXU)
-            except OSError:
-                pass
-    shutil.rmtree(path, ignore_errors=True)
+def remove_tree(path: str) -> bool:
+    """Remove ``path`` and everything below it, however deep and whatever its permissions.
 
-
-def _empty(d: str, keep: list) -> bool:
-    """Remove everything inside ``d`` except ``keep`` paths and their ancestors; True when done."""
+    ``shutil.rmtree`` holds one file descriptor per level (a tree deeper than RLIMIT_NOFILE defeats
+    it) and fails on dirs a cell made unreadable. This pulls the children of every subdir up into
+    ``path`` (renames; no path ever longer than three components below it, at most one dir open)
+    until only files and empty dirs remain. True when nothing is left.
+    """
     try:
-        entries = list(os.scandir(d))
-    except OSError:
-        return not os.path.isdir(d)
-    for e in entries:
-        if e.path in keep:
-            continue
-        if _holds(e.path, keep):
-            if e.is_dir(follow_symlinks=False):
-                _empty(e.path, keep)
-            continue
-        try:
-            if e.is_dir(follow_symlinks=False):
-                _rmtree(e.path)
-            else:
-                os.unlink(e.path)
-        except OSError:
-            pass
-    try:
-        return all(os.path.join(d, n) in keep or _holds(os.path.join(d, n), keep) for n in os.listdir(d))
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
     except OSError:
         return False
+    if not stat.S_ISDIR(st.st_mode):
+        try:
+            os.unlink(path)
+            return True
+        except OSError:
+            return False
+    _chmod_dir(path)
+    n = 0
+    while True:
+        try:
+            with os.scandir(path) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        except OSError:
+            break
+        if not entries:
+            break
+        progress = False
+        for name, is_dir in entries:
+            child = os.path.join(path, name)
+            try:
+                if not is_dir:
+                    os.unlink(child)
+                    progress = True
+                    continue
+                _chmod_dir(child)
+                subs = os.listdir(child)
+                for sub in subs:  # pull the grandchildren up one level
+                    n += 1
+                    os.rename(os.path.join(child, sub), os.path.join(path, f".rm{n}-{os.getpid()}"))
+                os.rmdir(child)
+                progress = True
+            except OSError:
+                pass
+        if not progress:
+            break
+    try:
+        os.rmdir(path)
+        return True
+    except OSError:
+        return not os.path.lexists(path)
+
+
+def _chmod_dir(path: str) -> None:
+    try:
+        os.chmod(path, stat.S_IRWXU)  # a cell may have taken its own permissions away (chmod 0)
+    except OSError:
+        pass
+
+
+def empty_dir(d: str, keep: list) -> list:
+    """Remove everything inside ``d`` except ``keep`` paths and their ancestors; returns what is left."""
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return []
+    except OSError:
+        _chmod_dir(d)
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return [d]
+    for name in names:
+        path = os.path.join(d, name)
+        if path in keep:
+            continue
+        if _holds(path, keep):
+            if os.path.isdir(path) and not os.path.islink(path):
+                empty_dir(path, keep)
+            continue
+        remove_tree(path)
+    try:
+        return [
+            os.path.join(d, n)
+            for n in os.listdir(d)
+            if os.path.join(d, n) not in keep and not _holds(os.path.join(d, n), keep)
+        ]
+    except OSError:
+        return [d]
 
 
 def _holds(path: str, keep: list) -> bool:
@@ -161,12 +227,21 @@ def _holds(path: str, keep: list) -> bool:
 def _kernel(cfg: dict, conn: str, ctl: tuple) -> None:
     """In the forked child: become an ipykernel (never returns)."""
     code = 1
+    err = None
     try:
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in ctl:
             os.close(fd)
+        # The zygote's stdout/stderr is the host's log pipe. A kernel keeps no way to it: its fds 0-2
+        # (and so ipykernel's copies of them) are /dev/null; a private copy reports a failed start and
+        # is closed before any cell runs.
+        err = os.dup(2)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
         _set_dumpable(True)
         os.chdir(cfg["cwd"])
         np = sys.modules.get("numpy")
@@ -188,12 +263,103 @@ def _kernel(cfg: dict, conn: str, ctl: tuple) -> None:
         if shell.kernel is None:  # the shell was made by the zygote (see _prepare_kernel)
             shell.kernel = app.kernel
             shell.parent = app.kernel
+        os.close(err)
+        err = None
         app.start()
         code = 0
     except BaseException as e:  # noqa: BLE001 - report anything, then leave without running atexit
-        print(f"sandbox kernel: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        if err is not None:
+            try:
+                os.write(err, f"sandbox kernel: {type(e).__name__}: {e}\n".encode("utf-8", "replace"))
+            except OSError:
+                pass
     finally:
         os._exit(code)
+
+
+CHUNK_CHARS = 65536
+"""Most characters of stream output one iopub message carries (a long print is sent in pieces)."""
+
+
+def _bound_output(cap: int) -> None:
+    """Keep every message a well-behaved cell sends small (the host enforces hard limits anyway).
+
+    - A long ``print`` goes out in pieces of ``CHUNK_CHARS``, and buffered output is flushed once it
+      holds that much, so no stream message grows with the output and the host can stop a flood.
+    - A displayed value (``execute_result`` / ``display_data``) keeps at most ``cap + 1`` bytes of its
+      ``text/plain``; other formats larger than that are dropped. The bytes cut are reported in the
+      metadata (``mathagent/dropped_bytes``), so the host still counts them.
+    """
+    try:
+        from ipykernel.iostream import OutStream
+    except Exception:
+        return
+    write = OutStream.write
+
+    def bounded_write(self, string):
+        if not isinstance(string, str) or len(string) <= CHUNK_CHARS:
+            n = write(self, string)
+            try:
+                with self._buffer_lock:
+                    held = sum(b.tell() for b in self._buffers.values())
+                if held > CHUNK_CHARS:
+                    self.flush()
+            except Exception:
+                pass
+            return n
+        for i in range(0, len(string), CHUNK_CHARS):
+            write(self, string[i : i + CHUNK_CHARS])
+            self.flush()
+        return len(string)
+
+    OutStream.write = bounded_write
+
+    def cut(data: dict, md: dict) -> None:
+        dropped = 0
+        for mime in list(data):
+            value = data[mime]
+            size = len(value) if isinstance(value, str) else 0
+            if size <= cap:
+                continue
+            raw = value.encode("utf-8", "surrogatepass")
+            if len(raw) <= cap:
+                continue
+            if mime == "text/plain":
+                data[mime] = raw[: cap + 1].decode("utf-8", "ignore")
+                dropped += len(raw) - cap - 1
+            else:
+                del data[mime]
+        if dropped:
+            md["mathagent/dropped_bytes"] = dropped
+
+    try:
+        from ipykernel.displayhook import ZMQShellDisplayHook
+
+        fmt = ZMQShellDisplayHook.write_format_data
+
+        def write_format_data(self, format_dict, md_dict=None):
+            format_dict = dict(format_dict)
+            md_dict = dict(md_dict or {})
+            cut(format_dict, md_dict)
+            return fmt(self, format_dict, md_dict)
+
+        ZMQShellDisplayHook.write_format_data = write_format_data
+    except Exception:
+        pass
+    try:
+        from ipykernel.zmqshell import ZMQDisplayPublisher
+
+        publish = ZMQDisplayPublisher.publish
+
+        def bounded_publish(self, data, metadata=None, *args, **kwargs):
+            data = dict(data or {})
+            metadata = dict(metadata or {})
+            cut(data, metadata)
+            return publish(self, data, metadata, *args, **kwargs)
+
+        ZMQDisplayPublisher.publish = bounded_publish
+    except Exception:
+        pass
 
 
 def _prepare_kernel() -> None:
@@ -252,6 +418,7 @@ def serve(cfg: dict) -> None:
             reply({"exited": pid, "status": os.waitstatus_to_exitcode(status)})
 
     _prepare_kernel()
+    _bound_output(int(cfg.get("output_cap", 1 << 20)))
     # objects that exist now are shared with every fork; freezing them keeps the kernels' garbage
     # collections from writing to (and so copying) all of those pages
     gc.collect()
@@ -281,11 +448,16 @@ def serve(cfg: dict) -> None:
                 reply({"error": f"unknown op {op!r}"})
                 continue
             _sweep(reap)
-            clean = all(_empty(d, cfg["keep"]) for d in cfg["clear"])
+            left = []
+            for d in cfg["clear"]:  # every place, whatever happened to the others
+                left += empty_dir(d, cfg["keep"])
+            if left:
+                reply({"unclean": left[:20]})
+                continue
             pid = os.fork()
             if pid == 0:
                 _kernel(cfg, req["conn"], (cmd_fd, rep_fd))
-            reply({"spawned": pid, "clean": clean})
+            reply({"spawned": pid})
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ def main(argv: list[str]) -> int:
         )
         if error:
             con.print(f"[red]{error}[/red]")
+        con.print(f"cgroups: {report.cgroup or 'none'}", markup=False)
         t = Table("protection", "state", "why missing")
         for name in PROTECTIONS:
             ok = report.protections.get(name, False)

@@ -53,6 +53,14 @@ class SandboxConfig:
     """RLIMIT_CPU backstop: CPU seconds a kernel may use over its whole life."""
     workdir_mb: int = 256
     """Size of the private writable work dir (tmpfs inside bubblewrap) and RLIMIT_FSIZE, in MiB."""
+    tmp_mb: int = 256
+    """Size of the sandbox's private ``/tmp`` (tmpfs inside bubblewrap), in MiB."""
+    shm_mb: int = 64
+    """Size of the sandbox's private ``/dev/shm`` (tmpfs inside bubblewrap), in MiB."""
+    conn_kb: int = 512
+    """Size of the host-owned tmpfs holding a slot's connection file and sockets (when root), in KiB."""
+    conn_inodes: int = 64
+    """Most files and dirs that tmpfs may hold."""
     nofile: int = 256
     """RLIMIT_NOFILE: open files per process."""
     output_cap_bytes: int = 1 * MB

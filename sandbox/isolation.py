@@ -1,8 +1,9 @@
 """What this machine can isolate, and which protections a sandbox gets (the :class:`IsolationReport`).
 
 FULL needs: bubblewrap that can create namespaces, root (to drop to a per-slot uid with ``setpriv``
-inside the sandbox; bubblewrap's ``--uid`` as root keeps real root), and writable cgroup v1
-``memory`` and ``pids`` controllers. rlimits, a scrubbed environment and a private work dir are
+inside the sandbox; bubblewrap's ``--uid`` as root keeps real root), and ``memory`` and ``pids``
+cgroup controllers: writable v1 ones, or a cgroup v2 subtree (see :mod:`mathagent.sandbox.cgroups`;
+the report's ``cgroup`` says which was used). rlimits, a scrubbed environment and a private work dir are
 always applied (except at level NONE, which only scrubs the environment). seccomp is a bonus: it is
 reported but does not lower the level when ``pyseccomp`` is missing.
 """
@@ -17,7 +18,7 @@ import sys
 from dataclasses import dataclass
 
 from mathagent.sandbox.base import IsolationLevel, IsolationReport
-from mathagent.sandbox.cgroups import writable_controllers
+from mathagent.sandbox.cgroups import CgroupSetup, cgroup_setup
 from mathagent.sandbox.config import SandboxConfig
 
 BWRAP = "/usr/bin/bwrap"
@@ -51,9 +52,11 @@ class Capabilities:
     root: bool
     setpriv: bool
     cgroups: tuple[str, ...]
-    """Writable v1 controllers."""
+    """Controllers a slot group can get."""
     seccomp: str | None
     """Why seccomp cannot be used, or None when pyseccomp loads a filter."""
+    cgroup_setup: CgroupSetup | None = None
+    """The hierarchy those controllers come from (None: v1 defaults, or no cgroups)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,13 +91,14 @@ def probe() -> Capabilities:
             sc = "pyseccomp not usable: " + r.stderr.decode(errors="replace").strip().splitlines()[-1]
     except (OSError, subprocess.TimeoutExpired, IndexError) as e:
         sc = f"pyseccomp probe failed: {e}"
-    ctl = writable_controllers()
+    setup = cgroup_setup()
     return Capabilities(
         bwrap=bw,
         root=os.geteuid() == 0,
         setpriv=shutil.which("setpriv") is not None and os.path.exists(SETPRIV),
-        cgroups=tuple(c for c, ok in ctl.items() if ok),
+        cgroups=setup.controllers if setup is not None else (),
         seccomp=sc,
+        cgroup_setup=setup,
     )
 
 
@@ -109,6 +113,7 @@ class Plan:
     seccomp: bool
     rlimits: bool
     report: IsolationReport
+    cgroup_setup: CgroupSetup | None = None
 
 
 class SandboxUnavailable(RuntimeError):
@@ -148,7 +153,11 @@ def make_plan(config: SandboxConfig, caps: Capabilities | None = None) -> Plan:
     )
     cg = caps.cgroups if want != "reduced" else ()
     for c in ("memory", "pids", "cpu"):
-        reason = reduced_req if want == "reduced" else f"cgroup v1 '{c}' controller missing or not writable"
+        reason = (
+            reduced_req
+            if want == "reduced"
+            else f"no writable cgroup v1 '{c}' controller and no cgroup v2 subtree offering it"
+        )
         mark(f"{c}_cgroup", c in cg, reason)
     mark("rlimits", True, "")
     mark("scrubbed_env", True, "")
@@ -160,11 +169,15 @@ def make_plan(config: SandboxConfig, caps: Capabilities | None = None) -> Plan:
     if want == "full" and not full:
         missing = {k: v for k, v in why.items() if k != "seccomp"}
         raise SandboxUnavailable(f"level full requested but not reachable here: {missing}")
-    return Plan(level, use_bwrap, drop, tuple(cg), use_sc, True, _report(level, on, why))
+    setup = caps.cgroup_setup if cg else None
+    how = (setup.how if setup is not None else "v1") if cg else ""
+    return Plan(level, use_bwrap, drop, tuple(cg), use_sc, True, _report(level, on, why, how), setup)
 
 
-def _report(level: IsolationLevel, on: dict[str, bool], why: dict[str, str]) -> IsolationReport:
-    return IsolationReport(level=level, protections=on, missing_reasons=why)
+def _report(
+    level: IsolationLevel, on: dict[str, bool], why: dict[str, str], cgroup: str = ""
+) -> IsolationReport:
+    return IsolationReport(level=level, protections=on, missing_reasons=why, cgroup=cgroup)
 
 
 def isolation_report(config: SandboxConfig | None = None) -> IsolationReport:

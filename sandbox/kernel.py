@@ -4,6 +4,12 @@ Every cell goes through :meth:`JupyterSandbox.run`, which never raises for anyth
 does: timeouts interrupt the kernel with SIGINT sent straight to its process (then kill the whole
 sandbox and start a replacement when that does not work), a dead kernel is noticed within ~0.1 s
 and replaced, and output past the cap is dropped (a cell that keeps flooding is interrupted).
+
+Everything that crosses from the sandbox to this process is bounded in bytes: the zygote's log pipe
+is read in chunks into a short tail (kernels do not even hold it), the control pipe's lines are
+capped, and each kernel's zmq sockets refuse frames over ``max_message_bytes`` and queue at most
+``RCVHWM`` messages. A cell finishes on its shell reply plus the idle status for that request, never
+on messages whose parent header names another request.
 """
 
 from __future__ import annotations
@@ -15,35 +21,59 @@ import os
 import queue
 import secrets
 import select
-import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import zmq
 from jupyter_client.blocking import BlockingKernelClient
-from jupyter_client.connect import write_connection_file
 from mathagent.sandbox.base import ExecError, ExecResult, IsolationLevel, IsolationReport
+from mathagent.sandbox.boot import empty_dir, remove_tree
 from mathagent.sandbox.cgroups import children_of, kill, pids_of_uid, proc_stat, process_cpu_s
 from mathagent.sandbox.concurrency import cell_slot
 from mathagent.sandbox.config import SandboxConfig
 from mathagent.sandbox.isolation import Plan, make_plan
-from mathagent.sandbox.launch import build_command
-from mathagent.sandbox.output import OutputCollector, clean_traceback
+from mathagent.sandbox.launch import build_command, conn_inside
+from mathagent.sandbox.output import OutputCollector, clean_traceback, safe_text
 from mathagent.sandbox.slots import Slot, claim
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
 """How often the message loop checks that the kernel process is still alive."""
+LOG_LINES = 40
+"""Lines of the zygote's log kept (each cut to ``LOG_LINE_CHARS``) for start-failure messages."""
+LOG_LINE_CHARS = 500
+CONTROL_LINE_MAX = 64 * 1024
+"""Longest line accepted on the zygote's reply pipe; a longer one is dropped."""
+EXITS_KEPT = 256
+"""Exit codes of reaped processes remembered per zygote (the oldest are forgotten)."""
+RCVHWM = 16
+"""Messages each of a kernel's zmq sockets queues in this process before the kernel has to wait."""
+IDLE_AFTER_REPLY_S = 30.0
+"""After a cell's shell reply (and its last iopub message), how long to wait for its idle status. The
+kernel sends the idle status right after the reply, but on a loaded machine its iopub thread can lag
+by seconds; when nothing comes for this long its iopub connection is taken as gone (zmq ends a
+connection that sent an oversized frame for good) and the kernel is replaced."""
 
 
 class SandboxStartError(RuntimeError):
     """A kernel did not start (or did not answer) within ``start_timeout_s``."""
+
+
+class _SlotUnclean(SandboxStartError):
+    """Something of the last trajectory could not be removed from the slot: it must not be reused."""
+
+
+def max_message_bytes(config: SandboxConfig) -> int:
+    """Largest zmq frame accepted from a kernel: a displayed value cut to the output cap (by the
+    kernel, see ``boot._bound_output``) fits twice over; a larger frame drops the connection."""
+    return 2 * config.output_cap_bytes + 256 * 1024
 
 
 class _Zygote:
@@ -56,30 +86,47 @@ class _Zygote:
 
     def __init__(self, config: SandboxConfig, plan: Plan, slot: Slot):
         self.slot = slot
-        self.exits: dict[int, int] = {}
-        """ns pid -> exit code of kernels the zygote has reaped."""
+        self.conn_inside = conn_inside(plan, slot)
+        """The slot's connection dir as the sandbox sees it."""
+        self.exits: OrderedDict[int, int] = OrderedDict()
+        """ns pid -> exit code of processes the zygote has reaped (the last ``EXITS_KEPT``)."""
         self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
         self._count = 0
         cmd_r, cmd_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        rfd = wfd = None
+        rfd = wfd = args_r = args_w = None
         if plan.bwrap:
             rfd, wfd = os.pipe()
-        cmd = build_command(config, plan, slot, (cmd_r, rep_w), wfd)
-        self.log_tail: deque[str] = deque(maxlen=40)
+            args_r, args_w = os.pipe()
+        cmd, payload = build_command(config, plan, slot, (cmd_r, rep_w), wfd, args_r)
+        self.log_tail: deque[str] = deque(maxlen=LOG_LINES)
         try:
             self.proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=tuple(fd for fd in (cmd_r, rep_w, wfd) if fd is not None),
+                pass_fds=tuple(fd for fd in (cmd_r, rep_w, wfd, args_r) if fd is not None),
                 start_new_session=True,
             )
-        finally:
-            for fd in (cmd_r, rep_w, wfd):
+        except BaseException:
+            for fd in (rfd, args_w, cmd_w, rep_r):
                 if fd is not None:
                     os.close(fd)
+            raise
+        finally:
+            for fd in (cmd_r, rep_w, wfd, args_r):
+                if fd is not None:
+                    os.close(fd)
+        if args_w is not None:
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(args_w, view) :]
+            except OSError as e:
+                log.warning("could not pass bubblewrap its arguments: %s", e)
+            finally:
+                os.close(args_w)
         self._cmd = os.fdopen(cmd_w, "wb", buffering=0)
         self._rep = rep_r
         threading.Thread(target=self._drain, daemon=True, name=f"sandbox-log-{slot.index}").start()
@@ -90,7 +137,7 @@ class _Zygote:
         try:
             if rfd is not None:
                 self.ns_init = _read_child_pid(rfd, deadline)
-            ready = self._reply("ready", deadline)
+            ready = self._reply(("ready",), deadline)
             if self.ns_init is not None:
                 kids = children_of(self.ns_init)
                 self.pid = kids[0] if kids else self.ns_init
@@ -101,9 +148,23 @@ class _Zygote:
             raise
 
     def _drain(self) -> None:
+        """Keep the last lines of the sandbox's log; reads in chunks, so a line with no end costs nothing."""
         assert self.proc.stdout is not None
-        for raw in iter(self.proc.stdout.readline, b""):
-            self.log_tail.append(raw.decode("utf-8", "replace").rstrip()[:500])
+        fd = self.proc.stdout.fileno()
+        partial = b""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()[:LOG_LINE_CHARS]
+            for raw in lines[-LOG_LINES:]:
+                self.log_tail.append(raw.decode("utf-8", "replace").rstrip()[:LOG_LINE_CHARS])
+        if partial:
+            self.log_tail.append(partial.decode("utf-8", "replace").rstrip())
 
     def _read_replies(self) -> None:
         buf = b""
@@ -123,12 +184,19 @@ class _Zygote:
                     msg = json.loads(line)
                 except ValueError:
                     continue
+                if not isinstance(msg, dict):
+                    continue
                 if "exited" in msg:
                     self.exits[int(msg["exited"])] = int(msg["status"])
+                    while len(self.exits) > EXITS_KEPT:
+                        self.exits.popitem(last=False)
                 else:
                     self._replies.put(msg)
+            if len(buf) > CONTROL_LINE_MAX:
+                log.warning("sandbox slot %d: dropped an overlong control line", self.slot.index)
+                buf = b""
 
-    def _reply(self, key: str, deadline: float) -> dict[str, Any]:
+    def _reply(self, keys: tuple[str, ...], deadline: float) -> dict[str, Any]:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -139,12 +207,14 @@ class _Zygote:
                 if self.proc.poll() is not None:
                     time.sleep(0.05)  # let the drain thread catch the last words
                     raise self.fail(f"process exited with code {self.proc.returncode}") from None
+                if self.stopped():
+                    raise self.fail("the zygote was stopped (SIGSTOP)") from None
                 continue
             if msg.get("closed"):
                 self.proc.wait(timeout=1)
                 time.sleep(0.05)
                 raise self.fail(f"process exited with code {self.proc.poll()}")
-            if key in msg:
+            if any(k in msg for k in keys):
                 return msg
 
     def fail(self, why: str) -> SandboxStartError:
@@ -153,18 +223,23 @@ class _Zygote:
             f"kernel did not start: {why}" + (f"\nkernel output:\n{tail}" if tail else "")
         )
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+    def stopped(self) -> bool:
+        """The zygote is stopped (a kernel sent it SIGSTOP) or gone: it will never answer again."""
+        st = proc_stat(self.pid)
+        return st is None or st[0] in ("T", "t", "Z", "X")
 
-    def spawn(self, conn: Path, deadline: float) -> tuple[int, int]:
-        """Fork a kernel on ``conn``; returns (pid inside the sandbox, pid on the host)."""
+    def alive(self) -> bool:
+        return self.proc.poll() is None and not self.stopped()
+
+    def spawn(self, conn: str, deadline: float) -> tuple[int, int]:
+        """Fork a kernel on ``conn`` (a path inside the sandbox); returns (pid inside it, pid on the host)."""
         try:
-            self._cmd.write((json.dumps({"op": "spawn", "conn": str(conn)}) + "\n").encode())
+            self._cmd.write((json.dumps({"op": "spawn", "conn": conn}) + "\n").encode())
         except OSError as e:
             raise self.fail(f"zygote is gone ({e})") from None
-        msg = self._reply("spawned", deadline)
-        if not msg.get("clean", True):
-            log.warning("sandbox slot %d: the work dir could not be emptied", self.slot.index)
+        msg = self._reply(("spawned", "unclean"), deadline)
+        if "unclean" in msg:
+            raise _SlotUnclean(f"the slot could not be emptied: {str(msg['unclean'])[:300]}")
         ns_pid = int(msg["spawned"])
         if self.ns_init is None:
             return ns_pid, ns_pid
@@ -195,7 +270,7 @@ class _Zygote:
             return False
         try:
             self._cmd.write(b'{"op": "sweep"}\n')
-            self._reply("swept", time.monotonic() + timeout)
+            self._reply(("swept",), time.monotonic() + timeout)
             return True
         except (OSError, SandboxStartError):
             return False
@@ -226,24 +301,46 @@ class _Zygote:
 
 
 class _Kernel:
-    """One trajectory's kernel: a fresh fork of the slot's zygote, and its client."""
+    """One trajectory's kernel: a fresh fork of the slot's zygote, and its client.
 
-    def __init__(self, zygote: _Zygote, deadline: float):
+    Its connection file and sockets live in a dir of their own, made by the host in the emptied
+    ``conn`` dir and removed when the kernel is killed; the file is written without following links.
+    """
+
+    def __init__(self, zygote: _Zygote, deadline: float, config: SandboxConfig):
         self.zygote = zygote
         self.slot = zygote.slot
         name = zygote.next_name()
-        self.conn = self.slot.conn_dir / f"{name}.json"
-        write_connection_file(
-            str(self.conn),
-            transport="ipc",
-            ip=str(self.slot.conn_dir / name),
-            key=secrets.token_hex(16).encode(),
-        )
+        conn_dir = self.slot.conn_dir
+        left = empty_dir(str(conn_dir), [])  # nothing of an earlier kernel, whatever its kill left
+        if left:
+            raise _SlotUnclean(f"the connection dir could not be emptied: {left[:5]}")
+        self.dir = conn_dir / name
+        self.conn = conn_dir / f"{name}.json"
+        os.mkdir(self.dir, 0o700)
         if self.slot.uid is not None:
-            os.chown(self.conn, self.slot.uid, self.slot.uid)
+            os.chown(self.dir, self.slot.uid, self.slot.uid)
+        info: dict[str, Any] = {
+            "transport": "ipc",
+            "ip": f"{zygote.conn_inside}/{name}/k",
+            "shell_port": 1,
+            "iopub_port": 2,
+            "stdin_port": 3,
+            "control_port": 4,
+            "hb_port": 5,
+            "key": secrets.token_hex(16),
+            "signature_scheme": "hmac-sha256",
+            "kernel_name": "",
+        }
+        _write_new_file(self.conn, json.dumps(info).encode(), self.slot.uid)
         cg = self.slot.cgroup
         self.oom0 = cg.oom_kills() if cg is not None else 0
-        self.ns_pid, self.pid = zygote.spawn(self.conn, deadline)
+        self.ns_pid, self.pid = zygote.spawn(f"{zygote.conn_inside}/{name}.json", deadline)
+        self.info = {**info, "ip": str(self.dir / "k")}
+        self.zmq_context = zmq.Context()
+        self.zmq_context.setsockopt(zmq.MAXMSGSIZE, max_message_bytes(config))
+        self.zmq_context.setsockopt(zmq.RCVHWM, RCVHWM)
+        self.zmq_context.setsockopt(zmq.LINGER, 0)
         # The blocking client runs its coroutines on an event loop that jupyter_core keeps in a context
         # variable. Contexts are copied into asyncio.to_thread workers, so two workers could be handed
         # the same loop and one would find it "already running". Each kernel's client therefore runs in
@@ -256,9 +353,12 @@ class _Kernel:
             raise
 
     def _connect(self, deadline: float) -> None:
-        self.client = BlockingKernelClient()
-        self.client.load_connection_file(str(self.conn))
-        self.client.start_channels()
+        self.client = BlockingKernelClient(context=self.zmq_context)
+        self.client.load_connection_info(self.info)
+        self.client.start_channels(hb=False)  # liveness comes from the process itself
+        self.poller = zmq.Poller()
+        self.poller.register(self.client.shell_channel.socket, zmq.POLLIN)
+        self.poller.register(self.client.iopub_channel.socket, zmq.POLLIN)
         self._wait_ready(deadline)
 
     def _wait_ready(self, deadline: float) -> None:
@@ -352,11 +452,25 @@ class _Kernel:
         if client is not None:
             client.stop_channels()  # plain socket closes: no event loop (and maybe inside self.ctx now)
             _close_loop(self.ctx)
-        for p in self.slot.conn_dir.glob(self.conn.stem + "*"):
-            try:
-                p.unlink()
-            except OSError:
-                pass
+        self.zmq_context.destroy(linger=0)
+        remove_tree(str(self.dir))
+        try:
+            self.conn.unlink()
+        except OSError:
+            pass
+
+
+def _write_new_file(path: Path, data: bytes, uid: int | None) -> None:
+    """Create ``path`` (never an existing file, never through a link), owned by ``uid``, readable by it only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
+    try:
+        if uid is not None:
+            os.fchown(fd, uid, uid)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _ns_pid(pid: int) -> int | None:
@@ -442,7 +556,8 @@ class JupyterSandbox:
     def _start_zygote(self) -> None:
         if self._slot is None:
             uid_base = self.config.uid_base if self.plan.drop_uid else None
-            self._slot = claim(self.config.base_dir, self.config.max_slots, uid_base, self.plan.cgroups)
+            c = self.config
+            self._slot = claim(c.base_dir, c.max_slots, uid_base, self.plan.cgroups, c.conn_kb, c.conn_inodes)
             if self._slot.cgroup is not None:
                 c = self.config
                 self._slot.cgroup.create(c.memory_mb, c.pids_max, c.cpu_quota)
@@ -454,19 +569,22 @@ class JupyterSandbox:
         assert self._zygote is not None
         if self._zygote.alive():
             try:
-                self._kernel = _Kernel(self._zygote, deadline)
+                self._kernel = _Kernel(self._zygote, deadline, self.config)
                 return
+            except _SlotUnclean as e:  # never reuse it: everything in it dies with a new sandbox
+                log.warning("sandbox slot %d: %s; starting a fresh sandbox", self._zygote.slot.index, e)
             except SandboxStartError as e:
-                if not self._zygote.alive():
-                    log.info("sandbox zygote died; starting a new one: %s", e)
-                else:
+                if self._zygote.alive():
                     raise
+                log.info("sandbox zygote died or was stopped; starting a new one: %s", e)
         self._zygote.kill()
         assert self._slot is not None
-        _clear_dir(self._slot.conn_dir)
-        _clear_dir(self._slot.host_workdir)
+        for d in (self._slot.conn_dir, self._slot.host_workdir):
+            left = empty_dir(str(d), [])
+            if left:
+                raise SandboxStartError(f"sandbox slot {self._slot.index} cannot be emptied: {left[:5]}")
         self._zygote = _Zygote(self.config, self.plan, self._slot)
-        self._kernel = _Kernel(self._zygote, time.monotonic() + self.config.start_timeout_s)
+        self._kernel = _Kernel(self._zygote, time.monotonic() + self.config.start_timeout_s, self.config)
 
     def _drop_zygote(self) -> None:
         """Kill the zygote and free the slot (or hand both back to the pool that lent them)."""
@@ -509,35 +627,57 @@ class JupyterSandbox:
         k = self._kernel
         assert k is not None
         cfg = self.config
+        kc = k.client
         col = OutputCollector(cfg.output_cap_bytes)
         cpu0 = k.cpu_s()
         t0 = time.monotonic()
-        _drain_shell(k.client)
-        msg_id = k.client.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
+        _drain_shell(kc)
+        msg_id = kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
+        mine = (msg_id, kc.session.session)
+        shell_sock, iopub_sock = kc.shell_channel.socket, kc.iopub_channel.socket
         deadline = t0 + timeout
         interrupted_at: float | None = None
-        timed_out = flooded = died = False
+        replied_at: float | None = None
+        heard_at = t0  # when the last iopub message for this request came
+        idle = False
+        timed_out = flooded = died = lost = False
         while True:
             now = time.monotonic()
-            if interrupted_at is None and now >= deadline:
+            if replied_at is not None and idle:  # finished: the shell reply and the idle status for it
+                return self._finish(col, k, cpu0, t0, timed_out, flooded, timeout)
+            if replied_at is not None and now >= max(replied_at, heard_at) + IDLE_AFTER_REPLY_S:
+                lost = True  # the iopub channel is gone (zmq drops a connection that sent an oversized frame)
+                break
+            if interrupted_at is None and now >= deadline and replied_at is None:
                 timed_out = True
                 interrupted_at = now
                 k.interrupt()
             elif interrupted_at is not None and now >= interrupted_at + cfg.interrupt_grace_s:
-                died = False
                 break  # did not stop: kill below
             limit = deadline if interrupted_at is None else interrupted_at + cfg.interrupt_grace_s
-            try:
-                msg = k.client.get_iopub_msg(timeout=max(min(limit - now, POLL_S), 0.001))
-            except queue.Empty:
+            if replied_at is not None:
+                limit = min(limit, max(replied_at, heard_at) + IDLE_AFTER_REPLY_S)
+            wait = max(min(limit - now, POLL_S), 0.001)
+            ready = dict(k.poller.poll(wait * 1000))
+            if not ready:
                 if not k.alive():
                     died = True
                     break
                 continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if self._handle(msg, col):
-                return self._finish(col, k, cpu0, t0, timed_out, flooded, timeout)
+            if shell_sock in ready:
+                reply = _recv(kc.get_shell_msg)
+                if reply is not None and _parent(reply) == mine and reply.get("msg_type") == "execute_reply":
+                    replied_at = time.monotonic()
+            if iopub_sock in ready:
+                for _ in range(RCVHWM):  # what is queued now, then look at the shell socket again
+                    msg = _recv(kc.get_iopub_msg)
+                    if msg is None:
+                        break
+                    if _parent(msg) != mine:
+                        continue  # another request's, or forged with a foreign parent
+                    heard_at = time.monotonic()
+                    if self._handle(msg, col):
+                        idle = True
             if interrupted_at is None and col.offered > cfg.output_cap_bytes * cfg.flood_kill_factor:
                 flooded = True
                 interrupted_at = time.monotonic()
@@ -548,10 +688,16 @@ class JupyterSandbox:
             if k.oom_killed():
                 why = "out of memory"
             elif not k.zygote.alive():
-                why = "the sandbox around it was killed"
+                why = "the sandbox around it was killed or stopped"
             else:
                 why = f"exit status {k.exit_code()}"
             col.error = ExecError("KernelDied", f"the kernel process died ({why}); all variables lost", "")
+        elif lost:
+            col.error = ExecError(
+                "OutputLost",
+                "the kernel's output channel broke (an oversized or lost message); kernel restarted",
+                "",
+            )
         elif timed_out:
             col.error = ExecError(
                 "TimeoutError", f"cell exceeded {timeout:g} s and ignored the interrupt; kernel restarted", ""
@@ -564,20 +710,32 @@ class JupyterSandbox:
         return col.build(wall_s=wall, cpu_s=cpu, timed_out=timed_out, kernel_restarted=True)
 
     def _handle(self, msg: dict[str, Any], col: OutputCollector) -> bool:
-        """Fold one iopub message into ``col``; True when the cell is finished (kernel idle)."""
-        kind = msg["msg_type"]
-        c = msg["content"]
+        """Fold one iopub message into ``col``; True when it says the cell is finished (kernel idle).
+
+        Messages come from code the sandbox runs: every field is checked, every string made safe."""
+        kind = msg.get("msg_type")
+        c = msg.get("content")
+        if not isinstance(c, dict):
+            return False
         if kind == "stream":
-            col.add(c.get("name", "stdout"), c.get("text", ""))
-        elif kind == "execute_result":
-            col.set_result(c.get("data", {}).get("text/plain", ""))
-        elif kind == "display_data":
-            text = c.get("data", {}).get("text/plain")
-            if text:
-                col.add("stdout", text + "\n")
+            col.add("stderr" if c.get("name") == "stderr" else "stdout", _str(c.get("text")))
+        elif kind in ("execute_result", "display_data"):
+            data = c.get("data")
+            text = data.get("text/plain") if isinstance(data, dict) else None
+            md = c.get("metadata")
+            dropped = md.get("mathagent/dropped_bytes", 0) if isinstance(md, dict) else 0
+            dropped = min(max(dropped, 0), 1 << 40) if isinstance(dropped, int) else 0
+            if kind == "execute_result":
+                col.set_result(_str(text), dropped)
+            elif text:
+                col.add("stdout", _str(text) + "\n")
         elif kind == "error":
+            tb = c.get("traceback")
+            frames = [_str(f) for f in tb] if isinstance(tb, list) else []
             col.error = ExecError(
-                c.get("ename", ""), c.get("evalue", ""), clean_traceback(c.get("traceback", []))
+                safe_text(_str(c.get("ename")))[:1000],
+                safe_text(_str(c.get("evalue")))[:20_000],
+                safe_text(clean_traceback(frames)),
             )
         elif kind == "status" and c.get("execution_state") == "idle":
             return True
@@ -679,18 +837,26 @@ def _drain_shell(kc: BlockingKernelClient) -> None:
         pass
 
 
+def _recv(get: Callable[..., dict[str, Any]]) -> dict[str, Any] | None:
+    """One message without waiting, or None; a message that does not parse is dropped, not raised."""
+    try:
+        msg = get(timeout=0)
+    except queue.Empty:
+        return None
+    except Exception as e:  # bad signature, bad JSON: the kernel's process sent it, not jupyter_client
+        log.info("dropped a malformed kernel message: %s", type(e).__name__)
+        return {}
+    return msg if isinstance(msg, dict) else {}
+
+
+def _parent(msg: dict[str, Any]) -> tuple[Any, Any] | None:
+    ph = msg.get("parent_header")
+    return (ph.get("msg_id"), ph.get("session")) if isinstance(ph, dict) else None
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
 def _delta(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else max(b - a, 0.0)
-
-
-def _clear_dir(d: Path) -> None:
-    if not d.is_dir():
-        return
-    for p in d.iterdir():
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            try:
-                p.unlink()
-            except OSError:
-                pass

@@ -2,8 +2,11 @@
 
 The zygote (:mod:`mathagent.sandbox.boot`) runs inside the sandbox as the unprivileged slot uid; it
 sets rlimits, loads the seccomp filter, imports the preload modules once and then forks one fresh
-ipykernel per trajectory (ipc sockets in the slot's ``conn`` dir, the only host directory the sandbox
-can write).
+ipykernel per trajectory. Each kernel's connection file and ipc sockets live in the slot's ``conn``
+dir, seen inside bubblewrap as ``/conn``: a host-owned tmpfs bounded in size and inodes when the
+host is root (see :mod:`mathagent.sandbox.slots`). Every other writable place inside bubblewrap is
+a tmpfs with a size: the work dir, ``/tmp``, ``/dev/shm`` and ``$IPYTHONDIR``. bubblewrap reads its
+options from a pipe (``--args``), so ``/proc/1/cmdline`` inside shows no host path.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from mathagent.sandbox.slots import Slot
 
 SANDBOX_WORKDIR = "/work"
 SANDBOX_IPYTHONDIR = "/ipython"
+SANDBOX_CONN = "/conn"
+"""Where the slot's connection dir appears inside bubblewrap."""
+IPYTHON_PROFILE_DIRS = ("startup", "log", "db", "pid", "security")
 
 #: Files and dirs of /etc a Python process may want; secrets (shadow, ssh, ...) are never bound.
 ETC_ALLOW = (
@@ -38,6 +44,9 @@ ETC_ALLOW = (
 
 #: syscalls the seccomp filter denies with EPERM (netlink stays allowed: zmq needs it).
 SECCOMP_DENY = (
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
     "ptrace",
     "process_vm_readv",
     "process_vm_writev",
@@ -65,6 +74,34 @@ SECCOMP_DENY = (
     "quotactl",
 )
 
+#: ``clone`` flags that create namespaces: a ``clone`` carrying any of them is denied (``unshare`` and
+#: ``setns`` are denied whole). CLONE_NEWTIME is absent: for ``clone`` that bit is part of the exit
+#: signal, and only ``clone3`` / ``unshare`` accept it.
+CLONE_NAMESPACE_FLAGS = (
+    0x00020000,  # CLONE_NEWNS
+    0x02000000,  # CLONE_NEWCGROUP
+    0x04000000,  # CLONE_NEWUTS
+    0x08000000,  # CLONE_NEWIPC
+    0x10000000,  # CLONE_NEWUSER
+    0x20000000,  # CLONE_NEWPID
+    0x40000000,  # CLONE_NEWNET
+)
+#: Answer ENOSYS: seccomp cannot read ``clone3``'s flags (they sit in memory), and libc falls back to ``clone``.
+SECCOMP_ENOSYS = ("clone3",)
+#: Socket families refused with EPERM (AF_VSOCK: host-guest sockets, which a network namespace does not cover).
+SECCOMP_SOCKET_FAMILIES = (40,)
+
+
+def seccomp_rules() -> dict[str, list[object]]:
+    """The filter the zygote loads (see ``boot._seccomp``)."""
+    return {
+        "deny": list(SECCOMP_DENY),
+        "clone_flags": list(CLONE_NAMESPACE_FLAGS),
+        "enosys": list(SECCOMP_ENOSYS),
+        "socket_families": list(SECCOMP_SOCKET_FAMILIES),
+    }
+
+
 BOOT = (Path(__file__).with_name("boot.py")).read_text(encoding="utf-8")
 """The zygote program run inside the sandbox (see :mod:`mathagent.sandbox.boot`)."""
 
@@ -83,25 +120,6 @@ KERNEL_MODULES = (
     "encodings.idna",
 )
 """What ipykernel imports while a kernel starts; the zygote imports it once so no fork pays for it."""
-
-
-def ipython_profile(config: SandboxConfig) -> Path:
-    """A ready IPython profile, bound read-only into every bubblewrap sandbox as its default profile.
-
-    Each kernel would otherwise build its profile dirs in the emptied work dir at every start (~15 ms
-    of a fork's ~70 ms). Read-only, no trajectory can leave a startup script in it for the next kernel;
-    the writable ``$IPYTHONDIR`` around it is emptied between kernels like the work dir.
-    """
-    profile = Path(config.base_dir) / "ipython" / "profile_default"
-    if not (profile / "db").is_dir():
-        from IPython.core.profiledir import ProfileDir
-
-        profile.parent.mkdir(parents=True, exist_ok=True)
-        ProfileDir.create_profile_dir(str(profile))
-        (profile / "db").mkdir(exist_ok=True)  # the shell's key-value store (empty, read-only)
-        for d in (profile, profile / "startup", profile / "log", profile / "db"):
-            d.chmod(0o755)
-    return profile
 
 
 def python_roots() -> list[str]:
@@ -139,29 +157,40 @@ def rlimits(config: SandboxConfig, plan: Plan) -> dict[str, int]:
     return lim
 
 
+def conn_inside(plan: Plan, slot: Slot) -> str:
+    """The slot's connection dir as the sandbox sees it."""
+    return SANDBOX_CONN if plan.bwrap else str(slot.conn_dir)
+
+
 def build_command(
-    config: SandboxConfig, plan: Plan, slot: Slot, ctl: tuple[int, int], info_fd: int | None
-) -> list[str]:
-    """argv for ``subprocess.Popen`` of a slot's zygote.
+    config: SandboxConfig,
+    plan: Plan,
+    slot: Slot,
+    ctl: tuple[int, int],
+    info_fd: int | None,
+    args_fd: int | None = None,
+) -> tuple[list[str], bytes]:
+    """argv for ``subprocess.Popen`` of a slot's zygote, and what to write to ``args_fd``.
 
     ``ctl`` is (command pipe read end, reply pipe write end), both passed to the zygote; ``info_fd``
-    is the pipe bubblewrap writes its child pid to.
+    is the pipe bubblewrap writes its child pid to; ``args_fd`` the pipe bubblewrap reads its
+    arguments from (NUL-separated), so that they do not show in ``/proc/1/cmdline`` inside.
     """
     workdir = SANDBOX_WORKDIR if plan.bwrap else str(slot.host_workdir)
     boot_cfg = {
         "rlimits": rlimits(config, plan) if plan.rlimits else {},
-        "seccomp": list(SECCOMP_DENY) if plan.seccomp else [],
+        "seccomp": seccomp_rules() if plan.seccomp else {},
         "cwd": workdir,
         "ctl": list(ctl),
         # emptied before each kernel is forked: inside bubblewrap these are the sandbox's own tmpfs
         "clear": [workdir, "/tmp", "/dev/shm", SANDBOX_IPYTHONDIR] if plan.bwrap else [workdir],
-        "keep": [str(slot.conn_dir), SANDBOX_IPYTHONDIR + "/profile_default"],
+        "keep": [SANDBOX_IPYTHONDIR + "/profile_default"],
         "preload": list(config.preload),
         "kernel_modules": list(KERNEL_MODULES),
+        "output_cap": config.output_cap_bytes,
     }
     env = config.kernel_env(workdir)
-    ipydir = ipython_profile(config) if plan.bwrap else None
-    if ipydir is not None:
+    if plan.bwrap:
         env["IPYTHONDIR"] = SANDBOX_IPYTHONDIR
     python = os.path.realpath(sys.executable)
     env["PATH"] = f"{os.path.dirname(python)}:/usr/local/bin:/usr/bin:/bin"
@@ -179,19 +208,23 @@ def build_command(
             "--",
             *inner,
         ]
+    payload = b""
     if plan.bwrap:
-        cmd = [BWRAP, *bwrap_args(config, slot, env, info_fd, ipydir), *inner]
+        opts = bwrap_args(config, slot, env, info_fd)
+        if args_fd is not None:  # the options (host paths among them) through a pipe; the command stays
+            payload = b"".join(a.encode() + b"\0" for a in opts)
+            cmd = [BWRAP, "--args", str(args_fd), *inner]
+        else:
+            cmd = [BWRAP, *opts, *inner]
     else:
         cmd = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items()), *inner]
     if plan.cgroups and slot.cgroup is not None:
         enter = " && ".join(f"echo $$ > {shlex.quote(f)}" for f in slot.cgroup.procs_files())
         cmd = ["/bin/sh", "-c", f'{enter} && exec "$@"', "sandbox-enter", *cmd]
-    return cmd
+    return cmd, payload
 
 
-def bwrap_args(
-    config: SandboxConfig, slot: Slot, env: dict[str, str], info_fd: int | None, ipydir: Path | None = None
-) -> list[str]:
+def bwrap_args(config: SandboxConfig, slot: Slot, env: dict[str, str], info_fd: int | None) -> list[str]:
     a = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     a += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
     a += ["--ro-bind", "/usr", "/usr"]
@@ -210,19 +243,38 @@ def bwrap_args(
         a += _parents(root, made)
         a += ["--ro-bind", root, root]
     a += ["--proc", "/proc", "--dev", "/dev"]
-    a += ["--perms", "1777", "--tmpfs", "/tmp"]
+    a += ["--ro-bind", "/dev/null", "/proc/cmdline"]  # the host's boot command line
+    # every writable place is a tmpfs with a size (the memory cgroup bounds them all together as well)
+    a += ["--perms", "1777", "--size", str(config.tmp_mb * MB), "--tmpfs", "/tmp"]
+    a += ["--perms", "1777", "--size", str(config.shm_mb * MB), "--tmpfs", "/dev/shm"]
     a += ["--perms", "0777", "--size", str(config.workdir_mb * MB), "--tmpfs", SANDBOX_WORKDIR]
-    if ipydir is not None:  # IPython wants its dir writable; the profile in it is read-only
-        a += ["--perms", "0777", "--dir", SANDBOX_IPYTHONDIR]
-        a += ["--ro-bind", str(ipydir), SANDBOX_IPYTHONDIR + "/profile_default"]
-    a += _parents(str(slot.conn_dir), made)
-    a += ["--bind", str(slot.conn_dir), str(slot.conn_dir)]
+    # IPython wants its dir writable; the default profile in it is built here and made read-only, so
+    # no trajectory can leave a startup script for the next one
+    a += ["--perms", "0777", "--size", str(4 * MB), "--tmpfs", SANDBOX_IPYTHONDIR]
+    profile = SANDBOX_IPYTHONDIR + "/profile_default"
+    a += ["--perms", "0755", "--size", str(64 * 1024), "--tmpfs", profile]
+    for d in IPYTHON_PROFILE_DIRS:
+        a += ["--perms", "0755", "--dir", f"{profile}/{d}"]
+    readme = _ipython_startup_readme()
+    if readme is not None:  # IPython copies it into the startup dir when missing
+        a += ["--ro-bind", readme, f"{profile}/startup/README"]
+    a += ["--remount-ro", profile]
+    a += ["--bind", str(slot.conn_dir), SANDBOX_CONN]
     a += ["--chdir", SANDBOX_WORKDIR, "--clearenv"]
     for k, v in env.items():
         a += ["--setenv", k, v]
     if info_fd is not None:
         a += ["--info-fd", str(info_fd)]
     return a
+
+
+def _ipython_startup_readme() -> str | None:
+    try:
+        import IPython
+    except ImportError:
+        return None
+    p = Path(IPython.__file__).parent / "core" / "profile" / "README_STARTUP"
+    return str(p) if p.is_file() else None
 
 
 def _parents(path: str, made: set[str]) -> list[str]:

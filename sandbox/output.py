@@ -7,11 +7,38 @@ import re
 from mathagent.sandbox.base import ExecError, ExecResult
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
+#: Terminal control sequences: CSI (cursor movement, colours, erase), OSC (window title, OSC 52
+#: clipboard, hyperlinks; ended by BEL or ST), DCS / SOS / PM / APC strings, two-byte escapes, and
+#: their 8-bit C1 forms.
+_CONTROL_SEQ = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+#: Remaining C0 / C1 controls and DEL; tab, newline and carriage return are kept.
+_CONTROL_CHAR = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _INTERNAL = ("/ipykernel/", "/IPython/", "/ipykernel_launcher", "/jupyter_client/", "/zmq/", "/tornado/")
 
 
 def strip_ansi(text: str) -> str:
     return ANSI.sub("", text)
+
+
+def safe_text(text: str) -> str:
+    """Text fit to leave the sandbox: valid UTF-8 and nothing a terminal would act on.
+
+    Lone surrogates (which ``str.encode('utf-8')`` refuses) become U+FFFD; terminal control sequences
+    (cursor movement, colours, OSC 0 titles, OSC 52 clipboard writes, ...) and other control
+    characters are removed; tab, newline and carriage return stay.
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    if text.isascii() and text.isprintable():
+        return text
+    text = _SURROGATE.sub("\ufffd", text)
+    text = _CONTROL_SEQ.sub("", text)
+    return _CONTROL_CHAR.sub("", text)
 
 
 def clean_traceback(frames: list[str]) -> str:
@@ -61,28 +88,36 @@ class OutputCollector:
         self.result: str | None = None
         self.error: ExecError | None = None
 
-    def add(self, stream: str, text: str) -> None:
-        n = len(text.encode("utf-8", "surrogatepass"))
-        self.offered += n
+    def _fit(self, text: str, extra: int = 0) -> str | None:
+        """Count ``text`` (plus ``extra`` bytes the kernel already dropped) and cut it to the room left,
+        in UTF-8 bytes, never splitting a character; None when no room is left."""
+        if not isinstance(text, str):
+            text = str(text)
+        data = text.encode("utf-8", "surrogatepass")
+        self.offered += len(data) + max(extra, 0)
+        if extra > 0:
+            self.truncated = True
         room = self.cap - self.kept
         if room <= 0:
+            if data:
+                self.truncated = True
+            return None
+        if len(data) > room:
+            data = data[:room]
             self.truncated = True
-            return
-        if n > room:
-            text = text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
-            self.truncated = True
-            n = room
-        self.kept += n
-        (self.stderr if stream == "stderr" else self.stdout).append(text)
+            text = data.decode("utf-8", "ignore")  # a character cut in two is dropped whole
+        self.kept += len(data)
+        return safe_text(text)
 
-    def set_result(self, text: str) -> None:
-        self.offered += len(text.encode("utf-8", "surrogatepass"))
-        room = max(self.cap - self.kept, 0)
-        if len(text) > room:
-            text = text[:room]
-            self.truncated = True
-        self.kept += len(text)
-        self.result = text
+    def add(self, stream: str, text: str) -> None:
+        kept = self._fit(text)
+        if kept:
+            (self.stderr if stream == "stderr" else self.stdout).append(kept)
+
+    def set_result(self, text: str, dropped: int = 0) -> None:
+        """The cell's value; ``dropped``: bytes of it the kernel cut before sending (see boot.py)."""
+        kept = self._fit(text, dropped)
+        self.result = kept if kept is not None else ""
 
     def build(self, **kw: object) -> ExecResult:
         return ExecResult(

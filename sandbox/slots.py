@@ -4,19 +4,24 @@ A slot ``n`` is claimed by holding an exclusive ``flock`` on ``<base>/slot-<n>.l
 releases the lock when its owner process dies, however it dies, so a slot whose lock can be taken
 but whose directory or cgroups still exist was left by a killed run: :func:`sweep` kills what is
 left in it and removes it.
+
+A slot's ``conn`` dir (connection files and ipc sockets, the one host dir a sandbox can write) is,
+when the host is root, a tmpfs of its own: owned by root, mode 0711, bounded in bytes and inodes,
+unmounted when the slot is released. Each kernel gets a fresh subdir in it (see ``kernel.py``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import logging
 import os
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from mathagent.sandbox.cgroups import SlotCgroup, kill, pids_of_uid
+from mathagent.sandbox.boot import remove_tree
+from mathagent.sandbox.cgroups import CgroupSetup, SlotCgroup, kill, pids_of_uid
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ class Slot:
     lock_fd: int
     uid: int | None
     cgroup: SlotCgroup | None
+    conn_tmpfs: bool = False
+    """Whether ``conn`` is a bounded tmpfs of its own (host is root), rather than a plain host dir."""
 
     @property
     def conn_dir(self) -> Path:
@@ -48,15 +55,45 @@ class Slot:
         if self.uid is not None:
             for pid in pids_of_uid(self.uid):
                 kill(pid)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _remove_slot_dir(self.dir)
         try:
             os.close(self.lock_fd)
         except OSError:
             pass
 
 
+MNT_DETACH = 2
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def mount_tmpfs(path: Path, size_kb: int, inodes: int) -> bool:
+    """Mount a root-owned tmpfs (mode 0711) of ``size_kb`` KiB and ``inodes`` inodes on ``path``."""
+    if os.geteuid() != 0:
+        return False
+    opts = f"size={size_kb}k,nr_inodes={inodes},mode=0711,uid=0,gid=0".encode()
+    if _libc().mount(b"mathagent-conn", str(path).encode(), b"tmpfs", 0, opts) != 0:
+        log.warning("cannot mount a tmpfs on %s: %s", path, os.strerror(ctypes.get_errno()))
+        return False
+    return True
+
+
+def unmount(path: Path) -> None:
+    """Detach whatever is mounted on ``path`` (lazily: open sockets do not keep it busy)."""
+    if os.geteuid() == 0:
+        _libc().umount2(str(path).encode(), MNT_DETACH)
+
+
+def _remove_slot_dir(d: Path) -> None:
+    if d.exists():
+        unmount(d / "conn")
+        remove_tree(str(d))
+
+
 LOCK_DIR = Path("/tmp/mathagent-sandbox-slots")
-"""Slot locks when slots carry a uid or cgroups: those are machine-wide, so their locks must be too."""
+"""Slot locks of root processes: slot uids and cgroups are machine-wide, so their locks must be too."""
 
 
 def _try_lock(lock_dir: Path, n: int) -> int | None:
@@ -84,11 +121,21 @@ def _record(fd: int, slot_dir: Path) -> None:
     os.write(fd, f"{os.getpid()}\n{slot_dir}\n".encode())
 
 
-def _cleanup_slot(n: int, slot_dir: Path | None, uid_base: int | None, controllers: tuple[str, ...]) -> bool:
+def _group(n: int, controllers: tuple[str, ...], setup: CgroupSetup | None) -> SlotCgroup:
+    return setup.group(f"slot-{n}") if setup is not None else SlotCgroup(f"slot-{n}", controllers)
+
+
+def _cleanup_slot(
+    n: int,
+    slot_dir: Path | None,
+    uid_base: int | None,
+    controllers: tuple[str, ...],
+    setup: CgroupSetup | None = None,
+) -> bool:
     """Kill and remove whatever slot ``n`` left behind; True when something was there."""
     found = False
     if controllers:
-        cg = SlotCgroup(f"slot-{n}", controllers)
+        cg = _group(n, controllers, setup)
         found = any(cg.path(c).exists() for c in controllers)
         cg.remove()
     if uid_base is not None:
@@ -97,17 +144,22 @@ def _cleanup_slot(n: int, slot_dir: Path | None, uid_base: int | None, controlle
             kill(pid)
     if slot_dir is not None and slot_dir.exists():
         found = True
-        shutil.rmtree(slot_dir, ignore_errors=True)
+        _remove_slot_dir(slot_dir)
     return found
 
 
 def _lock_dir(base: Path, uid_base: int | None, controllers: tuple[str, ...]) -> Path:
-    d = LOCK_DIR if (uid_base is not None or controllers) else base
+    """Root: the machine-wide lock dir, whatever the level (slot uids and cgroups are machine-wide, and
+    a process at another level must not claim the same slot dir); others: the base dir (their
+    cgroups, if any, sit in a subtree of their own)."""
+    d = LOCK_DIR if os.geteuid() == 0 else base
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     return d
 
 
-def sweep(base: Path, uid_base: int | None, controllers: tuple[str, ...]) -> int:
+def sweep(
+    base: Path, uid_base: int | None, controllers: tuple[str, ...], setup: CgroupSetup | None = None
+) -> int:
     """Remove what dead owners left in their slots (dirs, cgroups, processes). Returns how many slots."""
     lock_dir = _lock_dir(base, uid_base, controllers)
     count = 0
@@ -122,7 +174,7 @@ def sweep(base: Path, uid_base: int | None, controllers: tuple[str, ...]) -> int
         if fd is None:
             continue  # its owner is alive
         try:
-            if _cleanup_slot(n, _recorded_dir(fd), uid_base, controllers):
+            if _cleanup_slot(n, _recorded_dir(fd), uid_base, controllers, setup):
                 log.info("swept stale sandbox slot %d", n)
                 count += 1
             _record(fd, Path("/"))  # nothing left to clean
@@ -131,7 +183,15 @@ def sweep(base: Path, uid_base: int | None, controllers: tuple[str, ...]) -> int
     return count
 
 
-def claim(base: Path, max_slots: int, uid_base: int | None, controllers: tuple[str, ...]) -> Slot:
+def claim(
+    base: Path,
+    max_slots: int,
+    uid_base: int | None,
+    controllers: tuple[str, ...],
+    conn_kb: int = 512,
+    conn_inodes: int = 64,
+    setup: CgroupSetup | None = None,
+) -> Slot:
     """Claim the lowest free slot, create its dirs (owned by its uid); the caller creates its cgroups."""
     base.mkdir(parents=True, exist_ok=True, mode=0o711)
     os.chmod(base, 0o711)
@@ -139,21 +199,22 @@ def claim(base: Path, max_slots: int, uid_base: int | None, controllers: tuple[s
     with _lock:
         if (str(lock_dir), str(base)) not in _swept:
             _swept.add((str(lock_dir), str(base)))
-            sweep(base, uid_base, controllers)
+            sweep(base, uid_base, controllers, setup)
     for n in range(max_slots):
         fd = _try_lock(lock_dir, n)
         if fd is None:
             continue
-        _cleanup_slot(n, _recorded_dir(fd), uid_base, controllers)  # leftovers from a crashed owner
+        _cleanup_slot(n, _recorded_dir(fd), uid_base, controllers, setup)  # leftovers from a crashed owner
         d = base / f"slot-{n}"
-        shutil.rmtree(d, ignore_errors=True)
+        _remove_slot_dir(d)
         _record(fd, d)
         uid = uid_base + n if uid_base is not None else None
         d.mkdir(mode=0o711)
         for sub in ("conn", "work"):
-            (d / sub).mkdir(mode=0o700)
-            if uid is not None:
-                os.chown(d / sub, uid, uid)
-        cg = SlotCgroup(f"slot-{n}", controllers) if controllers else None
-        return Slot(n, d, fd, uid, cg)
+            (d / sub).mkdir(mode=0o711 if sub == "conn" else 0o700)
+        if uid is not None:
+            os.chown(d / "work", uid, uid)
+        tmpfs = mount_tmpfs(d / "conn", conn_kb, conn_inodes)
+        cg = _group(n, controllers, setup) if controllers else None
+        return Slot(n, d, fd, uid, cg, tmpfs)
     raise RuntimeError(f"all {max_slots} sandbox slots are in use")

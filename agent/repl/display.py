@@ -21,6 +21,7 @@ from mathagent.agent.events import (
     TextDelta,
     VerificationEvent,
 )
+from mathagent.sandbox.output import safe_text
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
@@ -54,8 +55,8 @@ def badge(state: Any) -> Text:
 
 
 def clean_prose(text: str) -> str:
-    """Model prose without format markup (MathCoder block tokens)."""
-    return FORMAT_MARKUP.sub("", text).strip("\n")
+    """Model prose without format markup (MathCoder block tokens) or terminal control sequences."""
+    return safe_text(FORMAT_MARKUP.sub("", text)).strip("\n")
 
 
 def split_code(buffer: str) -> tuple[str, str | None]:
@@ -67,9 +68,9 @@ def split_code(buffer: str) -> tuple[str, str | None]:
 
 
 def _clip(text: str, lines: int = MAX_PANEL_LINES) -> str:
-    rows = text.splitlines()
+    rows = safe_text(text).splitlines()
     if len(rows) <= lines:
-        return text
+        return "\n".join(rows)
     half = lines // 2
     return "\n".join(rows[:half] + [f"... ({len(rows) - lines} lines not shown) ..."] + rows[-half:])
 

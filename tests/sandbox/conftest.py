@@ -31,7 +31,8 @@ def require_level(machine_level):
 
 @pytest.fixture(scope="module")
 def config() -> SandboxConfig:
-    return SandboxConfig.from_env(default_timeout_s=5.0, interrupt_grace_s=0.5)
+    # a generous start timeout: on a loaded shared machine a new sandbox has taken over 20 s to start
+    return SandboxConfig.from_env(default_timeout_s=5.0, interrupt_grace_s=0.5, start_timeout_s=120.0)
 
 
 @pytest.fixture(scope="module")

@@ -102,3 +102,23 @@ def test_model_view_bounds_long_output_and_keeps_the_error():
 def test_exec_result_round_trips():
     r = ExecResult(stdout="a", error=ExecError("E", "v", "tb"), timed_out=True, wall_s=1.5)
     assert ExecResult.from_dict(r.to_dict()) == r
+
+
+def test_safe_text_is_valid_utf8_without_terminal_controls():
+    from mathagent.sandbox.output import safe_text
+
+    raw = (
+        "a\x1b]0;title\x07b\x1b]52;c;ZXZpbA==\x1b\\c\x1b[2J\x1b[10;1Hd\x9b31me\x9d8;;http://x\x9cf"
+        "\udcff\ud800g\x00\x07\x08h\r\n\tz π 😀"
+    )
+    out = safe_text(raw)
+    out.encode("utf-8")  # no lone surrogate left
+    assert out == "abcde" + "f\ufffd\ufffdgh\r\n\tz π 😀"
+    assert safe_text("plain text\n") == "plain text\n"
+
+
+def test_collector_cuts_the_result_in_bytes_and_counts_what_the_kernel_dropped():
+    c = OutputCollector(cap=10)
+    c.set_result("😀" * 4, dropped=100)  # 16 bytes offered, 100 more cut in the kernel
+    r = c.build()
+    assert r.result == "😀😀" and r.truncated and r.output_bytes == 116
