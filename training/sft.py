@@ -177,6 +177,14 @@ def _dtype(precision: str):
     return torch.float32
 
 
+def warmup_steps(ratio: float) -> float:
+    """``TrainingArguments.warmup_steps`` for a warmup *ratio*: transformers 5 reads a value below 1 as a
+    share of the total steps and a value of 1 or more as a step count, so only [0, 1) is a ratio."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"--warmup-ratio must be in [0, 1), got {ratio}")
+    return float(ratio)
+
+
 def latest_checkpoint(out: Path) -> str | None:
     ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
@@ -228,7 +236,7 @@ def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tupl
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr,
-        warmup_steps=cfg.warmup_ratio,
+        warmup_steps=warmup_steps(cfg.warmup_ratio),
         logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
