@@ -59,6 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--lora-alpha", type=int)
     a("--no-merge", action="store_true", default=None, help="save base + adapter instead of the merged model")
     a("--precision", choices=("auto", "bf16", "fp32"))
+    a("--gradient-checkpointing", action="store_true", default=None)
+    a("--torch-threads", type=int, help="torch.set_num_threads for the trainer process")
     a("--seed", type=int)
     a("--save-steps", type=int)
     a("--logging-steps", type=int)
@@ -76,7 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 _FIELDS = (
     "data model out format grading limit shuffle num_generations batch_size grad_accum max_steps epochs lr "
     "beta epsilon loss_type temperature top_p top_k max_completion_length max_rounds cell_timeout view_chars "
-    "system_prompt lora lora_r lora_alpha precision seed save_steps logging_steps warmup_ratio resume "
+    "system_prompt lora lora_r lora_alpha precision gradient_checkpointing torch_threads seed save_steps logging_steps warmup_ratio resume "
     "report_to pool_size use_vllm vllm_mode vllm_server_base_url"
 ).split()
 

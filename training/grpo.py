@@ -80,6 +80,10 @@ class GRPORunConfig:
     lora_dropout: float = 0.05
     merge_lora: bool = True
     precision: str = "auto"
+    gradient_checkpointing: bool = False
+    """TRL turns it on by default; off here (small models on CPU only lose time with it)."""
+    torch_threads: int | None = None
+    """``torch.set_num_threads`` for this process (None: torch's default)."""
     seed: int = 0
     save_steps: int = 100
     save_total_limit: int | None = 2
@@ -316,6 +320,8 @@ def build_trainer(
     if cfg.num_generations < 2:
         raise ValueError("GRPO needs at least 2 generations per problem (--num-generations)")
     set_seed(cfg.seed)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     rows, grading = load_rows(cfg)
     model_dir = resolve_model_dir(cfg.model)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -379,6 +385,7 @@ def build_trainer(
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=dtype == torch.bfloat16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
         report_to=report_to,
         disable_tqdm=True,
         **extra,

@@ -281,7 +281,8 @@ def train(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> TrainResult:
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
-    save_model(trainer, tok, cfg)
+    if trainer.is_world_process_zero():  # under `accelerate launch` only the main process writes
+        save_model(trainer, tok, cfg)
     res = TrainResult(
         out_dir=str(out),
         steps=int(trainer.state.global_step),
@@ -290,16 +291,18 @@ def train(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> TrainResult:
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
         **counts,
     )
-    (out / "train_result.json").write_text(
-        json.dumps({"config": cfg.to_dict(), "result": res.to_dict()}, indent=2), encoding="utf-8"
-    )
+    if trainer.is_world_process_zero():
+        (out / "train_result.json").write_text(
+            json.dumps({"config": cfg.to_dict(), "result": res.to_dict()}, indent=2), encoding="utf-8"
+        )
+    trainer.accelerator.wait_for_everyone()
     return res
 
 
 def save_model(trainer: Any, tok: Any, cfg: SFTRunConfig) -> None:
     """Final model (merged when LoRA), tokenizer and ``mathagent.json`` into ``cfg.out``."""
     out = Path(cfg.out)
-    model = trainer.model
+    model = trainer.accelerator.unwrap_model(trainer.model)
     if cfg.lora and cfg.merge_lora and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     fmt = TRACE_FORMAT[cfg.format]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mathagent.training.cli_train import main as train_main
 
-pytestmark = [pytest.mark.model, pytest.mark.kernel]
+pytestmark = [pytest.mark.model, pytest.mark.kernel, pytest.mark.slow]
 
 GSM8K_TRAIN = Path(__file__).resolve().parents[3] / "shared" / "data" / "datasets" / "gsm8k_train.jsonl"
 

@@ -107,7 +107,8 @@ def test_rewards_right_wrong_fabricated(scripted_rollouts):
     assert r["exec_error"]["error_then_right"] == -0.5 and r["exec_error"]["right"] == 0.0
     right = scripted_rollouts["right"]
     assert right.executions == 1 and right.steps[-2].execution.stdout == "42\n"  # it really ran
-    assert scripted_rollouts["error_then_right"].steps[2].execution.error.ename == "NameError"
+    first = next(s for s in scripted_rollouts["error_then_right"].steps if s.execution is not None)
+    assert first.execution.error.ename == "NameError"
 
 
 @pytest.mark.kernel
@@ -139,3 +140,58 @@ def test_fabricated_output_ends_the_rollout_without_running(scripted_rollouts):
 def test_bad_rollout_config_is_a_clear_error():
     with pytest.raises(ValueError, match="not supported"):
         RolloutConfig(format="tools")
+
+
+class _FirstCallScripted:
+    """The first call of each rollout is given (a code block); every later call is the real model."""
+
+    def __init__(self, real, tokenizer, first: str):
+        self.real, self.first, self.seen = (
+            real,
+            tokenizer(first, add_special_tokens=False)["input_ids"],
+            set(),
+        )
+        self.decode = real.decode
+
+    def generate(self, contexts, max_new, stop, rows=()):
+        out = [None] * len(contexts)
+        todo = [i for i, r in enumerate(rows) if r in self.seen]
+        for i, r in enumerate(rows):
+            if r not in self.seen:
+                self.seen.add(r)
+                out[i] = cut(self.first[: max_new[i]], self.decode, stop, self.real.eos)
+        outs = self.real.generate([contexts[i] for i in todo], [max_new[i] for i in todo], stop)
+        for i, g in zip(todo, outs, strict=True):
+            out[i] = g
+        return out
+
+
+@pytest.mark.kernel
+@pytest.mark.model
+def test_real_model_continues_after_real_execution(smol_dir, smol_tokenizer):
+    """SmolLM2 (which never writes code on its own) continues a rollout after a real execution: its own
+    tokens are trained, the sandbox's output block is masked, and TRL-style shapes line up."""
+    import torch
+    from mathagent.sandbox import KernelPool
+    from mathagent.training.rollout import HFGenerator
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_pretrained(smol_dir)
+    real = HFGenerator(lm, smol_tokenizer, eos_ids=[smol_tokenizer.eos_token_id])
+    gen = _FirstCallScripted(real, smol_tokenizer, "```python\nprint(17 * 3)\n```")
+    pool = KernelPool(size=1, acquire_timeout_s=600)
+    try:
+        cfg = RolloutConfig(grading="gsm8k", max_completion_length=40)
+        (r,) = run_rollouts(["What is 17 times 3?"], gen, smol_tokenizer, pool, cfg)
+    finally:
+        pool.close()
+    assert r.executions == 1 and r.steps[1].execution.stdout == "51\n"
+    spans = r.spans(smol_tokenizer)
+    assert [t for t, trained in spans if not trained] == ["\n```output\n51\n```\n"]
+    assert spans[0] == ("```python\nprint(17 * 3)\n```", True)
+    model_part = spans[-1]
+    assert model_part[1] is True and len(spans) == 3  # what the model wrote after the output: trained
+    last_masked = max(i for i, m in enumerate(r.env_mask) if m == 0)
+    assert last_masked < len(r.env_mask) - 1 and all(r.env_mask[last_masked + 1 :])
+    assert len(r.completion_ids) <= 40 and len(r.env_mask) == len(r.completion_ids)
