@@ -137,6 +137,10 @@ class GRPOResult:
     mean_reward_first: float | None
     mean_reward_last: float | None
     metrics: dict[str, float] = field(default_factory=dict)
+    process_index: int = 0
+    """This process's rank (``accelerate launch`` runs one per device)."""
+    saved: bool = False
+    """Whether this process wrote the model and ``mathagent.json`` (the main process only)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -317,6 +321,11 @@ def build_trainer(
 
     if cfg.format not in FORMATS:
         raise ValueError(f"unknown format {cfg.format!r}; expected one of {', '.join(FORMATS)}")
+    if cfg.use_vllm:
+        raise ValueError(
+            "--use-vllm: the round-by-round rollout does not generate through vLLM yet (see docs/training.md); "
+            "generation runs with transformers"
+        )
     if cfg.num_generations < 2:
         raise ValueError("GRPO needs at least 2 generations per problem (--num-generations)")
     set_seed(cfg.seed)
@@ -385,6 +394,7 @@ def build_trainer(
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=dtype == torch.bfloat16,
+        use_cpu=not torch.cuda.is_available(),  # with `accelerate launch` on CPU: DDP over gloo
         gradient_checkpointing=cfg.gradient_checkpointing,
         report_to=report_to,
         disable_tqdm=True,
@@ -445,7 +455,11 @@ def train(cfg: GRPORunConfig, callbacks: list[Any] | None = None) -> GRPOResult:
         metrics={k: float(v) for k, v in (trainer.state.log_history[-1] if trainer.state.log_history else {}).items()
                  if isinstance(v, int | float)},
     )  # fmt: skip
-    if trainer.is_world_process_zero():
+    main = trainer.is_world_process_zero()
+    result = GRPOResult(
+        **{**result.to_dict(), "process_index": trainer.accelerator.process_index, "saved": main}
+    )
+    if main:
         save_model(trainer, tok, cfg)
         (out / "train_result.json").write_text(
             json.dumps({"config": cfg.to_dict(), "result": result.to_dict()}, indent=2), encoding="utf-8"

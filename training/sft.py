@@ -245,6 +245,7 @@ def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tupl
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=dtype == torch.bfloat16,
+        use_cpu=not torch.cuda.is_available(),  # with `accelerate launch` on CPU: DDP over gloo
         gradient_checkpointing=cfg.gradient_checkpointing,
         max_length=cfg.max_length,
         packing=False,
