@@ -15,7 +15,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 LAUNCH = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-          "--dynamo_backend", "no", "--main_process_port", "0"]  # fmt: skip
+          "--dynamo_backend", "no"]  # fmt: skip
 
 
 def _launch(args: list[str], tmp: Path) -> list[dict]:
