@@ -57,3 +57,20 @@ def test_grading_policy_guessed_from_the_data_name():
     assert guess_grading("/x/gsm8k_train.jsonl") == "gsm8k"
     assert guess_grading("math500") == "math" and guess_grading("svamp") == "gsm8k"
     assert guess_grading("toy.jsonl") == "math"
+
+
+def test_hub_model_id_resolves_offline_from_the_local_cache(tmp_path, monkeypatch, smol_dir):
+    import huggingface_hub.constants
+    from mathagent.training.convert import resolve_model_dir
+
+    snap = tmp_path / "hub" / "models--acme--tiny-math" / "snapshots" / "0123abcd"
+    snap.mkdir(parents=True)
+    for f in smol_dir.iterdir():
+        (snap / f.name).symlink_to(f)
+    (tmp_path / "hub" / "models--acme--tiny-math" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny-math" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert resolve_model_dir("acme/tiny-math") == snap
+    with pytest.raises(FileNotFoundError, match="local Hugging Face cache"):
+        resolve_model_dir("acme/not-there")  # not cached: a clear error, no download
