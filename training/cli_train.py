@@ -47,6 +47,7 @@ def _sft_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints"
     )
+    p.add_argument("--report-to", default="none", help="none, tensorboard (OUT/logs), wandb, trackio")
     p.add_argument("--system", default=AUTO_SYSTEM, help="system prompt for raw traces")
     p.add_argument("--chat-template", default=None, help="Jinja template with {%% generation %%} markers")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -107,6 +108,7 @@ def main(argv: list[str]) -> int:
         logging_steps=args.logging_steps,
         warmup_ratio=args.warmup_ratio,
         resume=args.resume,
+        report_to=args.report_to,
         system=args.system or None,
         chat_template=args.chat_template,
     )

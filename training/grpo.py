@@ -315,7 +315,7 @@ def build_trainer(
     from mathagent.training import masking
     from mathagent.training import tokens as T
     from mathagent.training.convert import resolve_model_dir
-    from mathagent.training.sft import warmup_steps
+    from mathagent.training.sft import report_to, warmup_steps
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import GRPOConfig, GRPOTrainer
 
@@ -363,9 +363,7 @@ def build_trainer(
             modules_to_save=["embed_tokens", "lm_head"] if cfg.format == "mathcoder" else None,
         )
     out = Path(cfg.out)
-    report_to = [r for r in cfg.report_to.split(",") if r and r != "none"]
-    if "tensorboard" in report_to:  # transformers 5 has no logging_dir argument; its callback reads this
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "logs"))
+    reporters = report_to(cfg.report_to, out)
     extra = dict(cfg.extra)
     if cfg.use_vllm:
         extra.update(use_vllm=True, vllm_mode=cfg.vllm_mode)
@@ -396,7 +394,7 @@ def build_trainer(
         bf16=dtype == torch.bfloat16,
         use_cpu=not torch.cuda.is_available(),  # with `accelerate launch` on CPU: DDP over gloo
         gradient_checkpointing=cfg.gradient_checkpointing,
-        report_to=report_to,
+        report_to=reporters,
         disable_tqdm=True,
         **extra,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +72,8 @@ class SFTRunConfig:
     warmup_ratio: float = 0.0
     resume: bool = False
     """Continue from the newest checkpoint in ``OUT/checkpoints`` when there is one."""
+    report_to: str = "none"
+    """``none``, ``tensorboard`` (offline, into ``OUT/logs``), ``wandb``, ``trackio``; comma-separated."""
     system: str | None = AUTO_SYSTEM
     """System prompt used when raw traces are exported on the fly (``auto``: the agent's prompt for the format)."""
     chat_template: str | None = None
@@ -177,6 +180,21 @@ def _dtype(precision: str):
     return torch.float32
 
 
+REPORTERS = ("none", "tensorboard", "wandb", "trackio")
+
+
+def report_to(value: str, out: Path) -> list[str]:
+    """``TrainingArguments.report_to`` from ``--report-to`` (comma-separated); tensorboard logs to OUT/logs."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in REPORTERS]
+    if bad:
+        raise ValueError(f"--report-to: unknown {', '.join(bad)}; use {', '.join(REPORTERS)}")
+    names = [n for n in names if n != "none"]
+    if "tensorboard" in names:  # transformers 5 has no logging_dir argument; its callback reads this
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "logs")
+    return names
+
+
 def warmup_steps(ratio: float) -> float:
     """``TrainingArguments.warmup_steps`` for a warmup *ratio*: transformers 5 reads a value below 1 as a
     share of the total steps and a value of 1 or more as a step count, so only [0, 1) is a ratio."""
@@ -249,7 +267,7 @@ def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tupl
         gradient_checkpointing=cfg.gradient_checkpointing,
         max_length=cfg.max_length,
         packing=False,
-        report_to=[],
+        report_to=report_to(cfg.report_to, out),
         disable_tqdm=True,
     )
     trainer = SFTTrainer(

@@ -28,7 +28,7 @@ def _launch(args: list[str], tmp: Path) -> list[dict]:
         capture_output=True, text=True, timeout=3000, env=env, cwd=tmp,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"')]
 
 
 def test_sft_two_cpu_processes(tmp_path, smol_dir):
