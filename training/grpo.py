@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -395,7 +396,7 @@ def build_trainer(
         use_cpu=not torch.cuda.is_available(),  # with `accelerate launch` on CPU: DDP over gloo
         gradient_checkpointing=cfg.gradient_checkpointing,
         report_to=reporters,
-        disable_tqdm=True,
+        disable_tqdm=not sys.stderr.isatty(),  # a progress bar where a person is looking
         **extra,
     )
     rank = int(os.environ.get("RANK", "0"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -268,7 +269,7 @@ def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tupl
         max_length=cfg.max_length,
         packing=False,
         report_to=report_to(cfg.report_to, out),
-        disable_tqdm=True,
+        disable_tqdm=not sys.stderr.isatty(),  # a progress bar where a person is looking
     )
     trainer = SFTTrainer(
         model=model,
