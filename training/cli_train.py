@@ -2,6 +2,7 @@
 
     mathagent train sft --data traces.jsonl --model smollm2-135m --format mathcoder --out runs/sft1
     mathagent train export --traces RUN_DIR_OR_JSONL --format chat --out data/chat.jsonl
+    mathagent train grpo --data gsm8k_train.jsonl --model smollm2-135m --out runs/g1
 
 Multi-GPU: ``accelerate launch --config_file training/accelerate/ddp.yaml -m mathagent.training.cli_train sft ...``
 (see docs/training.md).
@@ -47,8 +48,9 @@ def _sft_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints"
     )
+    p.add_argument("--report-to", default="none", help="none, tensorboard (OUT/logs), wandb, trackio")
     p.add_argument("--system", default=AUTO_SYSTEM, help="system prompt for raw traces")
-    p.add_argument("--chat-template", default=None, help="Jinja template with {% generation %} markers")
+    p.add_argument("--chat-template", default=None, help="Jinja template with {%% generation %%} markers")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -67,7 +69,14 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     _sft_parser(sub)
     _export_parser(sub)
+    from mathagent.training.cli_grpo import add_parser as _grpo_parser
+
+    _grpo_parser(sub)
     args = parser.parse_args(argv)
+    if args.cmd == "grpo":
+        from mathagent.training.cli_grpo import run as run_grpo
+
+        return run_grpo(args)
     if args.cmd == "export":
         n = export_traces(read_traces(args.traces), args.out, args.format, args.system or None)
         print(f"wrote {n} {args.format} rows to {args.out}")
@@ -96,6 +105,7 @@ def main(argv: list[str]) -> int:
         logging_steps=args.logging_steps,
         warmup_ratio=args.warmup_ratio,
         resume=args.resume,
+        report_to=args.report_to,
         system=args.system or None,
         chat_template=args.chat_template,
     )

@@ -58,20 +58,46 @@ def default_cache() -> Path:
 
 def resolve_model_dir(model: str, cache: str | os.PathLike[str] | None = None) -> Path:
     """A plain model directory for ``model``: a directory as is; a ``.gguf`` file or a bundled model name
-    (``smollm2-135m``, ``qwen2.5-coder-0.5b``, ...) converted once into the cache."""
+    (``smollm2-135m``, ``qwen2.5-coder-0.5b``, ...) converted once into the cache; a hub id
+    (``org/name``) from the local Hugging Face cache when it is there (never downloaded)."""
     p = Path(model).expanduser()
     if p.is_dir():
         return p
     if p.suffix == ".gguf" and p.is_file():
         gguf = p
     else:
-        gguf = _bundled_gguf(model)
+        try:
+            gguf = _bundled_gguf(model)
+        except FileNotFoundError:
+            cached = hub_cache_dir(model)
+            if cached is None:
+                raise
+            return cached
     st = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
     return gguf_to_hf(gguf, Path(cache or default_cache()) / f"{gguf.stem}-{key}")
 
 
+def hub_cache_dir(model_id: str) -> Path | None:
+    """The local snapshot of a hub model id (``org/name``) in the Hugging Face cache, never downloading."""
+    if model_id.count("/") != 1 or model_id.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return None
+    try:
+        found = Path(snapshot_download(model_id, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    return found if (found / "config.json").is_file() else None
+
+
 def _bundled_gguf(name: str) -> Path:
     if is_bundled(name):
         return Path(model_path(name))
-    raise FileNotFoundError(f"{name!r} is not a model directory, a .gguf file or a bundled model name")
+    raise FileNotFoundError(
+        f"{name!r} is not a model directory, a .gguf file, a bundled model name, or a hub id in the local "
+        "Hugging Face cache (nothing is downloaded)"
+    )

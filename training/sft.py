@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,6 +72,8 @@ class SFTRunConfig:
     warmup_ratio: float = 0.0
     resume: bool = False
     """Continue from the newest checkpoint in ``OUT/checkpoints`` when there is one."""
+    report_to: str = "none"
+    """``none``, ``tensorboard`` (offline, into ``OUT/logs``), ``wandb``, ``trackio``; comma-separated."""
     system: str | None = AUTO_SYSTEM
     """System prompt used when raw traces are exported on the fly (``auto``: the agent's prompt for the format)."""
     chat_template: str | None = None
@@ -176,6 +180,29 @@ def _dtype(precision: str):
     return torch.float32
 
 
+REPORTERS = ("none", "tensorboard", "wandb", "trackio")
+
+
+def report_to(value: str, out: Path) -> list[str]:
+    """``TrainingArguments.report_to`` from ``--report-to`` (comma-separated); tensorboard logs to OUT/logs."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in REPORTERS]
+    if bad:
+        raise ValueError(f"--report-to: unknown {', '.join(bad)}; use {', '.join(REPORTERS)}")
+    names = [n for n in names if n != "none"]
+    if "tensorboard" in names:  # transformers 5 has no logging_dir argument; its callback reads this
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "logs")
+    return names
+
+
+def warmup_steps(ratio: float) -> float:
+    """``TrainingArguments.warmup_steps`` for a warmup *ratio*: transformers 5 reads a value below 1 as a
+    share of the total steps and a value of 1 or more as a step count, so only [0, 1) is a ratio."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"--warmup-ratio must be in [0, 1), got {ratio}")
+    return float(ratio)
+
+
 def latest_checkpoint(out: Path) -> str | None:
     ckpts = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda c: int(c.name.split("-")[-1]))
     return str(ckpts[-1]) if ckpts else None
@@ -227,7 +254,7 @@ def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tupl
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr,
-        warmup_steps=cfg.warmup_ratio,
+        warmup_steps=warmup_steps(cfg.warmup_ratio),
         logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
@@ -236,11 +263,12 @@ def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tupl
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=dtype == torch.bfloat16,
+        use_cpu=not torch.cuda.is_available(),  # with `accelerate launch` on CPU: DDP over gloo
         gradient_checkpointing=cfg.gradient_checkpointing,
         max_length=cfg.max_length,
         packing=False,
-        report_to=[],
-        disable_tqdm=True,
+        report_to=report_to(cfg.report_to, out),
+        disable_tqdm=not sys.stderr.isatty(),  # a progress bar where a person is looking
     )
     trainer = SFTTrainer(
         model=model,
@@ -272,7 +300,8 @@ def train(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> TrainResult:
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
-    save_model(trainer, tok, cfg)
+    if trainer.is_world_process_zero():  # under `accelerate launch` only the main process writes
+        save_model(trainer, tok, cfg)
     res = TrainResult(
         out_dir=str(out),
         steps=int(trainer.state.global_step),
@@ -281,16 +310,18 @@ def train(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> TrainResult:
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
         **counts,
     )
-    (out / "train_result.json").write_text(
-        json.dumps({"config": cfg.to_dict(), "result": res.to_dict()}, indent=2), encoding="utf-8"
-    )
+    if trainer.is_world_process_zero():
+        (out / "train_result.json").write_text(
+            json.dumps({"config": cfg.to_dict(), "result": res.to_dict()}, indent=2), encoding="utf-8"
+        )
+    trainer.accelerator.wait_for_everyone()
     return res
 
 
 def save_model(trainer: Any, tok: Any, cfg: SFTRunConfig) -> None:
     """Final model (merged when LoRA), tokenizer and ``mathagent.json`` into ``cfg.out``."""
     out = Path(cfg.out)
-    model = trainer.model
+    model = trainer.accelerator.unwrap_model(trainer.model)
     if cfg.lora and cfg.merge_lora and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     fmt = TRACE_FORMAT[cfg.format]
