@@ -39,6 +39,12 @@ def _sft_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (fix it, with --seed, to repeat a CPU run)",
+    )
     p.add_argument("--eval-fraction", type=float, default=0.0)
     p.add_argument("--save-steps", type=int, default=500)
     p.add_argument("--logging-steps", type=int, default=10)
@@ -94,6 +100,7 @@ def main(argv: list[str]) -> int:
         precision=args.precision,
         gradient_checkpointing=args.gradient_checkpointing,
         seed=args.seed,
+        threads=args.threads,
         eval_fraction=args.eval_fraction,
         save_steps=args.save_steps,
         logging_steps=args.logging_steps,
