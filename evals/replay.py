@@ -91,7 +91,7 @@ class FileIdentity:
     dataset: str | None
     """``gsm8k`` or ``math``; None when unknown."""
     evidence: str
-    """Where the answer came from (``file name``, ``rows``), for the report."""
+    """Where the data set was read from: ``file name``, ``rows`` or ``unknown``."""
 
     @property
     def policy(self) -> str:
@@ -100,8 +100,8 @@ class FileIdentity:
         return self.dataset or "math"
 
 
-_TORA_MODEL = re.compile(r"tora-?(code-?)?(\d+)b")
-_MC_MODEL = re.compile(r"mathcoder-?(cl|l)-?(\d+)b")
+_TORA_MODEL = re.compile(r"(?<![a-z])tora-?(code-?)?(\d+)b(?![a-z])")
+_MC_MODEL = re.compile(r"(?<![a-z])mathcoder-?(cl|l)-?(\d+)b(?![a-z])")
 
 
 def _model_from_name(text: str) -> str | None:

@@ -137,6 +137,7 @@ def test_full_tora_replay(shared_data):
         ("traces/traces_mathcoderL70b_gsm8k_test_wrong.jsonl", "MathCoder-L-70B", "gsm8k", 83.9),
         ("outputs/tora-13b/svamp/test.jsonl", "ToRA-13B", None, None),  # data set unknown: no score
         ("runs/mine/traces.jsonl", None, None, None),  # nothing known: no model, no score
+        ("runs/mistoral-7b/gsm8k/out.jsonl", None, "gsm8k", None),  # "tora-7b" inside another name
     ],
 )  # fmt: skip
 def test_files_are_identified_by_name(path, model, dataset, published):
