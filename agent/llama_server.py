@@ -5,6 +5,13 @@
 ``with`` block, or at interpreter exit. ``shared_server()`` hands out one server per (model, n_ctx)
 for the whole process, so every backend of a run talks to the same server.
 
+Logs: llama.cpp's own log lines never reach the user's terminal. The server's output goes to
+``$MATHAGENT_CACHE_DIR/logs/llama-server-<model>.log`` (default ``~/.cache/mathagent/logs/``), appended
+at each start (moved to ``.1`` past 10 MB). The library loaded in this process (for exact token
+counts, :func:`load_vocab`) logs through :func:`route_native_logs` into ``logs/llama.log`` beside it:
+llama-cpp-python's own handler prints warnings such as ``llama_context: n_ctx_seq (512) >
+n_ctx_train (0)`` to stderr even with ``verbose=False``, in the middle of the model's text.
+
 Facts this module builds on (llama-cpp-python 0.3.x): the server defaults to one thread, so we pass
 ``--n_threads``; it ignores ``n > 1`` (one choice); it uses the chat template stored in the GGUF when
 no ``--chat_format`` is given; its chat endpoint cannot continue a partial assistant message, which
@@ -21,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from mathagent.agent.cache import cache_dir
 from mathagent.agent.models import is_bundled, model_path
 
 log = logging.getLogger(__name__)
@@ -78,6 +85,10 @@ def apply_chat_template(
     return "".join(out)
 
 
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "model"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -89,6 +100,70 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+LOG_ROTATE_BYTES = 10 << 20
+
+
+def log_dir() -> Path:
+    """Folder of llama.cpp's logs: ``$MATHAGENT_CACHE_DIR/logs`` (default ``~/.cache/mathagent/logs``)."""
+    return cache_dir("logs")
+
+
+def open_log(name: str) -> tuple[Any, Path]:
+    """Open ``log_dir()/name`` for appending (binary), first moving a file past 10 MB to ``name.1``."""
+    path = log_dir() / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if path.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(path, path.with_name(path.name + ".1"))
+    except OSError:
+        pass
+    return open(path, "ab"), path
+
+
+_NATIVE: dict[str, Any] = {}
+_NATIVE_LOCK = threading.Lock()
+
+
+def route_native_logs() -> Path | None:
+    """Send the in-process llama.cpp library's log lines to ``log_dir()/llama.log`` (idempotent).
+
+    Returns the log path, or None when ``llama_cpp`` is not installed or the log cannot be opened.
+    """
+    with _NATIVE_LOCK:
+        if "path" in _NATIVE:
+            return _NATIVE["path"]  # type: ignore[no-any-return]
+        try:
+            import ctypes
+
+            import llama_cpp
+
+            f, path = open_log("llama.log")
+        except (ImportError, OSError) as e:
+            log.debug("llama.cpp native logs not redirected: %s", e)
+            return None
+
+        @llama_cpp.llama_log_callback  # type: ignore[misc]
+        def _to_file(level: int, text: bytes, user_data: Any) -> None:
+            try:
+                f.write(text)
+                f.flush()
+            except (OSError, ValueError):
+                pass
+
+        llama_cpp.llama_log_set(_to_file, ctypes.c_void_p(0))
+        # the callback and the file must outlive this call: the C library keeps only a raw pointer
+        _NATIVE.update(path=path, callback=_to_file, file=f)
+        return path
+
+
+def load_vocab(path: str | os.PathLike[str]) -> Any:
+    """A vocabulary-only ``llama_cpp.Llama`` for exact token counts, its native logs in the log file."""
+    import llama_cpp
+
+    route_native_logs()
+    return llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
 
 
 _LIVE: set[LlamaServer] = set()
@@ -133,7 +208,9 @@ class LlamaServer:
         self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
+        self._log_start = 0
         self.log_path: Path | None = None
+        """The server's log file (``log_dir()/llama-server-<model>.log``), set at start."""
         self._lock = threading.Lock()
 
     @property
@@ -162,9 +239,13 @@ class LlamaServer:
         return self.proc is not None and self.proc.poll() is None
 
     def log_tail(self, n: int = 30) -> str:
+        """The last ``n`` lines this server start wrote to its log file."""
         if not self.log_path or not self.log_path.exists():
             return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        with open(self.log_path, "rb") as f:
+            f.seek(self._log_start)
+            text = f.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-n:])
 
     def start(self) -> LlamaServer:
         """Start the server and block until it answers; ``RuntimeError`` with its log tail on failure."""
@@ -177,10 +258,12 @@ class LlamaServer:
                 raise RuntimeError(
                     'llama.cpp server is not installed: pip install "llama-cpp-python[server]"'
                 ) from e
-            fd, name = tempfile.mkstemp(prefix=f"mathagent-llama-{self.port}-", suffix=".log")
-            self.log_path = Path(name)
-            self._log_file = os.fdopen(fd, "wb")
-            log.info("starting llama.cpp server: %s", " ".join(self.command()))
+            self._log_file, self.log_path = open_log(f"llama-server-{_safe(self.alias)}.log")
+            self._log_start = self._log_file.tell()
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            self._log_file.write(f"\n== {stamp} pid {os.getpid()} port {self.port}: {self.path}\n".encode())
+            self._log_file.flush()
+            log.info("starting llama.cpp server (log: %s): %s", self.log_path, " ".join(self.command()))
             self.proc = subprocess.Popen(
                 self.command(),
                 stdout=self._log_file,

@@ -31,15 +31,130 @@ from typing import Any
 from mathagent.agent.backends.scripted import ScriptedBackend
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.formats.mathcoder import END_MESSAGE, blocks, steps_from_debug_result
-from mathagent.agent.grading import extract_answer, is_equivalent
+from mathagent.agent.grading import extract_answer, gold_answer, is_equivalent
 from mathagent.agent.trace import StepKind, Trace
 from mathagent.evals.runner import solve_with_loop
 from mathagent.sandbox.base import ExecResult
 
 log = logging.getLogger(__name__)
 
-PUBLISHED = {"tora": ("ToRA-70B", 84.3), "mathcoder": ("MathCoder-L-70B", 83.9)}
-"""Format -> (model, published GSM8K accuracy %)."""
+
+@dataclass(frozen=True)
+class Published:
+    """One published pass@1 accuracy (greedy decoding, one sample), with where it was published."""
+
+    model: str
+    dataset: str
+    """Our data-set name: ``gsm8k`` or ``math``."""
+    accuracy: float
+    """Percent."""
+    source: str
+
+
+_TORA_SRC = "ToRA (arXiv:2309.17452), results table in microsoft/ToRA README.md @ 10fe71a"
+_MC_SRC = "MathCoder (arXiv:2310.03731), Table 2"
+PUBLISHED: tuple[Published, ...] = (
+    Published("ToRA-7B", "gsm8k", 68.8, _TORA_SRC),
+    Published("ToRA-7B", "math", 40.1, _TORA_SRC),
+    Published("ToRA-Code-7B", "gsm8k", 72.6, _TORA_SRC),
+    Published("ToRA-Code-7B", "math", 44.6, _TORA_SRC),
+    Published("ToRA-13B", "gsm8k", 72.7, _TORA_SRC),
+    Published("ToRA-13B", "math", 43.0, _TORA_SRC),
+    Published("ToRA-Code-13B", "gsm8k", 75.8, _TORA_SRC),
+    Published("ToRA-Code-13B", "math", 48.1, _TORA_SRC),
+    Published("ToRA-Code-34B", "gsm8k", 80.7, _TORA_SRC),
+    # the README's 51.0 is the released outputs' score (the first paper version printed 50.8)
+    Published("ToRA-Code-34B", "math", 51.0, _TORA_SRC),
+    Published("ToRA-70B", "gsm8k", 84.3, _TORA_SRC),
+    Published("ToRA-70B", "math", 49.7, _TORA_SRC),
+    Published("MathCoder-L-7B", "gsm8k", 64.2, _MC_SRC),
+    Published("MathCoder-CL-7B", "gsm8k", 67.8, _MC_SRC),
+    Published("MathCoder-L-13B", "gsm8k", 72.6, _MC_SRC),
+    Published("MathCoder-CL-13B", "gsm8k", 74.1, _MC_SRC),
+    Published("MathCoder-CL-34B", "gsm8k", 81.7, _MC_SRC),
+    Published("MathCoder-CL-34B", "math", 45.2, _MC_SRC + " and abstract"),
+    Published("MathCoder-L-70B", "gsm8k", 83.9, _MC_SRC + " and abstract"),
+)
+"""Published scores we can cite. A model or data set not listed here gets no published score (the
+report prints none rather than another model's figure); ``mathagent replay --published`` supplies one."""
+
+
+def published_for(model: str | None, dataset: str | None) -> Published | None:
+    """The published result for this model and data set, or None."""
+    if not model or not dataset:
+        return None
+    key = (model.lower(), dataset.lower())
+    return next((p for p in PUBLISHED if (p.model.lower(), p.dataset) == key), None)
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which model wrote a trace file and on which data set, as far as the file tells."""
+
+    model: str | None
+    """E.g. ``ToRA-Code-34B``; None when neither the file name nor its rows say."""
+    dataset: str | None
+    """``gsm8k`` or ``math``; None when unknown."""
+    evidence: str
+    """Where the data set was read from: ``file name``, ``rows`` or ``unknown``."""
+
+    @property
+    def policy(self) -> str:
+        """The grading policy for the file's answers (an unknown data set is graded as ``math``,
+        which accepts every GSM8K-style number too, but never falls back to a stray last number)."""
+        return self.dataset or "math"
+
+
+_TORA_MODEL = re.compile(r"(?<![a-z])tora-?(code-?)?(\d+)b(?![a-z])")
+_MC_MODEL = re.compile(r"(?<![a-z])mathcoder-?(cl|l)-?(\d+)b(?![a-z])")
+
+
+def _model_from_name(text: str) -> str | None:
+    t = text.lower().replace("_", "-")
+    if m := _MC_MODEL.search(t):
+        return f"MathCoder-{m.group(1).upper()}-{m.group(2)}B"
+    if m := _TORA_MODEL.search(t):
+        return f"ToRA-{'Code-' if m.group(1) else ''}{m.group(2)}B"
+    return None
+
+
+def _dataset_from_name(text: str) -> str | None:
+    words = set(re.split(r"[^a-z0-9]+", text.lower()))
+    if "gsm8k" in words:
+        return "gsm8k"
+    if words & {"math", "math500"}:
+        return "math"
+    return None
+
+
+def _dataset_from_rows(rows: Sequence[dict[str, Any]]) -> str | None:
+    """GSM8K solutions end in ``#### N``; MATH rows carry ``level``/``type`` or boxed solutions."""
+    votes: Counter[str] = Counter()
+    for row in rows:
+        gt = row.get("ground_truth") if isinstance(row.get("ground_truth"), dict) else {}
+        solution = str(row.get("gt_cot") or gt.get("solution") or row.get("solution") or "")
+        if "level" in row or "type" in row or "\\boxed" in solution:
+            votes["math"] += 1
+        elif "####" in solution or "<<" in solution:
+            votes["gsm8k"] += 1
+    return votes.most_common(1)[0][0] if votes else None
+
+
+def identify_file(path: str | Path, rows: Sequence[dict[str, Any]] = ()) -> FileIdentity:
+    """The model and data set of a trace file: its name and its two parent folders' names (as the
+    published layouts ``tora-code-34b-v1.0/gsm8k/test_tora_....jsonl`` and
+    ``MathCoder-L-7b/MATH/MATH_test_result-....jsonl`` give them), then its rows."""
+    p = Path(path).resolve() if Path(path).exists() else Path(path)
+    name = "/".join(p.parts[-3:])
+    model = _model_from_name(name)
+    meta = next((str(r["model"]) for r in rows if isinstance(r.get("model"), str)), None)
+    if model is None and meta:
+        model = _model_from_name(meta) or meta
+    dataset, evidence = _dataset_from_name(Path(name).name) or _dataset_from_name(name), "file name"
+    if dataset is None:
+        dataset, evidence = _dataset_from_rows(rows), "rows"
+    return FileIdentity(model, dataset, evidence if dataset else "unknown")
+
 
 _TORA_CODE = re.compile(r"```python\n(.*?)```", re.S)
 _TORA_OUT = re.compile(r"```output\n(.*?)```", re.S)
@@ -67,6 +182,14 @@ class ReplayItem:
     their_correct: bool
     format: str
     """The loop format that speaks these turns: ``markdown`` or ``mathcoder``."""
+    dataset: str | None = "gsm8k"
+    """The data set the file was identified as (None: unknown; graded with the ``math`` policy)."""
+    model: str | None = None
+    """The model the file was identified as (None: unknown)."""
+
+    @property
+    def policy(self) -> str:
+        return self.dataset or "math"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,12 +211,17 @@ def tora_equal(pred: str | None, gt: str) -> bool:
     return pred is not None and str(pred).strip() == str(gt).strip()
 
 
-def tora_item(row: dict[str, Any]) -> ReplayItem:
+def tora_item(row: dict[str, Any], dataset: str = "gsm8k") -> ReplayItem:
     text = row["code"][0]
     codes = [m.group(1).rstrip("\n") for m in _TORA_CODE.finditer(text)]
     recorded: list[str | None] = [m.group(1).rstrip("\n") for m in _TORA_OUT.finditer(text)]
     recorded += [None] * (len(codes) - len(recorded))
     pred = row.get("pred", [None])[0]
+    score = row.get("score")  # their own verdict, in their MATH (and later) output files
+    if isinstance(score, list) and score and isinstance(score[0], bool):
+        their_ok = score[0]
+    else:
+        their_ok = tora_equal(pred, str(row["gt"]))
     return ReplayItem(
         "tora",
         str(row["idx"]),
@@ -103,12 +231,13 @@ def tora_item(row: dict[str, Any]) -> ReplayItem:
         tuple(codes),
         tuple(recorded),
         pred,
-        tora_equal(pred, str(row["gt"])),
+        their_ok,
         "markdown",
+        dataset,
     )
 
 
-def mathcoder_item(row: dict[str, Any], their_correct: bool) -> ReplayItem:
+def mathcoder_item(row: dict[str, Any], their_correct: bool, dataset: str = "gsm8k") -> ReplayItem:
     question, steps = steps_from_debug_result(row["debug_result"])
     codes: list[str] = []
     recorded: list[str | None] = []
@@ -123,37 +252,53 @@ def mathcoder_item(row: dict[str, Any], their_correct: bool) -> ReplayItem:
         "mathcoder",
         str(row["id"]),
         question or row.get("question", ""),
-        str(row["ground_truth"]["answer"]),
+        gold_answer(row["ground_truth"], "math" if dataset == "math" else "generic"),
         (blocks(steps) + END_MESSAGE,),
         tuple(codes),
         tuple(recorded),
         str(their) if their is not None else None,
         their_correct,
         "mathcoder",
+        dataset,
     )
 
 
-def load_replay_file(path: str | Path, limit: int | None = None) -> list[ReplayItem]:
-    """Read a ToRA or MathCoder trace file (auto-detected by its fields)."""
+def load_replay_file(
+    path: str | Path,
+    limit: int | None = None,
+    *,
+    model: str | None = None,
+    dataset: str | None = None,
+) -> list[ReplayItem]:
+    """Read a ToRA or MathCoder trace file (format auto-detected by its fields).
+
+    The model and data set are identified from the file (:func:`identify_file`) unless given.
+    """
     path = Path(path)
-    items: list[ReplayItem] = []
+    rows: list[tuple[int, dict[str, Any]]] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
-            if limit is not None and len(items) >= limit:
+            if limit is not None and len(rows) >= limit:
                 break
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                rows.append((lineno, json.loads(line)))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if "code" in row and "idx" in row:
-                items.append(tora_item(row))
-            elif "debug_result" in row:
-                wrong = "model_answer" in row or path.stem.endswith("_wrong")
-                items.append(mathcoder_item(row, their_correct=not wrong))
-            else:
-                raise ValueError(f"{path}:{lineno}: neither a ToRA nor a MathCoder trace row")
+    ident = identify_file(path, [r for _, r in rows[:200]])
+    model = model or ident.model
+    dataset = dataset or ident.dataset
+    items: list[ReplayItem] = []
+    for lineno, row in rows:
+        if "code" in row and "idx" in row:
+            item = tora_item(row, dataset or "math")
+        elif "debug_result" in row:
+            wrong = "model_answer" in row or path.stem.endswith("_wrong")
+            item = mathcoder_item(row, their_correct=not wrong, dataset=dataset or "math")
+        else:
+            raise ValueError(f"{path}:{lineno}: neither a ToRA nor a MathCoder trace row")
+        items.append(dataclasses.replace(item, dataset=dataset, model=model))
     return items
 
 
@@ -246,6 +391,9 @@ class ReplayResult:
     error: str | None = None
     time_s: float = 0.0
     trace: dict[str, Any] | None = field(default=None, compare=False)
+    dataset: str | None = "gsm8k"
+    """The data set the file was identified as; its answers were graded with that policy."""
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -286,11 +434,26 @@ def explain(item: ReplayItem, ours: str | None, our_ok: bool, categories: Sequen
     return f"their extraction {item.their_pred!r} vs ours {ours!r}"
 
 
-def build_report(results: Sequence[ReplayResult], wall_s: float | None = None) -> dict[str, Any]:
-    """Accuracy beside the published score, disagreements with reasons, and output-match shares."""
+def group_key(r: ReplayResult) -> str:
+    """One report section per identified (model, data set): ``ToRA-70B gsm8k``, ``mathcoder ?``."""
+    return f"{r.model or r.source} {r.dataset or '?'}"
+
+
+def build_report(
+    results: Sequence[ReplayResult],
+    wall_s: float | None = None,
+    *,
+    published: float | None = None,
+) -> dict[str, Any]:
+    """Accuracy beside the published score, disagreements with reasons, and output-match shares.
+
+    One section per identified (model, data set). The published score comes from :data:`PUBLISHED`
+    (None when the model or data set is unknown or not listed), or from ``published`` when given.
+    """
     out: dict[str, Any] = {"sources": {}}
-    for source in sorted({r.source for r in results}):
-        rs = [r for r in results if r.source == source]
+    for key in sorted({group_key(r) for r in results}):
+        rs = [r for r in results if group_key(r) == key]
+        source, model, dataset = rs[0].source, rs[0].model, rs[0].dataset
         n = len(rs)
         cats = Counter(o["category"] for r in rs for o in r.outputs)
         compared = sum(v for k, v in cats.items() if k not in ("no_recorded_output", "not_executed"))
@@ -309,13 +472,20 @@ def build_report(results: Sequence[ReplayResult], wall_s: float | None = None) -
             for r in rs
             if r.why
         ]
-        model, published = PUBLISHED.get(source, (source, None))
-        out["sources"][source] = {
+        cited = published_for(model, dataset)
+        if published is not None:
+            score, cite = published, "given with --published"
+        else:
+            score, cite = (cited.accuracy, cited.source) if cited else (None, None)
+        out["sources"][key] = {
+            "source": source,
             "model": model,
+            "dataset": dataset,
             "n": n,
             "our_accuracy": 100 * sum(r.our_correct for r in rs) / n if n else None,
             "their_accuracy_on_these": 100 * sum(r.their_correct for r in rs) / n if n else None,
-            "published_accuracy": published,
+            "published_accuracy": score,
+            "published_source": cite,
             "disagreements": len(diffs),
             "we_accept_they_reject": sum(1 for d in diffs if d["our_correct"]),
             "they_accept_we_reject": sum(1 for d in diffs if not d["our_correct"]),
@@ -346,11 +516,12 @@ def report_table(report: dict[str, Any]) -> list[list[str]]:
     for s in report["sources"].values():
         rows.append(
             [
-                s["model"],
+                s["model"] or f"unknown ({s['source']})",
+                s["dataset"] or "unknown",
                 str(s["n"]),
                 f"{s['our_accuracy']:.1f}",
                 f"{s['their_accuracy_on_these']:.1f}",
-                f"{s['published_accuracy']}",
+                "none" if s["published_accuracy"] is None else f"{s['published_accuracy']}",
                 str(s["disagreements"]),
                 "-" if s["output_identical_share"] is None else f"{100 * s['output_identical_share']:.1f}",
                 "-" if s["output_equivalent_share"] is None else f"{100 * s['output_equivalent_share']:.1f}",
@@ -361,6 +532,7 @@ def report_table(report: dict[str, Any]) -> list[list[str]]:
 
 REPORT_HEADER = [
     "model",
+    "data set",
     "n",
     "ours %",
     "theirs %",
@@ -384,8 +556,8 @@ def result_from_trace(item: ReplayItem, trace: Trace, time_s: float = 0.0) -> Re
     answer = trace.final_answer
     if answer is None:
         last_text = next((s.content for s in reversed(trace.steps) if s.kind is StepKind.TEXT), "")
-        answer = extract_answer(last_text, "gsm8k")
-    ok = answer is not None and is_equivalent(answer, item.gold, "gsm8k")
+        answer = extract_answer(last_text, item.policy)
+    ok = answer is not None and is_equivalent(answer, item.gold, item.policy)
     why = explain(item, answer, ok, [str(o["category"]) for o in outputs])
     return ReplayResult(
         item.source,
@@ -400,6 +572,8 @@ def result_from_trace(item: ReplayItem, trace: Trace, time_s: float = 0.0) -> Re
         trace.error,
         time_s,
         trace.to_dict(),
+        item.dataset,
+        item.model,
     )
 
 
@@ -459,6 +633,8 @@ async def replay_async(
                     item.their_correct,
                     why=None,
                     error=f"{type(e).__name__}: {e}",
+                    dataset=item.dataset,
+                    model=item.model,
                 )
         results[i] = r
         if on_result:

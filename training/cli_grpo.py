@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mathagent.training.grpo import GRPORunConfig, train
 from mathagent.training.rewards import RewardWeights
 
 
@@ -85,8 +86,6 @@ _FIELDS = (
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """A :class:`GRPORunConfig` from the config file (if any) and the flags."""
-    from mathagent.training.grpo import GRPORunConfig
-
     base: dict[str, Any] = {}
     if args.config:
         base = json.loads(Path(args.config).read_text(encoding="utf-8"))
@@ -126,8 +125,6 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, OSError) as e:
         print(f"mathagent train grpo: {e}", file=sys.stderr)
         return 2
-    from mathagent.training.grpo import train
-
     try:
         result = train(cfg)
     except (ValueError, FileNotFoundError) as e:

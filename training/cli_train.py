@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 
+from mathagent.training.cli_grpo import add_parser as _grpo_parser
+from mathagent.training.cli_grpo import run as run_grpo
 from mathagent.training.export import AUTO_SYSTEM, export_traces, read_traces
 from mathagent.training.sft import SFTRunConfig, train
 
@@ -41,6 +43,12 @@ def _sft_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (fix it, with --seed, to repeat a CPU run)",
+    )
     p.add_argument("--eval-fraction", type=float, default=0.0)
     p.add_argument("--save-steps", type=int, default=500)
     p.add_argument("--logging-steps", type=int, default=10)
@@ -69,13 +77,9 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     _sft_parser(sub)
     _export_parser(sub)
-    from mathagent.training.cli_grpo import add_parser as _grpo_parser
-
     _grpo_parser(sub)
     args = parser.parse_args(argv)
     if args.cmd == "grpo":
-        from mathagent.training.cli_grpo import run as run_grpo
-
         return run_grpo(args)
     if args.cmd == "export":
         n = export_traces(read_traces(args.traces), args.out, args.format, args.system or None)
@@ -100,6 +104,7 @@ def main(argv: list[str]) -> int:
         precision=args.precision,
         gradient_checkpointing=args.gradient_checkpointing,
         seed=args.seed,
+        threads=args.threads,
         eval_fraction=args.eval_fraction,
         save_steps=args.save_steps,
         logging_steps=args.logging_steps,

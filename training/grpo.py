@@ -25,8 +25,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mathagent.evals.datasets import GRADING_KIND, load_problems
+from mathagent.sandbox import KernelPool
+from mathagent.training import masking
+from mathagent.training import tokens as T
+from mathagent.training.convert import resolve_model_dir
 from mathagent.training.rewards import REWARD_NAMES, ROLLOUT_COLUMN, RewardWeights, reward_functions
 from mathagent.training.rollout import FORMATS, HFGenerator, RolloutConfig, run_rollouts
+from mathagent.training.sft import _dtype as sft_dtype
+from mathagent.training.sft import latest_checkpoint, report_to, warmup_steps
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +156,6 @@ class GRPOResult:
 
 def guess_grading(name: str) -> str:
     """The grading policy for a data set name or file stem (``gsm8k_train`` -> ``gsm8k``)."""
-    from mathagent.evals.datasets import GRADING_KIND
-
     stem = Path(name).stem.lower().replace("_", "-")
     for key, kind in GRADING_KIND.items():
         if stem == key or stem.startswith(key + "-"):
@@ -160,8 +165,6 @@ def guess_grading(name: str) -> str:
 
 def load_rows(cfg: GRPORunConfig) -> tuple[list[dict[str, Any]], str]:
     """Dataset rows ``prompt`` / ``gold`` / ``grading`` / ``problem_id``, and the grading policy."""
-    from mathagent.evals.datasets import load_problems
-
     problems = load_problems(cfg.data, limit=cfg.limit, seed=cfg.seed, shuffle=cfg.shuffle)
     if not problems:
         raise ValueError(f"no problems in {cfg.data}")
@@ -171,8 +174,6 @@ def load_rows(cfg: GRPORunConfig) -> tuple[list[dict[str, Any]], str]:
 
 
 def _dtype(precision: str) -> Any:
-    from mathagent.training.sft import _dtype as sft_dtype
-
     return sft_dtype(precision)
 
 
@@ -313,10 +314,6 @@ def build_trainer(
     """Model, tokenizer, data and ``GRPOTrainer``; returns (trainer, tokenizer, number of problems)."""
     import torch
     from datasets import Dataset
-    from mathagent.training import masking
-    from mathagent.training import tokens as T
-    from mathagent.training.convert import resolve_model_dir
-    from mathagent.training.sft import report_to, warmup_steps
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import GRPOConfig, GRPOTrainer
 
@@ -418,9 +415,6 @@ def build_trainer(
 
 def train(cfg: GRPORunConfig, callbacks: list[Any] | None = None) -> GRPOResult:
     """Run GRPO and save a ready-to-serve model in ``cfg.out``."""
-    from mathagent.sandbox import KernelPool
-    from mathagent.training.sft import latest_checkpoint
-
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     t0 = time.perf_counter()
     out = Path(cfg.out)

@@ -5,7 +5,7 @@ the rollout function's extra fields as keyword lists; one float per completion) 
 rollout's summary from the ``mathagent_rollout`` column that :mod:`mathagent.training.grpo` adds:
 
 * ``correct``: 1.0 when the extracted answer equals the gold answer under the data set's grading
-  policy (``mathagent.evals.grading``), and the policy fabricated no execution output; else 0.0.
+  policy (``mathagent.agent.grading``), and the policy fabricated no execution output; else 0.0.
 * ``format``: 1.0 when the rollout ran at least one closed code block and gave an answer.
 * ``fabricated``: -1.0 when the policy wrote an execution block itself (claimed output that no
   execution produced).
@@ -21,6 +21,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from mathagent.agent.grading import is_equivalent
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,6 @@ REWARD_NAMES = ("correct", "format", "fabricated", "exec_error")
 
 def score_correct(record: dict[str, Any], gold: str, grading: str) -> float:
     """1.0 when the rollout's answer is the gold answer (and nothing was fabricated), else 0.0."""
-    from mathagent.evals.grading import is_equivalent
-
     if record.get("fabricated") or record.get("answer") is None:
         return 0.0
     try:

@@ -32,6 +32,7 @@ from mathagent.agent.backends.transformers_backend import cut_at_stop
 from mathagent.agent.formats import TraceFormat, get_format
 from mathagent.agent.formats import markdown as md
 from mathagent.agent.formats import mathcoder as mc
+from mathagent.agent.grading import extract_answer
 from mathagent.agent.loop import last_output, model_view
 from mathagent.agent.prompts import load_prompt
 from mathagent.agent.trace import Step, StepKind, StopReason
@@ -441,8 +442,6 @@ def _take_execution(s: _State, result: ExecResult | str, tokenizer: Any, config:
 
 
 def _finish(r: Rollout, config: RolloutConfig) -> None:
-    from mathagent.evals.grading import extract_answer
-
     text = "\n".join(s.content for s in r.steps if s.kind is StepKind.TEXT)
     if r.fabricated:
         r.answer = None

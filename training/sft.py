@@ -64,6 +64,9 @@ class SFTRunConfig:
     """``auto`` (bf16 on a GPU that has it, else fp32), ``bf16`` or ``fp32``."""
     gradient_checkpointing: bool = False
     seed: int = 0
+    threads: int | None = None
+    """torch CPU threads (None: torch's default, one per core). Float sums depend on how the work is
+    split across threads, so a fixed count (with ``seed``) makes a CPU run repeat exactly."""
     eval_fraction: float = 0.0
     """Share of rows held out for evaluation (0: no eval split)."""
     save_steps: int = 500
@@ -217,6 +220,8 @@ def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tupl
 
     if cfg.format not in TRACE_FORMAT:
         raise ValueError(f"unknown format {cfg.format!r}; expected mathcoder or chat")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     model_dir = resolve_model_dir(cfg.model)
     tok = prepare_tokenizer(model_dir, cfg.format, cfg.chat_template)

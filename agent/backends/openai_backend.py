@@ -39,7 +39,7 @@ from mathagent.agent.backends.base import (
     ToolCall,
 )
 from mathagent.agent.backends.retry import GarbageResponse, RetryPolicy, WaitFn, call_with_retries
-from mathagent.agent.llama_server import apply_chat_template
+from mathagent.agent.llama_server import apply_chat_template, load_vocab
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +214,7 @@ class OpenAIBackend:
     def _load_vocab(self) -> Any:
         if self._vocab is None and self.gguf_path is not None:
             try:
-                import llama_cpp
-
-                self._vocab = llama_cpp.Llama(str(self.gguf_path), vocab_only=True, verbose=False)
+                self._vocab = load_vocab(self.gguf_path)
             except Exception as e:  # noqa: BLE001 - fall back to the estimate
                 log.warning("cannot load the tokenizer of %s (%s); estimating tokens", self.gguf_path, e)
                 self.gguf_path = None

@@ -4,9 +4,12 @@
 * GGUF weights are dequantized by transformers (slow: 15-60 s). A GGUF-loaded model carries
   quantization markers that make ``save_pretrained`` and the trainers refuse it, so the backend
   clears them and (``cache_plain=True``) saves a plain model directory once under
-  ``~/.cache/mathagent/hf/<sha256-of-gguf>/``; later loads read that (2-3 s).
+  ``~/.cache/mathagent/hf/<sha256-of-gguf>/``, then loads from that copy; later loads read it
+  straight away (2-3 s). The first load and every later one thus serve the same files
+  (:attr:`loaded_from` is the copy); only when the copy cannot be written is the GGUF-loaded model
+  used as it is.
 * A directory written by our training pipeline holds ``mathagent.json``
-  (:class:`~mathagent.agent.manifest.ModelManifest`); its ``format`` becomes :attr:`default_format`.
+  (:class:`~mathagent.agent.manifest.ModelManifest`); its format becomes :attr:`default_format`.
 * Chat prompts go through the tokenizer's chat template; a final ``{"role": "assistant",
   "partial": True}`` message is continued (``continue_final_message``).
 * Sampling: greedy at temperature 0, else temperature/top_p; sample ``i`` is seeded with
@@ -178,8 +181,12 @@ class TransformersBackend:
                     self.source, gguf_file=self.gguf_file, local_files_only=True
                 )
                 clear_quantization_markers(lm)
-                if self.cache_plain:
-                    self._save_plain(lm, tok, plain)
+                if self.cache_plain and self._save_plain(lm, tok, plain):
+                    # Serve the saved copy, as every later load does: first and later runs then load
+                    # the same files the same way (and a copy that does not load fails here, not later).
+                    del lm, tok
+                    self._from_dir(plain)
+                    return
                 self._set(tok, lm, gguf)
             else:
                 self._from_dir(self.source or self.model)
@@ -191,18 +198,24 @@ class TransformersBackend:
         lm = AutoModelForCausalLM.from_pretrained(where, local_files_only=True)
         self._set(tok, lm, where)
 
-    def _save_plain(self, lm: Any, tok: Any, target: Path) -> None:
+    def _save_plain(self, lm: Any, tok: Any, target: Path) -> bool:
+        """Save a plain copy at ``target`` (atomically); True when ``target`` now holds one."""
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             lm.save_pretrained(tmp)
             tok.save_pretrained(tmp)
             os.replace(tmp, target)
             log.info("cached plain model directory at %s", target)
+            return True
         except OSError as e:  # another process won the race, or the disk is full: loading still worked
-            log.warning("could not cache plain model at %s: %s", target, e)
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
+            if (target / "config.json").is_file():  # the race was lost to a finished copy
+                return True
+            log.warning("could not cache plain model at %s: %s", target, e)
+            return False
 
     def _set(self, tok: Any, lm: Any, where: Path | str) -> None:
         lm.eval()

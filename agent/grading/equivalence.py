@@ -177,6 +177,50 @@ def _labelled(s: str) -> str | None:
     return parts[1]
 
 
+_FUNC_LABEL_RE = re.compile(r"[a-zA-Z](?:_\{?\w+\}?)?\s*\(\s*[a-zA-Z](?:\s*,\s*[a-zA-Z])*\s*\)")
+
+
+def _same_function_label(a: str, b: str) -> bool:
+    """``f(x)`` / ``g(t)`` / ``y``: names of a function's value, so ``f(x) = 2x+1`` is ``y = 2x+1``.
+
+    At least one side must be a function application; ``x = 3`` and ``y = 3`` stay different."""
+    fa, fb = _FUNC_LABEL_RE.fullmatch(a.strip()), _FUNC_LABEL_RE.fullmatch(b.strip())
+    return bool(fa or fb) and all(f or x.strip() == "y" for f, x in ((fa, a), (fb, b)))
+
+
+_CLOCK_RE = re.compile(r"(\d{1,2}):(\d{2})(?:\s*([ap]m))?")
+
+
+def _clock(s: str) -> set[int] | None:
+    """Minutes after midnight a time of day may mean: ``3:30 pm`` -> {930}; ``3:30`` -> {210, 930}
+    (no a.m./p.m.: either half of the day); ``15:30`` -> {930}. None when ``s`` is not ``h:mm``."""
+    m = _CLOCK_RE.fullmatch(s.strip())
+    if not m:
+        return None
+    h, mins, half = int(m.group(1)), int(m.group(2)), m.group(3)
+    if mins >= 60 or h > 24:
+        return None
+    if half:
+        return {(h % 12 + (12 if half == "pm" else 0)) * 60 + mins} if 1 <= h <= 12 else None
+    if 1 <= h <= 12:
+        return {(h % 12) * 60 + mins, (h % 12 + 12) * 60 + mins}
+    return {(h % 24) * 60 + mins}
+
+
+def _times(p: str, g: str) -> bool | None:
+    """Times of day compare as clock times: both sides ``h:mm``, or one marked a.m./p.m. or with a
+    zero-led minute (``9:05``) against anything. None (undecided: a ratio such as ``7:32``) otherwise."""
+    tp, tg = _clock(p), _clock(g)
+    if tp is not None and tg is not None:
+        return bool(tp & tg)
+    one = p if tp is not None else g if tg is not None else None
+    if one is None:
+        return None
+    if one.endswith("m") or re.search(r":0\d", one):
+        return False
+    return None
+
+
 def _expand_pm(s: str) -> str:
     """``a \\pm b`` -> ``a+b, a-b``; ``\\pm b`` -> ``b, -b`` (one occurrence, top level)."""
     if s.count("\\pm") != 1:
@@ -239,6 +283,9 @@ def _equiv(p: str, g: str, policy: GradingPolicy) -> bool:
     num = _numbers(p, g, policy)
     if num is not None:
         return num
+    clock = _times(p, g)
+    if clock is not None:
+        return clock
     if _text_key(p) == _text_key(g):
         return True
     if "\\pm" in p or "\\pm" in g:
@@ -259,6 +306,8 @@ def _equiv(p: str, g: str, policy: GradingPolicy) -> bool:
     if ep is not None and eg is not None and _equiv(ep, eg, policy):
         lp, lg = _top_level_eq(p)[0], _top_level_eq(g)[0]
         if _text_key(lp) == _text_key(lg) or len(_top_level_eq(p)) > 2 or len(_top_level_eq(g)) > 2:
+            return True
+        if _same_function_label(lp, lg):
             return True
     # inequalities and intervals
     if not policy.numeric_only:

@@ -145,6 +145,12 @@ def normalize_answer(s: str | None, strip_units: bool = True) -> str:
     s = re.sub(r"\\(?:ge|geqslant)(?![a-zA-Z])", r"\\geq", s)
     s = s.replace("−", "-").replace("×", "\\times").replace("·", "\\cdot").replace("√", "\\sqrt")
     s = s.strip()
+    # a time of day keeps its a.m./p.m. (the unit rules below would drop "\text{ p.m.}"): "3:30 pm"
+    s = re.sub(
+        r"(\d{1,2}:\d{2})\s*(?:\\(?:text|mathrm|mbox|rm)\s*\{\s*)?([aApP])\.?\s*[mM]\.?\s*\}?\s*$",
+        lambda m: f"{m.group(1)} {m.group(2).lower()}m",
+        s,
+    )
     # trailing punctuation
     s = re.sub(r"(?:[\s.;:!?]|(?<!\\)\\$)+$", "", s)
     if strip_units:

@@ -17,6 +17,8 @@ _DEC_RE = re.compile(_DEC)
 _SLASH_RE = re.compile(rf"({_DEC})\s*/\s*({_DEC})")
 _FRAC_RE = re.compile(r"([-+]?)\s*\\frac\{\s*(" + _DEC + r")\s*\}\{\s*(" + _DEC + r")\s*\}")
 _MIXED_RE = re.compile(r"([-+]?)(\d+)\s*\\frac\{\s*(\d+)\s*\}\{\s*(\d+)\s*\}")
+_SPACED_MIXED_RE = re.compile(r"([-+]?)(\d+)\s+(\d+)\s*/\s*(\d+)")
+"""``1 1/2``: a whole number, a space, a proper fraction (read before spaces are dropped: not ``11/2``)."""
 _SCI_RE = re.compile(rf"({_DEC})\s*(?:\\times|\\cdot|\*)\s*10\s*\^\s*\{{?\s*([-+]?\d{{1,3}})\s*\}}?")
 
 
@@ -34,10 +36,17 @@ def parse_number(s: str | None) -> Fraction | None:
     """The exact value of a plain numeric answer, or None if ``s`` is not a plain number.
 
     Accepts integers, decimals, ``a/b``, ``\\frac{a}{b}`` (with optional sign), mixed numbers
-    ``2\\frac{1}{2}`` and ``a \\times 10^{k}``. Input should already be normalized (no commas/units).
+    ``2\\frac{1}{2}`` and ``2 1/2`` (a whole number, a space, a proper fraction), and ``a \\times 10^{k}``. Input should already be normalized (no commas/units).
     """
     if s is None:
         return None
+    m = _SPACED_MIXED_RE.fullmatch(s.strip())
+    if m:
+        whole, num, den = int(m.group(2)), int(m.group(3)), int(m.group(4))
+        if den == 0 or num >= den:  # "1 3/2" is no mixed number, and "13/2" would be a guess
+            return None
+        v = whole + Fraction(num, den)
+        return -v if m.group(1) == "-" else v
     s = s.strip().replace(" ", "")
     if not s or len(s) > MAX_DIGITS:
         return None

@@ -4,6 +4,7 @@ Parsing: ``latex2sympy2_extended.latex2sympy`` for LaTeX, sympy's ``parse_expr``
 (``sqrt(2)/2``). Decimals are rewritten as exact fractions before parsing, so nothing is rounded.
 Equal means: ``simplify(a - b) == 0``, or, for constant expressions, ``|a - b|`` below 1e-40 relative at
 60 significant digits (so 1/2^99 and 1/2^98 stay different). Equations compare ``lhs - rhs`` up to sign.
+When ``i`` is the only symbol of both answers it is the imaginary unit.
 
 sympy and latex2sympy are imported inside the functions (lazy, for start-up speed): importing this
 module stays cheap for processes that never compare symbolically.
@@ -131,6 +132,24 @@ def _ineq_equal(ea: Any, eb: Any) -> bool:
         return False
 
 
+def _imaginary_unit(ea: Any, eb: Any) -> tuple[Any, Any]:
+    """When ``i`` is the only symbol in either answer, it is the imaginary unit: ``(2+i)(1+i)`` is
+    ``1+3i`` and ``i^2`` is ``-1``. With any other symbol beside it, ``i`` stays a variable."""
+    import sympy
+
+    try:
+        syms = ea.free_symbols | eb.free_symbols
+    except AttributeError:
+        return ea, eb
+    if len(syms) != 1 or str(next(iter(syms))) != "i":
+        return ea, eb
+    (i,) = syms
+    try:
+        return ea.subs(i, sympy.I), eb.subs(i, sympy.I)
+    except Exception:  # noqa: BLE001
+        return ea, eb
+
+
 def sympy_equal(a: str, b: str, rounded: bool = True) -> bool:
     """True when the two answer strings denote the same mathematical object."""
     import sympy
@@ -138,6 +157,7 @@ def sympy_equal(a: str, b: str, rounded: bool = True) -> bool:
     ea, eb = parse(a), parse(b)
     if ea is None or eb is None:
         return False
+    ea, eb = _imaginary_unit(ea, eb)
     if rounded and isinstance(ea, sympy.Expr) and isinstance(eb, sympy.Expr):
         if _rounded_match(a, eb) or _rounded_match(b, ea):
             return True

@@ -87,11 +87,16 @@ def test_count_tokens_uses_the_model_vocabulary(backend):
     assert backend.count_tokens("<|im_start|>user") == 2
 
 
-def test_bad_model_path_reports_the_log_tail(tmp_path):
+def test_bad_model_path_reports_the_log_tail(tmp_path, monkeypatch):
+    monkeypatch.setenv("MATHAGENT_CACHE_DIR", str(tmp_path / "cache"))
     bogus = tmp_path / "broken.gguf"
     bogus.write_bytes(b"not a gguf file at all")
-    with pytest.raises(RuntimeError, match="exited with code"):
-        LlamaServer(bogus, startup_timeout=60).start()
+    server = LlamaServer(bogus, startup_timeout=60)
+    with pytest.raises(RuntimeError, match="exited with code") as err:
+        server.start()
+    # the server's own output went to its log file under the cache dir, and the error quotes it
+    assert server.log_path == tmp_path / "cache" / "logs" / "llama-server-broken.log"
+    assert server.log_tail() and server.log_tail().splitlines()[-1] in str(err.value)
 
 
 def test_server_dies_with_a_killed_parent(tmp_path):

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from mathagent.agent.backends import make_backend
 from mathagent.agent.backends.base import Backend, GenerationParams
-from mathagent.agent.backends.transformers_backend import TransformersBackend, cut_at_stop, hf_cache_dir
+from mathagent.agent.backends.transformers_backend import (
+    TransformersBackend,
+    cut_at_stop,
+    gguf_digest,
+    hf_cache_dir,
+)
 
 COUNT = [{"role": "user", "content": "Count from 1 to 10, one number per line."}]
 
@@ -32,10 +38,19 @@ def test_factory_reads_the_trained_format(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smol():
+def fresh_cache(tmp_path_factory):
+    """An empty mathagent cache for this module: the first-run path (assemble, convert) runs every time."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MATHAGENT_CACHE_DIR", str(tmp_path_factory.mktemp("mathagent-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def smol(fresh_cache):
     pytest.importorskip("transformers")
     from mathagent.agent.models import model_path
 
+    assert not hf_cache_dir().exists()  # nothing converted yet: this load is a first run
     b = make_backend("smollm2-135m", backend="transformers", torch_threads=2)
     assert (
         isinstance(b, TransformersBackend) and b.gguf_file and model_path("smollm2-135m").name == b.gguf_file
@@ -48,10 +63,30 @@ def smol():
 @pytest.mark.model
 def test_loads_offline_as_a_plain_model(smol):
     assert isinstance(smol, Backend) and smol.context_window == 8192
-    assert str(smol.loaded_from).startswith(str(hf_cache_dir()))  # reloaded from the plain-model cache
+    # the first load converts the GGUF, saves a plain copy and serves that copy, as later loads do
+    copy = hf_cache_dir() / gguf_digest(smol.source / smol.gguf_file)
+    assert smol.loaded_from == copy and (copy / "config.json").is_file()
     lm = smol._lm
     assert not getattr(lm, "is_quantized", False) and not hasattr(lm.config, "quantization_config")
     assert smol.count_tokens("hello world") == 2
+
+
+@pytest.mark.model
+def test_a_later_load_reuses_the_plain_copy(smol):
+    """A second backend (a later run) reads the saved copy as it is and generates the same text."""
+    copy = Path(smol.loaded_from)
+    before = {p.name: p.stat().st_mtime_ns for p in copy.iterdir()}
+    again = make_backend("smollm2-135m", backend="transformers", torch_threads=2)
+    params = GenerationParams(max_tokens=12)
+    try:
+        again.load()
+        assert again.loaded_from == copy
+        assert {p.name: p.stat().st_mtime_ns for p in copy.iterdir()} == before  # not converted again
+        assert [c.text for c in run(again.generate(COUNT, params))] == [
+            c.text for c in run(smol.generate(COUNT, params))
+        ]
+    finally:
+        run(again.aclose())
 
 
 @pytest.mark.model

@@ -98,6 +98,73 @@ def test_equivalence(pred, gold, dataset, expected, why):
     assert is_equivalent(pred, gold, dataset) is expected, why
 
 
+# Categories where outside suites disagree; each policy and its reason is in docs/grading.md
+# ("Decided categories"). (category, pred, gold, dataset, expected)
+CATEGORIES = [
+    # complex numbers: i alone is the imaginary unit; a product equals its a + bi form
+    ("complex", "(2+i)(1+i)", "1+3i", "math", True),
+    ("complex", "(1+i)(1-i)", "2", "math", True),
+    ("complex", "2i(1+i)", "-2+2i", "math", True),
+    ("complex", r"\frac{1}{1+i}", r"\frac{1-i}{2}", "math", True),
+    ("complex", "i^2", "-1", "math", True),
+    ("complex", r"e^{i\pi}", "-1", "math", True),
+    ("complex", r"\frac{3}{4}i", r"\frac34i", "math", True),
+    ("complex", "2-3i", "2+3i", "math", False),  # the conjugate is another number
+    ("complex", "(x+i)(x-i)", "x^2+1", "math", False),  # beside x, i is a variable
+    # mixed numbers: "1 1/2" is one and a half, in every policy; never eleven halves
+    ("mixed", "1 1/2", "3/2", "math", True),
+    ("mixed", "1 1/2", "1.5", "gsm8k", True),
+    ("mixed", "-2 1/4", r"-\frac{9}{4}", "math", True),
+    ("mixed", r"2\frac{1}{3}", r"\frac{7}{3}", "math", True),
+    ("mixed", "1 1/2", "11/2", "math", False),  # was True: spaces were dropped before parsing
+    ("mixed", "1 1/2", "11/2", "gsm8k", False),
+    ("mixed", "1 3/2", "5/2", "math", False),  # an improper fraction after a whole is no mixed number
+    # scientific notation: a \times 10^{n} is that exact number
+    ("scientific", r"3.2\times 10^{5}", "320000", "gsm8k", True),
+    ("scientific", r"1.5\times10^{-3}", "0.0015", "math", True),
+    ("scientific", r"3.2 \cdot 10^5", "3.2e5", "math", True),
+    ("scientific", r"6.02\times 10^{23}", "602000000000000000000000", "math", True),
+    ("scientific", r"3\times 10^{2}", "3000", "math", False),
+    ("scientific", r"3.2\times 10^{5}", "3.2", "math", False),  # the power is part of the value
+    # trigonometric identities: equal when sympy proves the difference is zero
+    ("trig", r"\tan^2(y)+1", r"\sec^2(y)", "math", True),
+    ("trig", r"\sin^2 x+\cos^2 x", "1", "math", True),
+    ("trig", r"2\sin x\cos x", r"\sin 2x", "math", True),
+    ("trig", r"\cos 2x", r"1-2\sin^2 x", "math", True),
+    ("trig", r"\sin(x)", r"\cos(x)", "math", False),
+    # decimal exponents: read exactly, so 0.5 is 1/2, but a rounded exponent is another function
+    ("exponent", "x^{0.5}", r"\sqrt{x}", "math", True),
+    ("exponent", "x^{1.5}", "x^{3/2}", "math", True),
+    ("exponent", "4^{0.5}", "2", "math", True),
+    ("exponent", "x^{0.333}", "x^{1/3}", "math", False),
+    ("exponent", "x^{0.333333}", "x^{1/3}", "math", False),  # the rounded rule is for whole answers only
+    # f(x) = ... vs y = ...: both name the function's value
+    ("function", "f(x) = 2x+1", "y = 2x+1", "math", True),
+    ("function", "g(t)=t^2", "y=t^2", "math", True),
+    ("function", "f(x)=2x+1", "g(x)=2x+1", "math", True),
+    ("function", "f(x)=2x+1", "2x+1", "math", True),
+    ("function", "f(x)=2x+1", "y=2x+2", "math", False),
+    ("function", "x = 3", "y = 3", "math", False),  # two variables, not two names for one value
+    # times of day: clock times, a.m./p.m. kept; no marker means either half of the day
+    ("time", "3:30 PM", "15:30", "math", True),
+    ("time", r"3:30 \text{ p.m.}", "15:30", "math", True),
+    ("time", "3:30 p.m.", "3:30", "math", True),
+    ("time", "12:00", "0:00", "math", True),
+    ("time", "3:30 pm", "15:30", "gsm8k", True),
+    ("time", "12:00", "1:00", "math", False),  # Math-Verify row 267
+    ("time", "3:30 a.m.", "15:30", "math", False),
+    ("time", "9:05", "9:5", "math", False),  # was True, read as the ratio 9:5
+    ("time", "12:00 pm", "0:00", "math", False),  # noon is not midnight
+    ("time", "2:10", "1:5", "math", True),  # one side is no clock time: ratios, as before
+]
+
+
+@pytest.mark.parametrize(("category", "pred", "gold", "dataset", "expected"), CATEGORIES)
+def test_decided_categories(category, pred, gold, dataset, expected):
+    assert is_equivalent(pred, gold, dataset) is expected, category
+    assert is_equivalent(gold, pred, dataset) is expected, f"{category} (swapped)"
+
+
 def test_policy_table():
     assert policy_for("gsm-hard").rel_tol == 1e-6
     assert policy_for("gsm8k").rel_tol == 0 and policy_for("gsm8k").abs_tol == 0

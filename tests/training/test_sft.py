@@ -10,7 +10,9 @@ import pytest
 from mathagent.training import export
 from mathagent.training.cli_train import main as train_main
 
-pytestmark = [pytest.mark.model]
+# training on 2 busy cores: a step took ~7 s alone and ~100 s beside other heavy jobs (the default 900 s
+# timeout then ended the fixture after 9 steps); the margin is for such a machine, not a target
+pytestmark = [pytest.mark.model, pytest.mark.timeout(3600)]
 
 
 def _sft(
@@ -23,19 +25,41 @@ def _sft(
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def mathcoder_model(tmp_path_factory, traces, smol_dir) -> Path:
-    """A MathCoder-format model trained for 30 steps on repeated tiny traces (raw traces as input).
+MAX_STEPS = 60
+"""The bound on training the MathCoder model; the format probe stops it as soon as the format is learned."""
 
-    The MathCoder markers are new tokens: 6 steps at lr 1e-3 left the model writing plain text with
-    no markers at all; 30 steps at 2e-3 make it open and close text and code blocks.
+
+@pytest.fixture(scope="module")
+def mathcoder_run(tmp_path_factory, traces, smol_dir):
+    """A MathCoder-format model trained on repeated tiny traces (raw traces as input) until it writes the format.
+
+    The MathCoder markers are new tokens, learned from scratch: 6 steps at lr 1e-3 left the model writing
+    plain text; a fixed 30 steps at 2e-3 was enough on one run and not on another. So the run is made
+    repeatable (seed, two torch threads) and sufficient: a :class:`FormatProbe` checks every 5 steps
+    whether the model, prompted exactly as the agent prompts it, opens and closes a code block that
+    compiles on held-out problems (not the ones trained, not the one the agent test asks), and stops
+    training when it does, within ``MAX_STEPS``.
     """
+    from mathagent.training.probe import FormatProbe
+    from mathagent.training.sft import SFTRunConfig, train
+
     root = tmp_path_factory.mktemp("sft")
     data = root / "traces.jsonl"
     data.write_text("\n".join(t.to_json() for t in traces * 3), encoding="utf-8")
     out = root / "model"
-    assert _sft(data, out, "mathcoder", 30, "--save-steps", "100", lr="2e-3") == 0
-    return out
+    probe = FormatProbe(["What is 6 + 7?", "What is 14 + 3?"], every=5, start=10)
+    cfg = SFTRunConfig(
+        data=str(data), model="smollm2-135m", out=str(out), format="mathcoder", max_steps=MAX_STEPS,
+        batch_size=4, lr=2e-3, max_length=256, logging_steps=1, save_steps=100, seed=0, threads=2,
+    )  # fmt: skip
+    result = train(cfg, callbacks=[probe])
+    assert probe.learned_at is not None, f"format not learned within {MAX_STEPS} steps: {probe.history}"
+    return out, probe, result
+
+
+@pytest.fixture(scope="module")
+def mathcoder_model(mathcoder_run) -> Path:
+    return mathcoder_run[0]
 
 
 def test_saved_model_carries_tokenizer_tokens_and_manifest(mathcoder_model):
@@ -48,8 +72,16 @@ def test_saved_model_carries_tokenizer_tokens_and_manifest(mathcoder_model):
     assert len(tok("<|code|>", add_special_tokens=False)["input_ids"]) == 1
     lm = AutoModelForCausalLM.from_pretrained(mathcoder_model)
     assert lm.get_input_embeddings().weight.shape[0] == len(tok)
-    result = json.loads((mathcoder_model / "train_result.json").read_text())
-    assert result["result"]["steps"] == 30
+
+
+def test_training_stopped_when_the_format_was_learned(mathcoder_run):
+    out, probe, result = mathcoder_run
+    saved = json.loads((out / "train_result.json").read_text())
+    assert saved["result"]["steps"] == result.steps == probe.learned_at <= MAX_STEPS
+    assert saved["config"]["threads"] == 2 and saved["config"]["seed"] == 0
+    # every check before the last one found at least one probe problem without a closed code block
+    assert [passed for _, passed in probe.history][-1] == 2
+    assert all(passed < 2 for _, passed in probe.history[:-1])
 
 
 @pytest.mark.kernel
