@@ -1,4 +1,10 @@
-"""``mathagent report RUN_DIR``: write a static, self-contained ``report.html`` for a run folder."""
+"""``mathagent report RUN_DIR [RUN_DIR ...]``: a static, self-contained HTML page.
+
+One run folder: ``RUN_DIR/report.html`` with its settings, summary and every sample's trace (LaTeX
+typeset with the bundled KaTeX). Several: one page comparing them side by side (settings, metrics,
+accuracy-vs-k and state-precision charts, per-problem verdicts of each run and where they differ),
+written to ``--out`` (default ``./compare.html``). The pages open offline: nothing is fetched.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,25 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mathagent report", description=__doc__)
-    p.add_argument("run_dir")
-    p.add_argument("--out", default=None, help="output file (default: RUN_DIR/report.html)")
+    p = argparse.ArgumentParser(
+        prog="mathagent report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument(
+        "--out", default=None, help="output file (default: RUN_DIR/report.html; ./compare.html for several)"
+    )
+    p.add_argument("--page-size", type=int, default=50, help="samples or problems per page (default 50)")
     args = p.parse_args(argv)
-    from mathagent.evals.report import write_report
+    if args.page_size < 1:
+        p.error("--page-size must be at least 1")
+    from mathagent.evals.report import write_compare, write_report
 
     try:
-        path = write_report(args.run_dir, args.out)
-    except FileNotFoundError as e:
+        if len(args.run_dirs) == 1:
+            path = write_report(args.run_dirs[0], args.out, page_size=args.page_size)
+        else:
+            path = write_compare(args.run_dirs, args.out or "compare.html", page_size=args.page_size)
+    except (FileNotFoundError, ValueError) as e:
         print(f"mathagent report: {e}", file=sys.stderr)
         return 2
     print(path)
