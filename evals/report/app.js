@@ -283,10 +283,15 @@
   function fold() { document.body.classList.toggle("show-provenance", all.checked); }
   all.addEventListener("change", fold);
   // #filter=wrong&q=text&page=2 opens a given view (handy for links and for tests)
-  var hp = new URLSearchParams(location.hash.replace(/^#/, ""));
-  if (hp.get("filter")) state.filter = hp.get("filter");
-  if (hp.get("q")) { state.query = hp.get("q"); search.value = state.query; }
-  if (hp.get("page")) state.page = +hp.get("page") || 1;
+  function fromHash() {
+    var hp = new URLSearchParams(location.hash.replace(/^#/, ""));
+    state.filter = hp.get("filter") || "all";
+    state.query = hp.get("q") || "";
+    search.value = state.query;
+    state.page = +hp.get("page") || 1;
+  }
+  window.addEventListener("hashchange", function () { fromHash(); apply(); });
+  fromHash();
   fold();
   apply();
   body.setAttribute("data-ready", "1");

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import re
 from importlib import resources
+from typing import Any
 
 KATEX_VERSION = "0.19.1"
 _FONT_URL = re.compile(
@@ -47,6 +49,11 @@ def script_text(text: str) -> str:
     """JavaScript or JSON made safe inside a ``<script>`` element: no ``</script`` or ``<!--`` can end
     it early (``<\\/`` and ``<\\!`` mean the same inside JS strings, regexes and JSON)."""
     return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def json_script_text(data: Any) -> str:
+    """``data`` as JSON for a ``<script type="application/json">``: every ``<`` written ``\\u003c``."""
+    return json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
 
 
 _RAW_END = re.compile(r"<(?=/script|!--)", re.IGNORECASE)

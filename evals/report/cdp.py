@@ -130,23 +130,28 @@ class Chromium:
                     raise CDPError(f"{method}: {data['error']}")
                 return data.get("result", {})
 
-    def wait_event(self, method: str, timeout: float = 60, *, since: int = 0) -> dict[str, Any]:
-        """The first event named ``method`` at or after position ``since`` of :attr:`events`."""
+    def wait_event(
+        self, method: str | tuple[str, ...], timeout: float = 60, *, since: int = 0
+    ) -> dict[str, Any]:
+        """The first event named ``method`` (or any of several) at or after position ``since`` of
+        :attr:`events`."""
+        names = (method,) if isinstance(method, str) else method
         deadline = time.monotonic() + timeout
         while True:
             for ev in self.events[since:]:
-                if ev["method"] == method:
+                if ev["method"] in names:
                     return ev
             if self._read(max(0.0, deadline - time.monotonic())) is None:
                 raise CDPError(f"no {method} within {timeout}s")
 
     # -- page helpers --------------------------------------------------------------------------------
     def open(self, url: str, timeout: float = 120) -> float:
-        """Navigate and wait for the load event; returns the wall seconds it took."""
+        """Navigate and wait for the load event (or, when only the ``#fragment`` changed, for the
+        in-document navigation); returns the wall seconds it took."""
         mark = len(self.events)
         t0 = time.perf_counter()
         self.send("Page.navigate", {"url": url})
-        self.wait_event("Page.loadEventFired", timeout, since=mark)
+        self.wait_event(("Page.loadEventFired", "Page.navigatedWithinDocument"), timeout, since=mark)
         return time.perf_counter() - t0
 
     def js(self, expression: str, timeout: float = 60) -> Any:

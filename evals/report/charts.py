@@ -46,7 +46,7 @@ def lines_chart(
     if not ks:
         return ""
     legend_h = 14 * len(series)
-    x0, y0, x1, y1 = 50, height - 30, width - 20, 30 + legend_h
+    x0, y0, x1, y1 = 50, height - 30, width - 24, 30 + legend_h
     pos = {k: x0 + (x1 - x0) * (i / (len(ks) - 1) if len(ks) > 1 else 0.5) for i, k in enumerate(ks)}
     parts = _open(title, width, height)
     parts += [
@@ -59,7 +59,7 @@ def lines_chart(
         )
     for k, x in pos.items():
         parts.append(f'<text x="{x - 4:.0f}" y="{y0 + 16}" font-size="10">{k}</text>')
-    parts.append(f'<text x="{x1 - 10}" y="{y0 + 16}" font-size="10">k</text>')
+    parts.append(f'<text x="{x1 + 8}" y="{y0 + 4}" font-size="10">k</text>')
     for si, (label, pts, dashed) in enumerate(series):
         color = COLORS[si % len(COLORS)]
         xy = [(pos[k], y0 - (y0 - y1) * v) for k, v in sorted(pts)]

@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mathagent.evals.report.assets import asset, katex_css, katex_js, raw_html_text, script_text
+from mathagent.evals.report.assets import (
+    asset,
+    json_script_text,
+    katex_css,
+    katex_js,
+    raw_html_text,
+    script_text,
+)
 from mathagent.evals.report.charts import bar_chart, grouped_bars, k_chart, lines_chart
 from mathagent.evals.report.highlight import highlight_python
 from mathagent.evals.report.runs import LoadedRun, display_names, load_run, status_of
@@ -134,7 +141,8 @@ def settings_table(runs: Sequence[LoadedRun]) -> str:
         differs = len(runs) > 1 and len(set(vals)) > 1
         cells = "".join(f"<td>{esc(v)}</td>" for v in vals)
         cls = ' class="differs"' if differs else ""
-        fold = ' data-fold="1"' if sec == "provenance" and not differs else ""
+        # several runs: provenance rows that agree fold away (checkbox "show provenance")
+        fold = ' data-fold="1"' if len(runs) > 1 and sec == "provenance" and not differs else ""
         out.append(f"<tr{cls}{fold}><th>{esc(name)}</th>{cells}</tr>")
     out.append("</table>")
     return "".join(out)
@@ -247,6 +255,14 @@ def _one_run_summary(run: LoadedRun) -> str:
     return f'{"".join(table)}{totals}{vline}<div class="charts">{"".join(charts)}</div>'
 
 
+def _ver(run: LoadedRun, key: str) -> dict[str, Any]:
+    return ((run.summary.get("verification") or {}).get(key)) or {}
+
+
+def _verified(run: LoadedRun) -> bool:
+    return any(_ver(run, "counts").get(x) for x in STATES)
+
+
 def _compare_summary(runs: Sequence[LoadedRun]) -> str:
     series = []
     for r in runs:
@@ -262,16 +278,11 @@ def _compare_summary(runs: Sequence[LoadedRun]) -> str:
             height=260 + 14 * len(series),
         )
     ]
-    prec = [
-        (r.name, [((r.summary.get("verification") or {}).get("precision") or {}).get(x) for x in STATES])
-        for r in runs
-    ]
+    verified = [r for r in runs if _verified(r)]  # a run without verification has no states to chart
+    prec = [(r.name, [_ver(r, "precision").get(x) for x in STATES]) for r in verified]
     charts.append(grouped_bars("state precision P(correct | state)", STATES, prec))
-    share = [
-        (r.name, [((r.summary.get("verification") or {}).get("share") or {}).get(x) for x in STATES])
-        for r in runs
-    ]
-    charts.append(grouped_bars("state share", STATES, share))
+    share = [(r.name, [_ver(r, "share").get(x) for x in STATES]) for r in verified]
+    charts.append(grouped_bars("state share (of finished samples)", STATES, share))
     levels = sorted({lv for r in runs for lv in r.summary.get("by_level", {})}, key=lambda x: (len(x), x))
     if levels:
         charts.append(
@@ -310,6 +321,16 @@ def render(runs: Sequence[LoadedRun], *, page_size: int = 50) -> str:
     )
     buttons = "".join(f'<button data-filter="{f}">{f.replace("-", " ")}</button>' for f in filters)
     data = _page_data(runs)
+    listhead = ""
+    if compare:
+        listhead = (
+            '<div class="prow listhead"><span class="pid">problem</span><span class="qtext">question</span>'
+            '<span class="gold">gold</span>'
+            + "".join(
+                f'<span class="verdict">{esc(r.name)}<br><small>{esc(r.mode)}</small></span>' for r in runs
+            )
+            + "</div>"
+        )
     traces = []
     i = 0
     for run in runs:
@@ -322,14 +343,15 @@ def render(runs: Sequence[LoadedRun], *, page_size: int = 50) -> str:
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
         f"<style>{katex_css()}</style><style>{asset('style.css')}</style></head>"
         f'<body data-view="{view}" data-page-size="{int(page_size)}"><header><h1>{esc(title)}</h1></header><main>'
-        f'<section id="settings"><h2>Settings</h2><label class="fold"><input type="checkbox" id="show-all-settings"> '
-        f"show provenance</label>{settings_table(runs)}</section>"
+        f'<section id="settings"><h2>Settings</h2><label class="fold"{"" if compare else " hidden"}>'
+        f'<input type="checkbox" id="show-all-settings"> show provenance that agrees</label>'
+        f"{settings_table(runs)}</section>"
         f'<section id="summary"><h2>Summary</h2>{body_summary}</section>'
         f'<section id="items"><h2>{"Problems" if compare else "Samples"}</h2><div class="controls">'
         f'<input id="search" type="search" placeholder="search question, answer, id…">{buttons}'
-        f'<span id="shown"></span></div><div class="pager"></div><div id="list"></div><div class="pager"></div>'
+        f'<span id="shown"></span></div><div class="pager"></div>{listhead}<div id="list"></div><div class="pager"></div>'
         f"</section></main>"
-        f'<script type="application/json" id="report-data">{script_text(json.dumps(data, ensure_ascii=False))}</script>'
+        f'<script type="application/json" id="report-data">{json_script_text(data)}</script>'
         f"<script>{script_text(katex_js())}</script><script>{script_text(asset('app.js'))}</script>"
         + "".join(traces)
         + "</body></html>"
