@@ -327,3 +327,52 @@ def test_ten_thousand_samples_open_paginated_and_load_traces_on_demand(tmp_path)
         n = int(b.js("document.getElementById('shown').dataset.shown"))
         assert 0 < n < 10_000
         _no_network(b)
+
+
+@pytest.mark.kernel
+@pytest.mark.browser
+@pytest.mark.slow
+@needs_chromium
+def test_report_of_a_real_eval_run(tmp_path, capsys):
+    """`mathagent eval` (scripted model, real kernel) writes the run; its report opens offline and shows
+    the real header as a table and the real traces, code output included."""
+    from mathagent.evals.cli_eval import main as eval_main
+    from mathagent.evals.datasets import load_problems
+
+    with open(tmp_path / "script.jsonl", "w") as f:  # the scripted model: one turn per problem, p1 wrong
+        for i, p in enumerate(load_problems("gsm8k", limit=3)):
+            a = str(int(p.gold) + (i == 1))
+            turn = f"Let me compute.\n```python\nprint({a})\n```\n```output\n{a}\n```\nSo $\\boxed{{{a}}}$."
+            f.write(json.dumps({"problem_id": p.id, "turns": [turn]}) + "\n")
+    run = tmp_path / "run"
+    args = [
+        "--dataset",
+        "gsm8k",
+        "--limit",
+        "3",
+        "--backend",
+        "scripted",
+        "--script",
+        str(tmp_path / "script.jsonl"),
+    ]
+    assert eval_main([*args, "--run-dir", str(run), "--no-verify", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_failed"] == 0, summary["failed_reasons"]  # the kernel ran every sample
+    assert report_main([str(run)]) == 0
+    with Chromium(tmp_path / "chrome") as b:
+        _offline_page(b, (run / "report.html").as_uri())
+        settings = b.js(
+            "Object.fromEntries([...document.querySelectorAll('table.settings tr')]"
+            ".filter(r => r.querySelector('td')).map(r => [r.querySelector('th').textContent,"
+            " r.querySelector('td').textContent]))"
+        )
+        assert settings["mode"] == "loop" and settings["self-verification"] == "no"
+        assert settings["backend"] == "scripted" and settings["data set"] == "gsm8k"
+        assert settings["argv"].startswith("mathagent eval --dataset gsm8k")
+        b.js("document.querySelector('button[data-filter=\"wrong\"]').click()")
+        body = b.js(
+            "(() => { const d = document.querySelector('#list details'); d.open = true;"
+            " return new Promise(r => setTimeout(() => r(d.querySelector('.body').innerText), 50)); })()"
+        )
+        assert "print(" in body and "EXECUTION" in body.upper()
+        _no_network(b)
