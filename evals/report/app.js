@@ -21,10 +21,6 @@
   // $$..$$, \[..\] display; \(..\) and $..$ inline, with pandoc's rule for $: the opening $ has a
   // non-space right after it, the closing $ a non-space right before it and no digit after it (so
   // "costs $5 and $10" stays text). A bare \boxed{..} outside math is typeset too.
-  function findClose(s, from, close) {
-    var j = s.indexOf(close, from);
-    return j;
-  }
   function balanced(s, open) { // index after the brace matching s[open] == "{"
     var depth = 0;
     for (var j = open; j < s.length; j++) {
@@ -40,7 +36,7 @@
     while (i < n) {
       var c = s[i], j;
       if (c === "\\" && (s[i + 1] === "[" || s[i + 1] === "(")) {
-        j = findClose(s, i + 2, s[i + 1] === "[" ? "\\]" : "\\)");
+        j = s.indexOf(s[i + 1] === "[" ? "\\]" : "\\)", i + 2);
         if (j > 0) { push(s[i + 1] === "[" ? 2 : 1, s.slice(i + 2, j)); i = j + 2; continue; }
       } else if (c === "\\" && s.substr(i, 7) === "\\boxed{") {
         j = balanced(s, i + 6);
@@ -48,7 +44,7 @@
       } else if (c === "\\" && s[i + 1] === "$") {
         text += "$"; i += 2; continue;
       } else if (c === "$" && s[i + 1] === "$") {
-        j = findClose(s, i + 2, "$$");
+        j = s.indexOf("$$", i + 2);
         if (j > 0) { push(2, s.slice(i + 2, j)); i = j + 2; continue; }
       } else if (c === "$" && i + 1 < n && !/\s/.test(s[i + 1])) {
         for (j = i + 1; j < n; j++) {
@@ -294,6 +290,7 @@
   fromHash();
   fold();
   apply();
+  window.mathagentReport = { splitTex: splitTex }; // for tests and the console
   body.setAttribute("data-ready", "1");
   body.setAttribute("data-ready-ms", performance.now().toFixed(1));
 })();

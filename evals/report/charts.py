@@ -95,9 +95,8 @@ def grouped_bars(
     if not groups or not series:
         return ""
     height = 250
-    legend_w = 0
     x0, y0, y1 = 50, height - 40, 36
-    gw = (width - x0 - 10 - legend_w) / len(groups)
+    gw = (width - x0 - 10) / len(groups)
     bw = max(4.0, min(28.0, (gw - 12) / len(series)))
     parts = _open(title, width, height)
     parts.append(f'<line x1="{x0}" y1="{y0}" x2="{width - 10}" y2="{y0}" stroke="#999"/>')
@@ -121,13 +120,9 @@ def grouped_bars(
             h = (y0 - y1) * v
             parts.append(
                 f'<rect x="{x:.1f}" y="{y0 - h:.1f}" width="{bw - 2:.1f}" height="{max(h, 0.5):.1f}" '
-                f'fill="{COLORS[si % len(COLORS)]}"><title>{esc(label_of(series, si))} {esc(g)}: '
+                f'fill="{COLORS[si % len(COLORS)]}"><title>{esc(series[si][0])} {esc(g)}: '
                 f"{100 * v:.1f}%</title></rect>"
             )
         parts.append(f'<text x="{gx:.1f}" y="{y0 + 16}" font-size="11">{esc(g[:18])}</text>')
     parts.append("</svg>")
     return "".join(parts)
-
-
-def label_of(series: Sequence[tuple[str, Any]], i: int) -> str:
-    return series[i][0]

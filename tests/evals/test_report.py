@@ -261,6 +261,17 @@ def test_report_in_chromium_offline(tmp_path):
             "const s = document.getElementById('search'); s.value = 'needlep3'; s.dispatchEvent(new Event('input'))"
         )
         assert b.js("document.getElementById('shown').dataset.shown") == "2"
+        # how text is split into math: pandoc's rule for $, currency stays text
+        cases = {
+            "a pen costs $5 and a book $10": [[0, "a pen costs $5 and a book $10"]],
+            "so $x^2$ and $$y$$": [[0, "so "], [1, "x^2"], [0, " and "], [2, "y"]],
+            "\\(a\\) then \\[b\\]": [[1, "a"], [0, " then "], [2, "b"]],
+            "answer \\boxed{\\frac{1}{2}}.": [[0, "answer "], [1, "\\boxed{\\frac{1}{2}}"], [0, "."]],
+            "$ 5 $ and \\$3": [[0, "$ 5 $ and $3"]],
+            "total $x$5": [[0, "total $x$5"]],
+        }
+        for text, parts in cases.items():
+            assert b.js(f"mathagentReport.splitTex({json.dumps(text)})") == parts, text
         _offline_page(b, url + "#filter=error")
         assert b.js("document.getElementById('shown').dataset.shown") == "1"
         _no_network(b)
