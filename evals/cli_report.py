@@ -31,8 +31,13 @@ def main(argv: list[str]) -> int:
             path = write_report(args.run_dirs[0], args.out, page_size=args.page_size)
         else:
             path = write_compare(args.run_dirs, args.out or "compare.html", page_size=args.page_size)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError) as e:  # not a run folder, corrupt header...
         print(f"mathagent report: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full or read-only disk
+        print(
+            f"mathagent report: cannot write the report ({e}); the run folders are untouched", file=sys.stderr
+        )
+        return 1
     print(path)
     return 0

@@ -149,6 +149,7 @@ def settings_table(runs: Sequence[LoadedRun]) -> str:
 
 
 def _run_metrics_table(runs: Sequence[LoadedRun]) -> str:
+    calibrated = any(r.summary.get("overall", {}).get("weighted_calibrated_at_k") is not None for r in runs)
     cols = [
         "run",
         "mode",
@@ -157,6 +158,7 @@ def _run_metrics_table(runs: Sequence[LoadedRun]) -> str:
         "acc (first)",
         "maj@k",
         "weighted@k",
+        *(["weighted@k (calibrated)"] if calibrated else []),
         "pass@k",
         "T / U / F share",
         "P(correct | T / U / F)",
@@ -178,6 +180,7 @@ def _run_metrics_table(runs: Sequence[LoadedRun]) -> str:
             _pct(o.get("accuracy")),
             _pct(o.get("maj_at_k")),
             _pct(o.get("weighted_at_k")),
+            *([_pct(o.get("weighted_calibrated_at_k"))] if calibrated else []),
             _pct(o.get("pass_at_k")),
             " / ".join(_pct(share.get(x)) for x in STATES),
             " / ".join(_pct(prec.get(x)) for x in STATES),
@@ -255,6 +258,16 @@ def _one_run_summary(run: LoadedRun) -> str:
     return f'{"".join(table)}{totals}{vline}<div class="charts">{"".join(charts)}</div>'
 
 
+def _bad_lines_note(runs: Sequence[LoadedRun]) -> str:
+    notes = [
+        f"{esc(r.name)}: {len(r.bad_lines)} corrupt line(s) in samples.jsonl left out of this page "
+        f"(line {esc(', '.join(str(b[0] if isinstance(b, (list, tuple)) else b) for b in r.bad_lines[:10]))})"
+        for r in runs
+        if r.bad_lines
+    ]
+    return "".join(f'<p class="warn">{n}</p>' for n in notes)
+
+
 def _ver(run: LoadedRun, key: str) -> dict[str, Any]:
     return ((run.summary.get("verification") or {}).get(key)) or {}
 
@@ -314,7 +327,7 @@ def render(runs: Sequence[LoadedRun], *, page_size: int = 50) -> str:
         ds = settings_rows(runs[0].header)
         dataset = next((v for sec, k, v in ds if k == "data set"), runs[0].name)
         title = f"mathagent run — {dataset} · {runs[0].mode}"
-    body_summary = _compare_summary(runs) if compare else _one_run_summary(runs[0])
+    body_summary = _bad_lines_note(runs) + (_compare_summary(runs) if compare else _one_run_summary(runs[0]))
     view = "problems" if compare else "samples"
     filters = (
         ("all", "differ", "all-correct", "all-wrong") if compare else ("all", "correct", "wrong", "error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +43,26 @@ class LoadedRun:
     mode: str
     grading_dataset: str
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    bad_lines: list[Any] = field(default_factory=list)
+    """Corrupt ``samples.jsonl`` lines the reader left out (line number, reason), when it reports them."""
 
     @property
     def k(self) -> int:
         return int(self.summary.get("overall", {}).get("k") or 1)
+
+
+def _vote_weights(header: dict[str, Any], summary: dict[str, Any]) -> Any:
+    """The weights the run voted with: ``header.vote_weights`` (calibrated or explicit) when recorded,
+    else the summary's, else the defaults."""
+    from mathagent.evals.voting import Weights
+
+    vw = header.get("vote_weights")
+    if isinstance(vw, dict) and isinstance(vw.get("weights"), str):
+        try:
+            return Weights.parse(vw["weights"])
+        except ValueError:
+            pass
+    return Weights.from_dict(summary["weights"]) if summary.get("weights") else Weights()
 
 
 def _sort_key(pid: str) -> tuple[int, Any]:
@@ -55,15 +72,21 @@ def _sort_key(pid: str) -> tuple[int, Any]:
 def load_run(path: str | Path, name: str | None = None) -> LoadedRun:
     """Read a run folder; the summary is recomputed when ``summary.json`` is missing or stale."""
     from mathagent.evals.summary import summarize
-    from mathagent.evals.voting import Sample, Weights, weighted_vote
+    from mathagent.evals.voting import Sample, weighted_vote
 
-    run = RunDir.read(path)
+    try:
+        run = RunDir.read(path)
+    except json.JSONDecodeError as e:  # the header (its message names no file)
+        raise ValueError(f"{Path(path) / 'header.json'}: not valid JSON ({e.msg}, line {e.lineno})") from None
     records = sorted(
         run.records(), key=lambda r: (_sort_key(str(r["problem_id"])), int(r.get("sample_index", 0)))
     )
     cfg = config_of(run.header)
     grading = run.header.get("identity", {}).get("grading_dataset") or "math"
-    summary = run.summary()
+    try:
+        summary = run.summary()
+    except (json.JSONDecodeError, UnicodeDecodeError):  # derived data: recompute it
+        summary = None
     if summary is None or summary.get("n_samples") != len(records):
         summary = summarize(records, k=cfg.get("k"), weights=cfg.get("weights"), dataset=grading)
     loaded = LoadedRun(
@@ -75,7 +98,9 @@ def load_run(path: str | Path, name: str | None = None) -> LoadedRun:
         mode=run_mode(run.header),
         grading_dataset=grading,
     )
-    weights = Weights.from_dict(summary["weights"]) if summary.get("weights") else Weights()
+    weights = _vote_weights(run.header, summary)
+    prune = bool((summary.get("prune") or {}).get("on"))
+    loaded.bad_lines = list(getattr(run, "bad_lines", []) or [])
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_problem[str(r["problem_id"])].append(r)
@@ -96,6 +121,7 @@ def load_run(path: str | Path, name: str | None = None) -> LoadedRun:
                 ],
                 weights,
                 dataset=grading,
+                prune_candidates=prune,
             )
             voted = vote.winner
             correct = vote.winner_index is not None and bool(recs[vote.winner_index].get("correct"))

@@ -30,13 +30,19 @@ def config_of(header: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_mode(header: dict[str, Any]) -> str:
-    """The run's ablation mode: ``config.mode`` when recorded; older runs have none, and count as
-    ``loop+verify`` when verification was on, else ``loop``."""
+    """The run's ablation mode (``cot``, ``pot``, ``loop``, ``loop+verify``).
+
+    Looked up in order: the header's top-level ``mode``, ``config.mode``, the agent settings (agent
+    ``mode`` ``loop`` with verification on is ``loop+verify``); older runs have none of these and
+    count as ``loop+verify`` when verification was on, else ``loop``."""
     cfg = config_of(header)
-    extra = cfg.get("extra") or {}
-    for src in (cfg, extra, extra.get("agent") or {}):
+    for src in (header, cfg):
         if src.get("mode"):
             return str(src["mode"])
+    agent = (cfg.get("extra") or {}).get("agent")
+    if isinstance(agent, dict) and agent.get("mode"):
+        mode = str(agent["mode"])
+        return "loop+verify" if mode == "loop" and agent.get("verify", True) else mode
     return "loop+verify" if cfg.get("verify", True) else "loop"
 
 
@@ -87,7 +93,15 @@ def settings_rows(header: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows += [("run", k, fmt_value(v)) for k, v in _flatten(cfg)]
     rows += [("run", k, fmt_value(v)) for k, v in _flatten(extra)]
     rows += [("agent", k, fmt_value(v)) for k, v in _flatten(agent)]
-    prov = {k: v for k, v in header.items() if k not in ("identity", "schema_version")}
+    vw = header.get("vote_weights")
+    if isinstance(vw, dict):  # the weights the run's votes used, and where they came from
+        rows.append(
+            ("run", "vote weights used", f"{fmt_value(vw.get('weights'))} ({fmt_value(vw.get('source'))})")
+        )
+        if vw.get("calibration"):
+            rows.append(("run", "calibration file", fmt_value(vw["calibration"])))
+    skip = ("identity", "schema_version", "mode", "vote_weights" if isinstance(vw, dict) else "")
+    prov = {k: v for k, v in header.items() if k not in skip}
     if prov.get("argv") is not None and isinstance(prov["argv"], list):
         prov["argv"] = "mathagent eval " + shlex.join(str(a) for a in prov["argv"])
     if isinstance(prov.get("resumed"), list):

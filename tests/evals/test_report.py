@@ -199,11 +199,35 @@ def test_compare_cli_writes_one_page_with_verdicts_and_pairwise_counts(tmp_path,
 def test_report_cli_errors_clearly(tmp_path, capsys):
     assert report_main([str(tmp_path / "nothing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "header.json").write_text("{}")
-    (tmp_path / "bad" / "samples.jsonl").write_text('{"problem_id": "1"}\n{not json\n')
+    make_run(tmp_path / "bad")
+    (tmp_path / "bad" / "header.json").write_text("{not json")
     assert report_main([str(tmp_path / "bad")]) == 2
-    assert "corrupt record" in capsys.readouterr().err
+    assert "header.json" in capsys.readouterr().err
+    make_run(tmp_path / "ok")
+    assert report_main([str(tmp_path / "ok"), "--out", str(tmp_path / "no" / "such" / "dir.html")]) == 2
+    assert "mathagent report:" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    (tmp_path / "ok" / "summary.json").write_text("{torn")  # derived data: recomputed, not fatal
+    assert report_main([str(tmp_path / "ok")]) == 0
+    assert page_data((tmp_path / "ok" / "report.html").read_text())["verdicts"][0][0] == [2, 2, 1, "4"]
+    empty = tmp_path / "empty"
+    RunDir.open(empty, {"config": {"dataset": "gsm8k"}})  # a run that has no samples yet
+    assert report_main([str(empty)]) == 0
+    assert page_data((empty / "report.html").read_text())["samples"] == []
+
+
+def test_mode_and_vote_weights_from_a_newer_header(tmp_path):
+    """Runs written with --mode record it at the header's top level and the weights they voted with."""
+    run = make_run(tmp_path / "run", answers={"p1": ["4", "5"], "p2": ["8", "8"], "p3": ["3", "3"]})
+    run.header.update(mode="pot", vote_weights={"weights": "0.1,1,1", "source": "calibrated"})
+    (run.path / "header.json").write_text(json.dumps(run.header))
+    assert report_main([str(run.path)]) == 0
+    html = (run.path / "report.html").read_text()
+    assert "<th>mode</th><td>pot</td>" in html and "<td>0.1,1,1 (calibrated)</td>" in html
+    assert page_data(html)["runs"][0]["mode"] == "pot"
+    hdr = {"identity": {"config": {"verify": True, "extra": {"agent": {"mode": "loop", "verify": True}}}}}
+    assert run_mode(hdr) == "loop+verify"
+    hdr["identity"]["config"]["extra"]["agent"]["verify"] = False
+    assert run_mode(hdr) == "loop"
 
 
 # -- in Chromium, offline --------------------------------------------------------------------------------
