@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -193,12 +194,23 @@ def _run_metrics_table(runs: Sequence[LoadedRun]) -> str:
     return "".join(out)
 
 
+def mcnemar_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar test on the discordant counts (binomial, p = 1/2): how surprising a
+    split this lopsided is if the two runs were equally good."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def _agreement(runs: Sequence[LoadedRun]) -> str:
     """Pairwise: problems both runs solved, only one solved, neither (the discordant cells are what a
     paired test such as McNemar's looks at)."""
     out = [
         '<table class="summary agreement"><tr><th>run A</th><th>run B</th><th>common problems</th>'
-        "<th>both right</th><th>only A right</th><th>only B right</th><th>both wrong</th></tr>"
+        "<th>both right</th><th>only A right</th><th>only B right</th><th>both wrong</th>"
+        "<th>McNemar exact p</th></tr>"
     ]
     for i, a in enumerate(runs):
         for b in runs[i + 1 :]:
@@ -210,7 +222,7 @@ def _agreement(runs: Sequence[LoadedRun]) -> str:
             out.append(
                 f"<tr><td>{esc(a.name)}</td><td>{esc(b.name)}</td><td>{len(common)}</td>"
                 + "".join(f"<td>{c}</td>" for c in cells)
-                + "</tr>"
+                + f"<td>{mcnemar_p(cells[1], cells[2]):.3g}</td></tr>"
             )
     out.append("</table>")
     return "".join(out)

@@ -191,9 +191,18 @@ def test_compare_cli_writes_one_page_with_verdicts_and_pairwise_counts(tmp_path,
     assert verdict[(0, "p4")] is None and verdict[(1, "p3")] is None  # not run
     # pairwise over common problems p1, p2: both right 0, only A 1 (p1), only B 1 (p2), both wrong 0
     assert re.search(
-        r"<td>a/loop</td><td>b/loop</td><td>2</td><td>0</td><td>1</td><td>1</td><td>0</td>", html
+        r"<td>a/loop</td><td>b/loop</td><td>2</td><td>0</td><td>1</td><td>1</td><td>0</td><td>1</td>", html
     )
     assert 'class="differs"><th>mode</th>' in html  # settings side by side, differences marked
+
+
+def test_mcnemar_exact_p_matches_hand_computed_values():
+    from mathagent.evals.report.html import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(1, 1) == 1.0
+    assert mcnemar_p(0, 5) == pytest.approx(2 / 32)  # 2 * (1/2)^5
+    assert mcnemar_p(2, 10) == pytest.approx(2 * (1 + 12 + 66) / 4096)
+    assert mcnemar_p(10, 2) == mcnemar_p(2, 10)
 
 
 def test_report_cli_errors_clearly(tmp_path, capsys):
