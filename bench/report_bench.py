@@ -1,6 +1,6 @@
 """How fast a big run's report opens and reacts in headless Chromium (offline, fresh profile each time).
 
-Usage: python bench/report_bench.py [--samples 10000] [--k 4] [--repeat 5] [--compare] [--json]
+Usage: python bench/report_bench.py [--samples 10000] [--k 4] [--repeat 5] [--compare [--no-single]] [--json]
 
 Writes a synthetic run folder (real MATH-500 problems and LaTeX, loop-shaped traces with verification,
 graded by the real grader; see mathagent.evals.report.synthetic), writes its report, then opens the page
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=10_000)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--compare", action="store_true")
+    ap.add_argument("--compare", action="store_true", help="also time a 4-mode comparison page")
+    ap.add_argument("--no-single", action="store_true", help="skip the one-run page (with --compare)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if not find_chromium():
@@ -92,20 +93,23 @@ def main(argv: list[str] | None = None) -> int:
     out: dict = {}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        t0 = time.perf_counter()
-        run = write_synthetic_run(tmp / "run", n_samples=args.samples, k=args.k)
-        synth_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        page = write_report(run)
-        gen_s = time.perf_counter() - t0
-        out["single"] = {
-            "bytes": page.stat().st_size,
-            "synth_s": synth_s,
-            "write_s": gen_s,
-            **measure(page, args.repeat, tmp),
-        }
-        if not args.json:
-            show(f"one run, {args.samples} samples (k={args.k})", page.stat().st_size, gen_s, out["single"])
+        if not args.no_single:
+            t0 = time.perf_counter()
+            run = write_synthetic_run(tmp / "run", n_samples=args.samples, k=args.k)
+            synth_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            page = write_report(run)
+            gen_s = time.perf_counter() - t0
+            out["single"] = {
+                "bytes": page.stat().st_size,
+                "synth_s": synth_s,
+                "write_s": gen_s,
+                **measure(page, args.repeat, tmp),
+            }
+            if not args.json:
+                show(
+                    f"one run, {args.samples} samples (k={args.k})", page.stat().st_size, gen_s, out["single"]
+                )
         if args.compare:
             modes = ("cot", "pot", "loop", "loop+verify")
             runs = [

@@ -59,10 +59,17 @@
     if (text) out.push([0, text]);
     return out;
   }
+  var memo = new Map(); // typeset markup by (display, tex): answers repeat across samples and runs
   function katexInto(el, tex, display) {
-    try {
-      katex.render(tex, el, { displayMode: display, throwOnError: false, strict: "ignore", maxSize: 20, maxExpand: 200 });
-    } catch (e) { el.textContent = tex; }
+    var key = (display ? "D" : "I") + tex, html = memo.get(key);
+    if (html === undefined) {
+      try {
+        html = katex.renderToString(tex, { displayMode: display, throwOnError: false, strict: "ignore", maxSize: 20, maxExpand: 200 });
+      } catch (e) { html = null; }
+      if (memo.size > 20000) memo.clear();
+      memo.set(key, html);
+    }
+    if (html === null) el.textContent = tex; else el.innerHTML = html;
   }
   function typeset(root) {
     var els = root.querySelectorAll(".tex:not([data-tex]),.math:not([data-tex])");
