@@ -8,23 +8,34 @@
 * k samples: servers that honour ``n`` (OpenAI) get one request; others (llama.cpp ignores ``n``) get
   ``n`` parallel requests, with ``seed + i`` for sample ``i`` when a seed is given. Missing choices
   are always topped up with extra requests.
-* Streaming: with ``on_text`` the first sample is streamed (``stream=True``) and its text pieces are
-  passed to ``on_text``; other samples are fetched normally.
-* Retries: :mod:`.retry` (the client's own ``max_retries`` is 0); a hard per-request timeout; at
-  most ``max_concurrency`` requests in flight.
+* Every request is streamed (``stream=True``; ``stream=False`` in the constructor turns that off),
+  so that a slow server is told from a stuck one by progress: the wait for the first generated
+  token is bounded by the *request timeout* (default :func:`default_request_timeout` of the call's
+  ``max_tokens``; ``request_timeout=``, env ``MATHAGENT_REQUEST_TIMEOUT``, CLI ``--request-timeout``),
+  and after it the silence between two events by the *stall timeout* (default 60 s;
+  ``stall_timeout=``, env ``MATHAGENT_STALL_TIMEOUT``). The total length of a generation is not
+  limited: one that is still producing tokens is never thrown away. Keep-alive comments (llama.cpp's
+  ``: ping``) are not progress. A stream that ends before every choice finished is a failure.
+  With ``on_text`` the text pieces of the first sample are passed to it as they arrive.
+* Retries: :mod:`.retry` (the client's own ``max_retries`` is 0; ``Retry-After`` is honoured, capped);
+  at most ``max_concurrency`` requests in flight. ``retry_log`` keeps the last waits.
 * ``count_tokens``: the GGUF vocabulary (loaded vocab-only through llama_cpp) when a ``gguf_path``
   is known, else an estimate of ``ceil(len(text) / 3.5)``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
+import json
 import logging
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -38,7 +49,13 @@ from mathagent.agent.backends.base import (
     TokenCallback,
     ToolCall,
 )
-from mathagent.agent.backends.retry import GarbageResponse, RetryPolicy, WaitFn, call_with_retries
+from mathagent.agent.backends.retry import (
+    GarbageResponse,
+    RetryEvent,
+    RetryPolicy,
+    WaitFn,
+    call_with_retries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +63,53 @@ LOCAL_KEY = "sk-no-key-required"
 """Placeholder API key sent to local servers, which ignore it (the client refuses an empty key)."""
 
 CHARS_PER_TOKEN = 3.5
+
+REQUEST_TIMEOUT_ENV = "MATHAGENT_REQUEST_TIMEOUT"
+STALL_TIMEOUT_ENV = "MATHAGENT_STALL_TIMEOUT"
+DEFAULT_STALL_TIMEOUT = 60.0
+"""Seconds without a streamed event, once the answer started, after which a request counts as stuck."""
+FIRST_TOKEN_BASE_S = 60.0
+SLOWEST_TOKENS_PER_S = 4.0
+
+
+def default_request_timeout(max_tokens: int) -> float:
+    """The default wait for a request's first token: 60 s plus one ``max_tokens``-long generation at
+    4 tokens/s, since a serial server (llama.cpp) may hold the request behind one such call
+    (1024 tokens: 316 s; 256 tokens: 124 s)."""
+    return FIRST_TOKEN_BASE_S + max(1, max_tokens) / SLOWEST_TOKENS_PER_S
+
+
+def check_seconds(value: Any, what: str) -> float:
+    """``value`` as a positive, finite number of seconds; ``BackendError`` naming ``what`` otherwise."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BackendError(f"{what} must be a number of seconds, not {value!r}") from None
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise BackendError(f"{what} must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
+def seconds_from_env(name: str) -> float | None:
+    """A positive number of seconds from env ``name``; ``None`` when unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    return check_seconds(raw, f"env {name}") if raw else None
+
+
+def positive_seconds(text: str) -> float:
+    """``argparse`` type for timeout flags (``--request-timeout``): a positive number of seconds."""
+    try:
+        return check_seconds(text, "the timeout")
+    except BackendError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class RequestTimeout(TimeoutError):
+    """No first token within the request timeout (retried like any timeout)."""
+
+
+class StallTimeout(TimeoutError):
+    """A started stream went silent for longer than the stall timeout (retried like any timeout)."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -70,7 +134,10 @@ class OpenAIBackend:
         *,
         default_format: str = "markdown",
         context_window: int | None = None,
-        timeout: float = 300.0,
+        request_timeout: float | None = None,
+        stall_timeout: float | None = None,
+        timeout: float | None = None,
+        stream: bool = True,
         max_concurrency: int = 8,
         retry: RetryPolicy | None = None,
         wait: WaitFn | None = None,
@@ -86,6 +153,13 @@ class OpenAIBackend:
                 model the server lists.
             base_url: ``None``: env ``OPENAI_BASE_URL``, else OpenAI's own.
             api_key: ``None``: env ``OPENAI_API_KEY``; a placeholder when the base URL is local.
+            request_timeout: longest wait for a request's first token (a whole unstreamed request);
+                ``None``: env ``MATHAGENT_REQUEST_TIMEOUT``, else :func:`default_request_timeout`.
+            stall_timeout: longest silence of a started stream; ``None``: env
+                ``MATHAGENT_STALL_TIMEOUT``, else 60 s.
+            timeout: older name of ``request_timeout``.
+            stream: stream every request (progress tells slow from stuck); ``False`` for servers
+                that cannot stream (then ``request_timeout`` bounds the whole request).
             native_n: whether the server honours ``n``; ``None``: only api.openai.com is trusted.
             chat_template: ``"chatml"`` when the model's template is known, enabling :meth:`render_chat`.
             default_system: system prompt the model's template inserts when none is given.
@@ -105,12 +179,27 @@ class OpenAIBackend:
         self.model = model or os.environ.get("OPENAI_MODEL") or ""
         self.default_format = default_format
         self.context_window = context_window
-        self.timeout = timeout
+        explicit = request_timeout if request_timeout is not None else timeout
+        self.request_timeout: float | None = (
+            check_seconds(explicit, "request_timeout")
+            if explicit is not None
+            else seconds_from_env(REQUEST_TIMEOUT_ENV)
+        )
+        self.stall_timeout: float = (
+            check_seconds(stall_timeout, "stall_timeout")
+            if stall_timeout is not None
+            else (seconds_from_env(STALL_TIMEOUT_ENV) or DEFAULT_STALL_TIMEOUT)
+        )
+        self.stream = stream
         self.max_concurrency = max(1, max_concurrency)
         self.retry = retry or RetryPolicy()
         self.wait = wait
+        self.retry_log: deque[RetryEvent] = deque(maxlen=1000)
+        """The last retries: what failed, how, and how long the backend waited before the next try."""
         host = urlparse(self.base_url).hostname if self.base_url else "api.openai.com"
         self.native_n = native_n if native_n is not None else host == "api.openai.com"
+        self.stream_usage = host == "api.openai.com"
+        """Ask for token usage in streams (``stream_options``); not every server knows the option."""
         self.gguf_path = Path(gguf_path) if gguf_path else None
         self.server = server
         if chat_template == "chatml":
@@ -123,6 +212,15 @@ class OpenAIBackend:
         self._stale: list[Any] = []
         self._sem: asyncio.Semaphore | None = None
         self._vocab: Any = None
+
+    @property
+    def timeout(self) -> float | None:
+        """The explicit request timeout (``None``: derived from each call's ``max_tokens``)."""
+        return self.request_timeout
+
+    def first_token_timeout(self, max_tokens: int) -> float:
+        """Seconds a call of ``max_tokens`` may wait for its first token."""
+        return self.request_timeout or default_request_timeout(max_tokens)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -137,9 +235,8 @@ class OpenAIBackend:
                 # alive so their pooled connections are not garbage-collected noisily on a dead loop.
                 self._stale = [*self._stale[-7:], self._client]
 
-            self._client = AsyncOpenAI(
-                api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0
-            )
+            # No client-side timeout: every await on the wire is bounded by our own deadlines.
+            self._client = AsyncOpenAI(api_key=self.api_key, base_url=self.base_url, timeout=None, max_retries=0)
             self._sem = asyncio.Semaphore(self.max_concurrency)
             self._loop = loop
         return self._client, self._sem
@@ -150,13 +247,15 @@ class OpenAIBackend:
         client, _ = self._bind()
 
         async def first() -> str:
-            page = await client.models.list()
+            page = await asyncio.wait_for(client.models.list(), timeout=self.stall_timeout)
             ids = [m.id for m in page.data]
             if not ids:
                 raise GarbageResponse("server lists no models")
             return str(ids[0])
 
-        self.model = await call_with_retries(first, what="listing models", policy=self.retry, wait=self.wait)
+        self.model = await call_with_retries(
+            first, what="listing models", policy=self.retry, wait=self.wait, on_retry=self.retry_log.append
+        )
         return self.model
 
     # -- the Backend protocol ---------------------------------------------------------------------
@@ -260,32 +359,35 @@ class OpenAIBackend:
             kw["prompt"] = prompt
         endpoint = client.chat.completions if chat else client.completions
         what = f"{'chat' if chat else 'completion'} request to {self.base_url or 'OpenAI'} (sample {index})"
+        first_s = self.first_token_timeout(params.max_tokens)
 
         async def once() -> list[Completion]:
             async with sem:
                 t0 = time.perf_counter()
-                coro = (
-                    self._stream(endpoint, kw, chat, on_text)
-                    if on_text is not None
-                    else self._plain(endpoint, kw, chat)
-                )
-                try:
-                    comps = await asyncio.wait_for(coro, timeout=self.timeout)
-                except asyncio.TimeoutError:
-                    raise asyncio.TimeoutError(f"no answer within {self.timeout:.0f} s") from None
+                if self.stream:
+                    comps = await self._stream(endpoint, kw, chat, on_text, first_s)
+                else:
+                    try:
+                        comps = await asyncio.wait_for(self._plain(endpoint, kw, chat), timeout=first_s)
+                    except asyncio.TimeoutError:
+                        raise RequestTimeout(f"no answer within {first_s:g} s (request timeout)") from None
+                    if on_text is not None and comps and comps[0].text:
+                        on_text(comps[0].text)
                 latency = time.perf_counter() - t0
             return [self._finish(c, prompt, latency) for c in comps]
 
-        return await call_with_retries(once, what=what, policy=self.retry, wait=self.wait)
+        return await call_with_retries(
+            once, what=what, policy=self.retry, wait=self.wait, on_retry=self.retry_log.append
+        )
 
     def _finish(self, c: Completion, prompt: Prompt, latency: float) -> Completion:
         from dataclasses import replace
 
         pt, ct = c.prompt_tokens, c.completion_tokens
         if not pt:
-            pt = estimate_tokens(prompt if isinstance(prompt, str) else messages_text(prompt))
+            pt = self.count_tokens(prompt if isinstance(prompt, str) else messages_text(prompt))
         if not ct:
-            ct = estimate_tokens(c.text)
+            ct = self.count_tokens(c.text)
         return replace(c, prompt_tokens=pt, completion_tokens=ct, latency_s=latency)
 
     async def _plain(self, endpoint: Any, kw: dict[str, Any], chat: bool) -> list[Completion]:
@@ -331,56 +433,154 @@ class OpenAIBackend:
         return out
 
     async def _stream(
-        self, endpoint: Any, kw: dict[str, Any], chat: bool, on_text: TokenCallback
+        self,
+        endpoint: Any,
+        kw: dict[str, Any],
+        chat: bool,
+        on_text: TokenCallback | None,
+        first_s: float,
     ) -> list[Completion]:
-        stream = await endpoint.create(**kw, stream=True)
-        pieces: list[str] = []
-        finish: str | None = None
-        stop_reason: Any = None
-        pt = ct = 0
-        calls: dict[int, dict[str, str]] = {}
-        async for chunk in stream:
-            usage = getattr(chunk, "usage", None)
-            if usage is not None:
-                pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-                ct = int(getattr(usage, "completion_tokens", 0) or 0)
-            for ch in getattr(chunk, "choices", None) or []:
-                if chat:
-                    delta = getattr(ch, "delta", None)
-                    piece = getattr(delta, "content", None) if delta is not None else None
-                    for tc in getattr(delta, "tool_calls", None) or []:
-                        slot = calls.setdefault(tc.index or 0, {"id": "", "name": "", "arguments": ""})
-                        slot["id"] = tc.id or slot["id"]
-                        if tc.function is not None:
-                            slot["name"] += tc.function.name or ""
-                            slot["arguments"] += tc.function.arguments or ""
-                else:
-                    piece = getattr(ch, "text", None)
-                if piece:
-                    pieces.append(piece)
-                    on_text(piece)
-                if getattr(ch, "finish_reason", None):
-                    finish = ch.finish_reason
-                    stop_reason = getattr(ch, "stop_reason", None)
-        if finish is None and not pieces and not calls:
-            raise GarbageResponse("stream ended without any content")
-        tool_calls = tuple(
-            ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"])
-            for i, c in sorted(calls.items())
-        )
-        return [
-            Completion(
-                text="".join(pieces),
-                finish_reason="tool_calls" if tool_calls else (finish or "stop"),
-                stop_string=stop_reason if isinstance(stop_reason, str) else None,
-                tool_calls=tool_calls,
-                prompt_tokens=pt,
-                completion_tokens=ct,
-            )
-        ]
+        """One streamed request, read line by line under the request and stall deadlines."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + first_s
+        extra: dict[str, Any] = {"stream": True}
+        if self.stream_usage:
+            extra["stream_options"] = {"include_usage": True}
+        state = _StreamState(chat, on_text)
+
+        def limit() -> float:
+            if state.started:
+                return self.stall_timeout
+            return max(0.0, deadline - loop.time())
+
+        async def bounded(aw: Any) -> Any:
+            try:
+                return await asyncio.wait_for(aw, timeout=limit())
+            except asyncio.TimeoutError:
+                if state.started:
+                    raise StallTimeout(
+                        f"stream stalled: no data for {self.stall_timeout:g} s after "
+                        f"{state.events} events (stall timeout)"
+                    ) from None
+                raise RequestTimeout(f"no token within {first_s:g} s (request timeout)") from None
+
+        cm = endpoint.with_streaming_response.create(**kw, **extra)
+        resp = await bounded(cm.__aenter__())
+        try:
+            lines = resp.iter_lines().__aiter__()
+            while not state.done:
+                try:
+                    line = await bounded(lines.__anext__())
+                except StopAsyncIteration:
+                    break
+                state.feed(line)
+        finally:
+            await cm.__aexit__(None, None, None)
+        return state.completions()
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+
+
+@dataclass
+class _Choice:
+    pieces: list[str] = field(default_factory=list)
+    finish: str | None = None
+    stop_reason: Any = None
+    calls: dict[int, dict[str, str]] = field(default_factory=dict)
+
+
+class _StreamState:
+    """Parses server-sent events of a (chat) completion stream, choice by choice."""
+
+    def __init__(self, chat: bool, on_text: TokenCallback | None) -> None:
+        self.chat, self.on_text = chat, on_text
+        self.choices: dict[int, _Choice] = {}
+        self.started = self.done = False
+        self.events = 0
+        self.pt = self.ct = 0
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> None:
+        """One line of the event stream (a blank line ends an event; ``:`` lines are comments)."""
+        if not line.strip():
+            self._dispatch()
+        elif line.startswith("data:"):
+            self._data.append(line[5:].removeprefix(" "))
+        # comments (": ping"), "event:", "id:" and "retry:" lines carry nothing we use
+
+    def _dispatch(self) -> None:
+        if not self._data:
+            return
+        data, self._data = "\n".join(self._data), []
+        if data.strip() == "[DONE]":
+            self.done = True
+            return
+        try:
+            chunk = json.loads(data)
+        except json.JSONDecodeError:
+            raise GarbageResponse(f"unparseable stream event: {data[:200]!r}") from None
+        if not isinstance(chunk, dict):
+            raise GarbageResponse(f"stream event is not an object: {data[:200]!r}")
+        if chunk.get("error"):
+            raise GarbageResponse(f"server error in the stream: {str(chunk['error'])[:300]}")
+        self.started = True
+        self.events += 1
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.pt = int(usage.get("prompt_tokens") or 0)
+            self.ct = int(usage.get("completion_tokens") or 0)
+        for ch in chunk.get("choices") or []:
+            if not isinstance(ch, dict):
+                raise GarbageResponse(f"stream choice is not an object: {str(ch)[:200]!r}")
+            idx = int(ch.get("index") or 0)
+            c = self.choices.setdefault(idx, _Choice())
+            if self.chat:
+                delta = ch.get("delta") or {}
+                piece = delta.get("content")
+                for tc in delta.get("tool_calls") or []:
+                    slot = c.calls.setdefault(int(tc.get("index") or 0), {"id": "", "name": "", "arguments": ""})
+                    slot["id"] = tc.get("id") or slot["id"]
+                    fn = tc.get("function") or {}
+                    slot["name"] += fn.get("name") or ""
+                    slot["arguments"] += fn.get("arguments") or ""
+            else:
+                piece = ch.get("text")
+            if piece:
+                c.pieces.append(piece)
+                if idx == 0 and self.on_text is not None:
+                    self.on_text(piece)
+            if ch.get("finish_reason"):
+                c.finish = ch["finish_reason"]
+                c.stop_reason = ch.get("stop_reason")
+
+    def completions(self) -> list[Completion]:
+        self._dispatch()  # a last event without its blank line
+        if not self.choices:
+            raise GarbageResponse("stream ended without any content")
+        unfinished = sorted(i for i, c in self.choices.items() if c.finish is None)
+        if unfinished:  # cut off: by the connection, or by a server that ends streams early
+            raise GarbageResponse(
+                f"stream ended before the answer was complete (choice {unfinished[0]} has no finish_reason)"
+            )
+        out = []
+        n = len(self.choices)
+        for _, c in sorted(self.choices.items()):
+            tool_calls = tuple(
+                ToolCall(id=t["id"] or f"call_{i}", name=t["name"], arguments=t["arguments"])
+                for i, t in sorted(c.calls.items())
+            )
+            out.append(
+                Completion(
+                    text="".join(c.pieces),
+                    finish_reason="tool_calls" if tool_calls else (c.finish or "stop"),
+                    stop_string=c.stop_reason if isinstance(c.stop_reason, str) else None,
+                    tool_calls=tool_calls,
+                    prompt_tokens=self.pt,
+                    completion_tokens=self.ct // n if n > 1 else self.ct,
+                )
+            )
+        return out
 
 
 def _clean_message(m: Message) -> dict[str, Any]:
