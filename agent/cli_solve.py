@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mathagent.agent.backends.base import BackendError, Completion, ToolCall
+from mathagent.agent.backends.openai_backend import REQUEST_TIMEOUT_HELP, positive_seconds
 from mathagent.agent.config import AgentConfig
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name (bundled: qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, ...)")
     p.add_argument("--base-url", help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
     p.add_argument("--backend", help="backend kind: openai, transformers (default: by the other flags)")
+    p.add_argument("--request-timeout", type=positive_seconds, default=None, help=REQUEST_TIMEOUT_HELP)
     p.add_argument("--format", choices=["markdown", "mathcoder", "tools"], help="trace format")
     p.add_argument("--max-rounds", type=int, default=AgentConfig.max_rounds, help="most code executions")
     p.add_argument(
@@ -94,6 +96,7 @@ def build_backend(args: argparse.Namespace) -> Any:
             "backend": args.backend,
             "model": args.model,
             "base_url": args.base_url,
+            "request_timeout": args.request_timeout,
         }
         params = inspect.signature(make_backend).parameters
         kw = {k: v for k, v in wanted.items() if k in params and v is not None}

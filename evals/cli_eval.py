@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.backends.openai_backend import REQUEST_TIMEOUT_HELP, positive_seconds
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathagent eval", description="Evaluate on a data set (resumable).")
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default=os.environ.get("MATHAGENT_MODEL", ""))
     p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"))
+    p.add_argument("--request-timeout", type=positive_seconds, default=None, help=REQUEST_TIMEOUT_HELP)
     p.add_argument("--format", default=None, help="trace format (markdown, mathcoder, tools)")
     p.add_argument("--script", help="scripted backend: JSONL of {problem_id, turns, error?, latency_s?}")
     p.add_argument("--k", type=int, default=1, help="samples per problem")
@@ -62,7 +65,8 @@ def backend_from_args(args: argparse.Namespace) -> Any:
     from mathagent.agent.backends import make_backend
 
     backend = None if args.backend in (None, "", "auto") else args.backend
-    return make_backend(args.model or None, args.base_url or None, backend=backend)
+    timeout = getattr(args, "request_timeout", None)
+    return make_backend(args.model or None, args.base_url or None, backend=backend, request_timeout=timeout)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.backends.openai_backend import REQUEST_TIMEOUT_HELP, positive_seconds
 from mathagent.training import dedup
 from mathagent.training.filters import FilterConfig
 
@@ -33,6 +34,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model", default=os.environ.get("MATHAGENT_MODEL", ""))
     p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"))
+    p.add_argument("--request-timeout", type=positive_seconds, default=None, help=REQUEST_TIMEOUT_HELP)
     p.add_argument(
         "--format", default=None, help="trace format the model writes (markdown, mathcoder, tools)"
     )

@@ -13,7 +13,9 @@
   token is bounded by the *request timeout* (default :func:`default_request_timeout` of the call's
   ``max_tokens``; ``request_timeout=``, env ``MATHAGENT_REQUEST_TIMEOUT``, CLI ``--request-timeout``),
   and after it the silence between two events by the *stall timeout* (default 60 s;
-  ``stall_timeout=``, env ``MATHAGENT_STALL_TIMEOUT``). The total length of a generation is not
+  ``stall_timeout=``, env ``MATHAGENT_STALL_TIMEOUT``), which also bounds the wait for the response
+  headers (streaming servers send them when they take the request, before any queueing or prompt
+  processing: llama.cpp's server, vLLM, OpenAI). The total length of a generation is not
   limited: one that is still producing tokens is never thrown away. Keep-alive comments (llama.cpp's
   ``: ping``) are not progress. A stream that ends before every choice finished is a failure.
   With ``on_text`` the text pieces of the first sample are passed to it as they arrive.
@@ -68,6 +70,10 @@ REQUEST_TIMEOUT_ENV = "MATHAGENT_REQUEST_TIMEOUT"
 STALL_TIMEOUT_ENV = "MATHAGENT_STALL_TIMEOUT"
 DEFAULT_STALL_TIMEOUT = 60.0
 """Seconds without a streamed event, once the answer started, after which a request counts as stuck."""
+REQUEST_TIMEOUT_HELP = (
+    "seconds a model call may wait for its first token (default: 60 + max tokens / 4; "
+    "env MATHAGENT_REQUEST_TIMEOUT)"
+)
 FIRST_TOKEN_BASE_S = 60.0
 SLOWEST_TOKENS_PER_S = 4.0
 
@@ -442,16 +448,23 @@ class OpenAIBackend:
     ) -> list[Completion]:
         """One streamed request, read line by line under the request and stall deadlines."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + first_s
+        start = loop.time()
+        deadline = start + first_s
+        headers_by = min(deadline, start + self.stall_timeout)
+        answered = False
         extra: dict[str, Any] = {"stream": True}
         if self.stream_usage:
             extra["stream_options"] = {"include_usage": True}
         state = _StreamState(chat, on_text)
 
         def limit() -> float:
+            """Seconds left: to the headers (a streaming server sends them when it takes the request),
+            to the first event, or since the last event (pings are no progress)."""
             if state.started:
-                return self.stall_timeout
-            return max(0.0, deadline - loop.time())
+                end = state.last_event + self.stall_timeout
+            else:
+                end = deadline if answered else headers_by
+            return max(0.0, end - loop.time())
 
         async def bounded(aw: Any) -> Any:
             try:
@@ -462,10 +475,15 @@ class OpenAIBackend:
                         f"stream stalled: no data for {self.stall_timeout:g} s after "
                         f"{state.events} events (stall timeout)"
                     ) from None
+                if not answered and headers_by < deadline:
+                    raise StallTimeout(
+                        f"no response within {self.stall_timeout:g} s (stall timeout)"
+                    ) from None
                 raise RequestTimeout(f"no token within {first_s:g} s (request timeout)") from None
 
         cm = endpoint.with_streaming_response.create(**kw, **extra)
         resp = await bounded(cm.__aenter__())
+        answered = True
         try:
             lines = resp.iter_lines().__aiter__()
             while not state.done:
@@ -473,7 +491,8 @@ class OpenAIBackend:
                     line = await bounded(lines.__anext__())
                 except StopAsyncIteration:
                     break
-                state.feed(line)
+                if state.feed(line):
+                    state.last_event = loop.time()
         finally:
             await cm.__aexit__(None, None, None)
         return state.completions()
@@ -498,24 +517,29 @@ class _StreamState:
         self.choices: dict[int, _Choice] = {}
         self.started = self.done = False
         self.events = 0
+        self.last_event = 0.0
+        """Event-loop time of the last data event (set by the reader)."""
         self.pt = self.ct = 0
         self._data: list[str] = []
 
-    def feed(self, line: str) -> None:
-        """One line of the event stream (a blank line ends an event; ``:`` lines are comments)."""
+    def feed(self, line: str) -> bool:
+        """One line of the event stream (a blank line ends an event; ``:`` lines are comments).
+        True when it completed a data event (progress)."""
         if not line.strip():
-            self._dispatch()
-        elif line.startswith("data:"):
-            self._data.append(line[5:].removeprefix(" "))
+            return self._dispatch()
+        if line.startswith("data:"):
+            data = line[5:]
+            self._data.append(data[1:] if data.startswith(" ") else data)
         # comments (": ping"), "event:", "id:" and "retry:" lines carry nothing we use
+        return False
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> bool:
         if not self._data:
-            return
+            return False
         data, self._data = "\n".join(self._data), []
         if data.strip() == "[DONE]":
             self.done = True
-            return
+            return True
         try:
             chunk = json.loads(data)
         except json.JSONDecodeError:
@@ -553,6 +577,7 @@ class _StreamState:
             if ch.get("finish_reason"):
                 c.finish = ch["finish_reason"]
                 c.stop_reason = ch.get("stop_reason")
+        return True
 
     def completions(self) -> list[Completion]:
         self._dispatch()  # a last event without its blank line

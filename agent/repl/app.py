@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.backends.openai_backend import REQUEST_TIMEOUT_ENV, REQUEST_TIMEOUT_HELP, positive_seconds
 from mathagent.agent.repl.commands import CommandError, completions, help_rows, is_command, run_command
 from mathagent.agent.repl.display import StreamView, TableView, badge
 from mathagent.agent.repl.recorder import EventRecorder
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", default=None, help="bundled model name, GGUF path, or server model id")
     p.add_argument("--backend", choices=("openai", "transformers", "llama", "scripted"), default=None)
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL (env OPENAI_BASE_URL)")
+    p.add_argument("--request-timeout", type=positive_seconds, default=None, help=REQUEST_TIMEOUT_HELP)
     p.add_argument("--temperature", "-t", type=float, default=0.0)
     p.add_argument("--format", choices=("markdown", "mathcoder", "tools"), default=None)
     p.add_argument(
@@ -386,6 +388,8 @@ class Repl:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.request_timeout is not None:  # every backend this REPL builds reads it
+        os.environ[REQUEST_TIMEOUT_ENV] = str(args.request_timeout)
     if os.environ.get("MATHAGENT_REPL_DEBUG"):  # `kill -USR1 PID` dumps every thread's stack
         import faulthandler
 

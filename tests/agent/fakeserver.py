@@ -28,8 +28,8 @@ characters per event, ``piece_delay`` seconds apart, and (like llama.cpp's serve
 comment every ``ping_s`` seconds while it is silent, when ``ping_s`` is set.
 
 A :class:`Reply` can set an HTTP status (with ``Retry-After``), return garbage or truncated JSON,
-reset the connection, hang (``delay``), stall in the middle of a stream (``stall``), pace a stream
-(``piece_delay``), fix the text, or return tool calls. The server runs in a daemon thread; ``stop()``
+reset the connection, hang (``delay``), delay a stream's first event (``prefill``) or stall in its
+middle (``stall``; pings go on meanwhile when ``ping_s`` is set), pace a stream (``piece_delay``), fix the text, or return tool calls. The server runs in a daemon thread; ``stop()``
 (or leaving the ``with`` block) closes it and wakes every hanging handler.
 """
 
@@ -70,6 +70,8 @@ class Reply:
     """Send a 200 with valid JSON that holds no choices."""
     delay: float = 0.0
     """Seconds to sleep before answering (simulates a hung server; no byte is sent meanwhile)."""
+    prefill: float = 0.0
+    """Streamed answers: seconds between the headers and the first event (a model reading its prompt)."""
     stall: float = 0.0
     """Streamed answers: after half of the events, send nothing for this many seconds."""
     piece_delay: float | None = None
@@ -357,6 +359,8 @@ class FakeOpenAIServer:
             return True
 
         try:
+            if reply.prefill and not pause(reply.prefill):
+                return
             for k, event in enumerate(events):
                 if k and gap and not pause(gap):
                     return
