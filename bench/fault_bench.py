@@ -46,7 +46,10 @@ def write_problems(path: Path, n: int, seed: int) -> None:
     with path.open("w", encoding="utf-8") as f:
         for i in range(n):
             a, b = rng.randint(10, 999), rng.randint(10, 999)
-            f.write(json.dumps({"id": f"p{i:04d}", "question": f"Compute {a} + {b}.", "answer": str(a + b)}) + "\n")
+            f.write(
+                json.dumps({"id": f"p{i:04d}", "question": f"Compute {a} + {b}.", "answer": str(a + b)})
+                + "\n"
+            )
 
 
 def responder(body: dict[str, Any]) -> str:
@@ -60,7 +63,9 @@ def responder(body: dict[str, Any]) -> str:
     return f"Adding the two numbers: {a} + {b} = {a + b}.\n\nThe answer is $\\boxed{{{a + b}}}$."
 
 
-def run_eval(args: argparse.Namespace, problems: Path, rate: float, workdir: Path, label: str) -> dict[str, Any]:
+def run_eval(
+    args: argparse.Namespace, problems: Path, rate: float, workdir: Path, label: str
+) -> dict[str, Any]:
     run_dir = workdir / f"run-{label}"
     with FakeOpenAIServer(
         responder=responder,

@@ -242,7 +242,9 @@ class OpenAIBackend:
                 self._stale = [*self._stale[-7:], self._client]
 
             # No client-side timeout: every await on the wire is bounded by our own deadlines.
-            self._client = AsyncOpenAI(api_key=self.api_key, base_url=self.base_url, timeout=None, max_retries=0)
+            self._client = AsyncOpenAI(
+                api_key=self.api_key, base_url=self.base_url, timeout=None, max_retries=0
+            )
             self._sem = asyncio.Semaphore(self.max_concurrency)
             self._loop = loop
         return self._client, self._sem
@@ -563,7 +565,9 @@ class _StreamState:
                 delta = ch.get("delta") or {}
                 piece = delta.get("content")
                 for tc in delta.get("tool_calls") or []:
-                    slot = c.calls.setdefault(int(tc.get("index") or 0), {"id": "", "name": "", "arguments": ""})
+                    slot = c.calls.setdefault(
+                        int(tc.get("index") or 0), {"id": "", "name": "", "arguments": ""}
+                    )
                     slot["id"] = tc.get("id") or slot["id"]
                     fn = tc.get("function") or {}
                     slot["name"] += fn.get("name") or ""

@@ -18,7 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mathagent.agent.backends.openai_backend import REQUEST_TIMEOUT_ENV, REQUEST_TIMEOUT_HELP, positive_seconds
+from mathagent.agent.backends.openai_backend import (
+    REQUEST_TIMEOUT_ENV,
+    REQUEST_TIMEOUT_HELP,
+    positive_seconds,
+)
 from mathagent.agent.repl.commands import CommandError, completions, help_rows, is_command, run_command
 from mathagent.agent.repl.display import StreamView, TableView, badge
 from mathagent.agent.repl.recorder import EventRecorder

@@ -328,7 +328,13 @@ class FakeOpenAIServer:
                     choice = {"index": idx, "text": piece}
                 choice["finish_reason"] = (reply.finish_reason or finish) if last else None
                 obj = "chat.completion.chunk" if chat else "text_completion"
-                event = {"id": "fake-stream", "object": obj, "created": 0, "model": self.model, "choices": [choice]}
+                event = {
+                    "id": "fake-stream",
+                    "object": obj,
+                    "created": 0,
+                    "model": self.model,
+                    "choices": [choice],
+                }
                 events.append(f"data: {json.dumps(event)}\n\n".encode())
         return [*events, b"data: [DONE]\n\n"]
 

@@ -261,7 +261,11 @@ def test_request_timeout_flag_reaches_the_backend(srv):
 def test_bad_request_timeout_flag_is_a_usage_error(cli, capsys):
     from mathagent.agent.cli import main
 
-    argv = {"eval": ["eval"], "solve": ["solve", "1+1"], "generate": ["generate", "--problems", "x", "--out", "o"]}
+    argv = {
+        "eval": ["eval"],
+        "solve": ["solve", "1+1"],
+        "generate": ["generate", "--problems", "x", "--out", "o"],
+    }
     with pytest.raises(SystemExit) as e:
         main([*argv[cli], "--request-timeout", "0"])
     assert e.value.code == 2
@@ -274,7 +278,10 @@ def test_eval_through_a_fault_injecting_server(tmp_path):
 
     problems = tmp_path / "p.jsonl"
     problems.write_text(
-        "".join(json.dumps({"id": f"p{i}", "question": f"Compute {i} + 1.", "answer": str(i + 1)}) + "\n" for i in range(12))
+        "".join(
+            json.dumps({"id": f"p{i}", "question": f"Compute {i} + 1.", "answer": str(i + 1)}) + "\n"
+            for i in range(12)
+        )
     )
 
     def responder(body):
