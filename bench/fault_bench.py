@@ -11,7 +11,8 @@ byte for ``--hang`` s), truncated JSON, a connection reset.
                                 [--eval-args "--request-timeout 10"] [--pythonpath DIR] [--only faults]
 
 ``--pythonpath`` is prepended to the eval's PYTHONPATH (e.g. an import shim of another checkout, to
-measure its code). Prints, per run: wall time, problems accounted for (a record in samples.jsonl),
+measure its code). Prints, per run: wall time, the eval process's CPU time (user + system, its
+kernels included: a load-independent view of the client's cost on a shared machine), problems accounted for (a record in samples.jsonl),
 duplicates, correct answers, failed samples (status failed: a backend error after the retries), requests and faults by kind;
 then the wall-time ratio faults / fault-free. Figures only; nothing is asserted (target: ratio <= 1.5,
 every problem accounted for).
@@ -24,6 +25,7 @@ import json
 import os
 import random
 import re
+import resource
 import shlex
 import subprocess
 import sys
@@ -101,9 +103,12 @@ def run_eval(
         env["MATHAGENT_RUNS_DIR"] = str(workdir)
         if args.pythonpath:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (args.pythonpath, env.get("PYTHONPATH")) if p)
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
         hits, faults = srv.hits, Counter(srv.faults)
     if proc.returncode != 0:
         print(proc.stdout[-2000:], proc.stderr[-4000:], sep="\n", file=sys.stderr)
@@ -120,6 +125,7 @@ def run_eval(
         "label": label,
         "rc": proc.returncode,
         "wall_s": wall,
+        "eval_cpu_s": cpu,
         "accounted": len(ids),
         "duplicates": sum(c - 1 for c in ids.values()),
         "correct": correct,
@@ -162,7 +168,7 @@ def main() -> int:
             r = run_eval(args, problems, rate, workdir, label)
             results.append(r)
             print(
-                f"{label:7s} wall {r['wall_s']:8.1f} s  accounted {r['accounted']}/{args.problems}  "
+                f"{label:7s} wall {r['wall_s']:8.1f} s  eval CPU {r['eval_cpu_s']:6.1f} s  accounted {r['accounted']}/{args.problems}  "
                 f"duplicates {r['duplicates']}  correct {r['correct']}  failed {r['failed']}  "
                 f"requests {r['requests']}  faults {r['faults']}  rc {r['rc']}",
                 flush=True,

@@ -75,6 +75,8 @@ REQUEST_TIMEOUT_HELP = (
     "env MATHAGENT_REQUEST_TIMEOUT)"
 )
 FIRST_TOKEN_BASE_S = 60.0
+DRAIN_S = 2.0
+"""Seconds to wait for the end of a stream's body after its ``[DONE]`` event."""
 SLOWEST_TOKENS_PER_S = 4.0
 
 
@@ -459,48 +461,95 @@ class OpenAIBackend:
             extra["stream_options"] = {"include_usage": True}
         state = _StreamState(chat, on_text)
 
-        def limit() -> float:
-            """Seconds left: to the headers (a streaming server sends them when it takes the request),
-            to the first event, or since the last event (pings are no progress)."""
+        def expired() -> TimeoutError:
             if state.started:
-                end = state.last_event + self.stall_timeout
-            else:
-                end = deadline if answered else headers_by
-            return max(0.0, end - loop.time())
+                return StallTimeout(
+                    f"stream stalled: no data for {self.stall_timeout:g} s after {state.events} events "
+                    "(stall timeout)"
+                )
+            if not answered and headers_by < deadline:
+                return StallTimeout(f"no response within {self.stall_timeout:g} s (stall timeout)")
+            return RequestTimeout(f"no token within {first_s:g} s (request timeout)")
 
-        async def bounded(aw: Any) -> Any:
-            try:
-                return await asyncio.wait_for(aw, timeout=limit())
-            except asyncio.TimeoutError:
-                if state.started:
-                    raise StallTimeout(
-                        f"stream stalled: no data for {self.stall_timeout:g} s after "
-                        f"{state.events} events (stall timeout)"
-                    ) from None
-                if not answered and headers_by < deadline:
-                    raise StallTimeout(
-                        f"no response within {self.stall_timeout:g} s (stall timeout)"
-                    ) from None
-                raise RequestTimeout(f"no token within {first_s:g} s (request timeout)") from None
-
+        # One deadline, moved as the request makes progress: to the headers (a streaming server
+        # sends them when it takes the request), then to the first event, then to the last event
+        # plus the stall timeout (pings are no progress).
         cm = endpoint.with_streaming_response.create(**kw, **extra)
-        resp = await bounded(cm.__aenter__())
-        answered = True
+        dl = _Deadline(headers_by)
         try:
-            lines = resp.iter_lines().__aiter__()
-            while not state.done:
+            async with dl:
+                resp = await cm.__aenter__()
+                answered = True
+                dl.reschedule(deadline)
                 try:
-                    line = await bounded(lines.__anext__())
-                except StopAsyncIteration:
-                    break
-                if state.feed(line):
-                    state.last_event = loop.time()
-        finally:
-            await cm.__aexit__(None, None, None)
+                    async for line in resp.iter_lines():
+                        if state.feed(line):
+                            state.last_event = loop.time()
+                            # after [DONE], only the end of the body is left: reading it lets the
+                            # connection be reused (no new TCP/TLS handshake for the next request)
+                            wait = DRAIN_S if state.done else self.stall_timeout
+                            dl.reschedule(state.last_event + wait)
+                finally:
+                    await cm.__aexit__(None, None, None)
+        except TimeoutError:
+            if dl.expired() and state.done:
+                return state.completions()  # a server that keeps the stream open after [DONE]
+            if dl.expired():
+                raise expired() from None
+            raise
         return state.completions()
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+
+
+class _Deadline:
+    """``asyncio.timeout_at`` where it exists (Python 3.11+), else a timer that cancels the task."""
+
+    def __init__(self, when: float) -> None:
+        self.when = when
+        self._cm: Any = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+        self._task: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> _Deadline:
+        if hasattr(asyncio, "timeout_at"):
+            self._cm = asyncio.timeout_at(self.when)
+            await self._cm.__aenter__()
+        else:  # pragma: no cover - Python 3.10
+            self._task = asyncio.current_task()
+            self._arm()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
+        if self._cm is not None:
+            return bool(await self._cm.__aexit__(exc_type, exc, tb))
+        if self._handle is not None:  # pragma: no cover - Python 3.10
+            self._handle.cancel()
+        if self._fired and exc_type is asyncio.CancelledError:  # pragma: no cover
+            raise TimeoutError
+        return None
+
+    def _arm(self) -> None:  # pragma: no cover - Python 3.10
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = asyncio.get_running_loop().call_at(self.when, self._fire)
+
+    def _fire(self) -> None:  # pragma: no cover - Python 3.10
+        self._fired = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def reschedule(self, when: float) -> None:
+        self.when = when
+        if self._cm is not None:
+            self._cm.reschedule(when)
+        else:  # pragma: no cover - Python 3.10
+            self._arm()
+
+    def expired(self) -> bool:
+        return bool(self._cm.expired()) if self._cm is not None else self._fired
 
 
 @dataclass

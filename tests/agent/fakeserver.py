@@ -10,6 +10,7 @@ API::
         ...
         srv.requests      # JSON bodies received on the completion endpoints, in order
         srv.hits          # number of completion requests, failed ones included
+        srv.connections   # TCP connections accepted
         srv.faults        # Counter of the faults injected at random (fault_rate), by kind
 
 Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (both with
@@ -108,6 +109,8 @@ class FakeOpenAIServer:
     retry_after_s: float = 3.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     hits: int = 0
+    connections: int = 0
+    """TCP connections accepted (keep-alive reuses one for many requests)."""
     faults: Counter[str] = field(default_factory=Counter)
     _queue: deque[Reply] = field(default_factory=deque)
     _answered: int = 0
@@ -139,6 +142,11 @@ class FakeOpenAIServer:
 
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server.connections += 1
 
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.rstrip("/") == "/v1/models":

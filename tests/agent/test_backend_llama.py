@@ -81,6 +81,30 @@ def test_streaming_calls_on_text(backend):
     assert "5" in out[0].text and "6" not in out[0].text
 
 
+def test_slow_but_working_generation_is_not_killed(server):
+    """A generation that runs far longer than its request and stall timeouts, but keeps producing
+    tokens, is streamed to its end: no retry, nothing thrown away (a whole-request timeout of 5 s
+    would have killed it and every retry of it)."""
+    import time
+
+    b = OpenAIBackend(model=server.alias, base_url=server.base_url, request_timeout=5, stall_timeout=5)
+    msgs = [{"role": "user", "content": "Count from 1 to 500, separated by commas. Output only the numbers."}]
+    t0 = time.monotonic()
+    out = run(b.generate(msgs, GenerationParams(max_tokens=400)))
+    took = time.monotonic() - t0
+    assert out[0].finish_reason == "length" and not b.retry_log
+    assert out[0].text.startswith("1, 2, 3") and out[0].text.count(",") > 60
+    assert took > 5  # 400 tokens: ~10 s at the 0.5B model's ~38 tokens/s on two idle cores
+
+
+def test_parallel_streams_are_not_cut_short(backend):
+    """Two samples stream at once; llama.cpp must not end the first early for the waiting second."""
+    params = GenerationParams(n=2, max_tokens=40, seed=3, stop=("11",))
+    out = run(backend.generate(COUNT, params))
+    assert len(out) == 2 and not backend.retry_log
+    assert all(c.finish_reason == "stop" and "10" in c.text for c in out), [c.text for c in out]
+
+
 def test_count_tokens_uses_the_model_vocabulary(backend):
     # Qwen2.5 tokenizes digits one by one and special tokens as one token each
     assert backend.count_tokens("12345") == 5

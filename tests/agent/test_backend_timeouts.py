@@ -155,6 +155,18 @@ def test_every_request_is_streamed_and_usage_is_counted(srv):
     assert all(c.completion_tokens > 0 and c.prompt_tokens > 0 for c in out)
 
 
+def test_streamed_requests_reuse_their_connection(srv):
+    """The body is read to its end after [DONE], so keep-alive works (no handshake per request)."""
+    b = OpenAIBackend(base_url=srv.base_url, model="m")
+
+    async def five():
+        for _ in range(5):
+            await b.generate(CHAT, GenerationParams())
+
+    run(five())
+    assert srv.hits == 5 and srv.connections == 1
+
+
 # -- Retry-After -------------------------------------------------------------------------------------
 
 
