@@ -73,15 +73,15 @@ def test_bad_timeouts_are_clear_errors(monkeypatch, bad):
 
 
 def test_hang_before_any_byte_hits_the_request_timeout(srv):
-    b = OpenAIBackend(base_url=srv.base_url, model="m", request_timeout=0.5)
+    b = OpenAIBackend(base_url=srv.base_url, model="m", request_timeout=2)
     srv.queue(Reply(delay=30.0))
     out = run(b.generate(CHAT, GenerationParams()))
     assert out[0].text == ANSWER and srv.hits == 2
-    assert len(b.retry_log) == 1 and "RequestTimeout" in errors(b)[0] and "0.5 s" in errors(b)[0]
+    assert len(b.retry_log) == 1 and "RequestTimeout: no token within 2 s" in errors(b)[0]
 
 
 def test_stall_in_the_middle_of_a_stream_is_retried(srv):
-    b = OpenAIBackend(base_url=srv.base_url, model="m", request_timeout=30, stall_timeout=0.5)
+    b = OpenAIBackend(base_url=srv.base_url, model="m", request_timeout=30, stall_timeout=2)
     srv.queue(Reply(stall=30.0))
     pieces: list[str] = []
     out = run(b.generate(CHAT, GenerationParams(), on_text=pieces.append))
@@ -92,22 +92,22 @@ def test_stall_in_the_middle_of_a_stream_is_retried(srv):
 
 
 def test_slow_but_steady_stream_is_not_killed(srv):
-    """A generation that takes 4x the request timeout and 4x the stall timeout, but keeps producing."""
-    b = OpenAIBackend(base_url=srv.base_url, model="m", request_timeout=1.0, stall_timeout=1.0)
-    text = "x" * 64  # 16 events + the final one, 0.25 s apart: ~4 s in all
-    srv.queue(Reply(text=text, piece_delay=0.25))
+    """A generation that takes 4x its request timeout and 4x its stall timeout, but keeps producing."""
+    b = OpenAIBackend(base_url=srv.base_url, model="m", request_timeout=2.0, stall_timeout=2.0)
+    text = "x" * 64  # 16 events + the final one, 0.5 s apart: ~8 s in all
+    srv.queue(Reply(text=text, piece_delay=0.5))
     t0 = time.monotonic()
     out = run(b.generate(CHAT, GenerationParams()))
     took = time.monotonic() - t0
     assert out[0].text == text and out[0].finish_reason == "stop"
     assert srv.hits == 1 and not b.retry_log  # never cut off, never retried
-    assert took > 3.5  # it really outlived both timeouts (a lower bound: sleeps cannot be shorter)
+    assert took > 7.5  # it really outlived both timeouts (a lower bound: sleeps cannot be shorter)
 
 
 def test_keepalive_pings_are_not_progress():
     """llama.cpp pings silent streams; pings must not hide a stalled generation."""
     with FakeOpenAIServer(completions=[ANSWER], ping_s=0.1) as s:
-        b = OpenAIBackend(base_url=s.base_url, model="m", request_timeout=30, stall_timeout=0.6)
+        b = OpenAIBackend(base_url=s.base_url, model="m", request_timeout=30, stall_timeout=1.5)
         s.queue(Reply(stall=30.0))
         out = run(b.generate(CHAT, GenerationParams()))
         assert out[0].text == ANSWER and s.hits == 2 and "StallTimeout" in errors(b)[0]
@@ -115,7 +115,7 @@ def test_keepalive_pings_are_not_progress():
 
 def test_pings_before_the_first_token_do_not_extend_the_request_timeout():
     with FakeOpenAIServer(completions=[ANSWER], ping_s=0.1) as s:
-        b = OpenAIBackend(base_url=s.base_url, model="m", request_timeout=0.6, stall_timeout=30)
+        b = OpenAIBackend(base_url=s.base_url, model="m", request_timeout=1.5, stall_timeout=30)
         s.queue(Reply(prefill=30.0))  # headers, then 30 s of pings before the first event
         out = run(b.generate(CHAT, GenerationParams()))
         assert out[0].text == ANSWER and s.hits == 2
@@ -141,7 +141,7 @@ def test_a_stream_cut_short_is_not_accepted(srv):
 
 
 def test_plain_requests_are_bounded_by_the_request_timeout(srv):
-    b = OpenAIBackend(base_url=srv.base_url, model="m", stream=False, request_timeout=0.5)
+    b = OpenAIBackend(base_url=srv.base_url, model="m", stream=False, request_timeout=2)
     srv.queue(Reply(delay=30.0))
     assert run(b.generate(CHAT, GenerationParams()))[0].text == ANSWER
     assert srv.hits == 2 and "RequestTimeout" in errors(b)[0]
@@ -235,7 +235,7 @@ def test_a_fault_mix_loses_nothing():
         hang_s=30.0,
         seed=3,
     ) as s:
-        b = OpenAIBackend(base_url=s.base_url, model="m", request_timeout=0.5, max_concurrency=8)
+        b = OpenAIBackend(base_url=s.base_url, model="m", request_timeout=3, max_concurrency=8)
 
         async def all_calls():
             params = GenerationParams()
@@ -246,7 +246,8 @@ def test_a_fault_mix_loses_nothing():
         outs = run(all_calls())
         assert [o[0].text for o in outs] == [f"echo q{i}" for i in range(40)]
         assert set(s.faults) == {"500", "429", "hang", "truncated", "reset"}
-        assert s.hits == 40 + sum(s.faults.values())  # one retry per fault, no more
+        # a retry per fault (a loaded machine may add a timeout of its own; the answers stay right)
+        assert s.hits >= 40 + sum(s.faults.values())
 
 
 # -- the flag ---------------------------------------------------------------------------------------
@@ -304,7 +305,7 @@ def test_eval_through_a_fault_injecting_server(tmp_path):
     with FakeOpenAIServer(responder=responder, fault_rate=0.4, hang_s=60.0, seed=20) as s:
         rc = main(
             ["eval", "--dataset", str(problems), "--base-url", s.base_url, "--model", "fake", "--no-verify",
-             "--concurrency", "2", "--run-dir", str(tmp_path / "run"), "--json", "--request-timeout", "1"]
+             "--concurrency", "2", "--run-dir", str(tmp_path / "run"), "--json", "--request-timeout", "3"]
         )  # fmt: skip
         assert set(s.faults) == {"500", "429", "hang", "truncated", "reset"}
     assert rc == 0
@@ -316,17 +317,17 @@ def test_eval_through_a_fault_injecting_server(tmp_path):
 def test_no_headers_within_the_stall_timeout_is_a_hang(srv):
     """Streaming servers answer with headers at once; silence before them ends at the stall timeout,
     long before the (default, token-derived) request timeout."""
-    b = OpenAIBackend(base_url=srv.base_url, model="m", stall_timeout=0.5)
+    b = OpenAIBackend(base_url=srv.base_url, model="m", stall_timeout=2)
     assert b.first_token_timeout(1024) == 316.0
     srv.queue(Reply(delay=30.0))
     assert run(b.generate(CHAT, GenerationParams(max_tokens=1024)))[0].text == ANSWER
-    assert srv.hits == 2 and "StallTimeout: no response within 0.5 s" in errors(b)[0]
+    assert srv.hits == 2 and "StallTimeout: no response within 2 s" in errors(b)[0]
 
 
 def test_a_slow_prompt_after_the_headers_waits_for_the_request_timeout(srv):
     """Headers came (the server took the request): a long silence before the first token is the
     server reading the prompt or queueing, bounded by the request timeout, not the stall timeout."""
-    b = OpenAIBackend(base_url=srv.base_url, model="m", request_timeout=30, stall_timeout=0.3)
-    srv.queue(Reply(prefill=1.5))
+    b = OpenAIBackend(base_url=srv.base_url, model="m", request_timeout=30, stall_timeout=1.5)
+    srv.queue(Reply(prefill=4.0))
     assert run(b.generate(CHAT, GenerationParams()))[0].text == ANSWER
     assert srv.hits == 1 and not b.retry_log
