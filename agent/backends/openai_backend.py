@@ -70,19 +70,22 @@ STALL_TIMEOUT_ENV = "MATHAGENT_STALL_TIMEOUT"
 DEFAULT_STALL_TIMEOUT = 60.0
 """Seconds without a streamed event, once the answer started, after which a request counts as stuck."""
 REQUEST_TIMEOUT_HELP = (
-    "seconds a model call may wait for its first token (default: 60 + max tokens / 4; "
+    "seconds a model call may wait for its first token (default: 60 + 1 per max token; "
     "env MATHAGENT_REQUEST_TIMEOUT)"
 )
 FIRST_TOKEN_BASE_S = 60.0
 DRAIN_S = 2.0
 """Seconds to wait for the end of a stream's body after its ``[DONE]`` event."""
-SLOWEST_TOKENS_PER_S = 4.0
+SLOWEST_TOKENS_PER_S = 1.0
 
 
 def default_request_timeout(max_tokens: int) -> float:
-    """The default wait for a request's first token: 60 s plus one ``max_tokens``-long generation at
-    4 tokens/s, since a serial server (llama.cpp) may hold the request behind one such call
-    (1024 tokens: 316 s; 256 tokens: 124 s)."""
+    """The default wait for a request's first token, once the server took the request (sent its
+    headers): 60 s plus one ``max_tokens``-long generation at 1 token/s (1024 tokens: 1084 s; 256
+    tokens: 316 s). Generous on purpose: a serial server (llama.cpp) holds a request behind the
+    ones before it, and on a loaded machine a small model was measured below 1 token/s; retrying a
+    queued request only sends it to the back of the queue. A dead server is caught earlier, by the
+    stall timeout on the headers."""
     return FIRST_TOKEN_BASE_S + max(1, max_tokens) / SLOWEST_TOKENS_PER_S
 
 

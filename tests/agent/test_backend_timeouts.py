@@ -49,7 +49,7 @@ def errors(b: OpenAIBackend) -> list[str]:
 
 
 def test_default_request_timeout_grows_with_the_token_limit(monkeypatch):
-    assert default_request_timeout(1024) == 316.0 and default_request_timeout(256) == 124.0
+    assert default_request_timeout(1024) == 1084.0 and default_request_timeout(256) == 316.0
     b = OpenAIBackend(base_url="http://127.0.0.1:9/v1", model="m")
     assert b.request_timeout is None and b.stall_timeout == DEFAULT_STALL_TIMEOUT
     assert b.first_token_timeout(2048) == default_request_timeout(2048)
@@ -318,7 +318,7 @@ def test_no_headers_within_the_stall_timeout_is_a_hang(srv):
     """Streaming servers answer with headers at once; silence before them ends at the stall timeout,
     long before the (default, token-derived) request timeout."""
     b = OpenAIBackend(base_url=srv.base_url, model="m", stall_timeout=2)
-    assert b.first_token_timeout(1024) == 316.0
+    assert b.first_token_timeout(1024) == 1084.0
     srv.queue(Reply(delay=30.0))
     assert run(b.generate(CHAT, GenerationParams(max_tokens=1024)))[0].text == ANSWER
     assert srv.hits == 2 and "StallTimeout: no response within 2 s" in errors(b)[0]
