@@ -31,6 +31,7 @@ SOLVE_FLAGS = (
     "model",
     "base_url",
     "backend",
+    "request_timeout",
     "format",
     "max_rounds",
     "max_tokens",
@@ -79,7 +80,9 @@ def build_backend(args: argparse.Namespace) -> Backend:
     script = args.script or os.environ.get("MATHAGENT_SCRIPT")
     if script:
         return script_backend(script, default_format=args.format, on_exhausted="empty")
-    return make_backend(model=args.model, base_url=args.base_url, backend=args.backend)
+    return make_backend(
+        model=args.model, base_url=args.base_url, backend=args.backend, request_timeout=args.request_timeout
+    )
 
 
 async def run(args: argparse.Namespace, problem: str) -> int:

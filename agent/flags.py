@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mathagent.agent.backends.openai_backend import REQUEST_TIMEOUT_HELP, positive_seconds
 from mathagent.agent.config import AgentConfig
 
 FORMATS = ("markdown", "mathcoder", "tools")
@@ -53,6 +54,10 @@ FLAGS: dict[str, Flag] = {
             "help": f"backend kind: {', '.join(BACKENDS)} (default: inferred from --model / --base-url; "
             "env MATHAGENT_BACKEND)",
         },
+    ),
+    "request_timeout": Flag(
+        ("--request-timeout",),
+        {"type": positive_seconds, "default": None, "help": REQUEST_TIMEOUT_HELP},
     ),
     "format": Flag(
         ("--format",),

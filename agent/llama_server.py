@@ -230,6 +230,9 @@ class LlamaServer:
             "--host", self.host, "--port", str(self.port),
             "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
             "--n_threads_batch", str(self.n_threads), "--verbose", "False",
+            # By default a waiting request makes the server end the running stream early ([DONE]
+            # without a finish_reason): parallel samples would cut each other short.
+            "--interrupt_requests", "False",
         ]  # fmt: skip
         if self.chat_format:
             cmd += ["--chat_format", self.chat_format]

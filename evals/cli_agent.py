@@ -29,6 +29,7 @@ AGENT_FLAGS = (
     "backend",
     "model",
     "base_url",
+    "request_timeout",
     "format",
     "script",
     "k",
@@ -74,7 +75,9 @@ def add_run_agent_flags(
 def backend_from_args(args: argparse.Namespace) -> Backend:
     """The backend ``--model`` / ``--base-url`` / ``--backend`` name (no flags: the bundled model)."""
     backend = None if args.backend in (None, "", "auto") else args.backend
-    return make_backend(args.model or None, args.base_url or None, backend=backend)
+    return make_backend(
+        args.model or None, args.base_url or None, backend=backend, request_timeout=args.request_timeout
+    )
 
 
 @dataclass(frozen=True)

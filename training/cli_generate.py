@@ -52,6 +52,7 @@ def _common(p: argparse.ArgumentParser) -> None:
             "backend",
             "model",
             "base_url",
+            "request_timeout",
             "format",
             "script",
             "seed",

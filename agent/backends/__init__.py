@@ -10,6 +10,8 @@ Resolution order of ``make_backend(model, base_url, backend=...)``:
    ``smollm2-135m``), or a ``.gguf`` file → the llama.cpp server (shared per process) on it, with an
    OpenAI-compatible backend in front — unless ``OPENAI_BASE_URL`` is set and ``model`` is ``None``.
 5. otherwise (``OPENAI_BASE_URL`` or OpenAI itself) → OpenAI-compatible backend.
+
+``request_timeout`` / ``stall_timeout`` (``None``: the default) reach OpenAI-compatible backends only.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 SERVER_KEYS = ("n_ctx", "n_threads", "startup_timeout", "port", "chat_format")
+TIMEOUT_KEYS = ("timeout",)
+"""Older keyword for ``request_timeout``; like it, only OpenAI-compatible backends take it."""
 
 
 def bundled_backend(model: str | os.PathLike[str] | None = None, **kw: Any) -> Backend:
@@ -59,10 +63,16 @@ def make_backend(
     base_url: str | None = None,
     *,
     backend: str | None = None,
+    request_timeout: float | None = None,
+    stall_timeout: float | None = None,
     **kw: Any,
 ) -> Backend:
     """Build the backend a user means by ``--model`` / ``--base-url`` / ``--backend`` (see module doc)."""
     kind = (backend or os.environ.get("MATHAGENT_BACKEND") or "").lower() or None
+    # server timeouts concern only OpenAI-compatible backends; None means "the default"
+    timeouts = {k: kw.pop(k) for k in TIMEOUT_KEYS if k in kw}
+    timeouts.update(request_timeout=request_timeout, stall_timeout=stall_timeout)
+    timeouts = {k: v for k, v in timeouts.items() if v is not None}
     if kind not in (None, "openai", "transformers", "scripted", "llama", "llamacpp"):
         raise BackendError(f"unknown backend {backend!r}; use openai, transformers, llama or scripted")
     if kind == "scripted":
@@ -77,14 +87,14 @@ def make_backend(
         assert target is not None
         return TransformersBackend(target, **kw)
     if base_url:
-        return OpenAIBackend(model=model, base_url=base_url, **kw)
+        return OpenAIBackend(model=model, base_url=base_url, **kw, **timeouts)
     is_gguf = path is not None and path.suffix == ".gguf" and path.is_file()
     env_url = os.environ.get("OPENAI_BASE_URL")
     if kind in ("llama", "llamacpp") or is_bundled(model) or is_gguf or (model is None and not env_url):
         if model is not None and not (is_bundled(model) or is_gguf):
             raise BackendError(f"{model!r} is neither a bundled model name nor a .gguf file")
-        return bundled_backend(str(path) if is_gguf else model, **kw)
-    return OpenAIBackend(model=model, base_url=env_url, **kw)
+        return bundled_backend(str(path) if is_gguf else model, **kw, **timeouts)
+    return OpenAIBackend(model=model, base_url=env_url, **kw, **timeouts)
 
 
 async def close_backend(backend: Backend) -> None:

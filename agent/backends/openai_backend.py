@@ -8,22 +8,33 @@
 * k samples: servers that honour ``n`` (OpenAI) get one request; others (llama.cpp ignores ``n``) get
   ``n`` parallel requests, with ``seed + i`` for sample ``i`` when a seed is given. Missing choices
   are always topped up with extra requests.
-* Streaming: with ``on_text`` the first sample is streamed (``stream=True``) and its text pieces are
-  passed to ``on_text``; other samples are fetched normally.
-* Retries: :mod:`.retry` (the client's own ``max_retries`` is 0); a hard per-request timeout; at
-  most ``max_concurrency`` requests in flight.
+* Every request is streamed (``stream=True``; ``stream=False`` in the constructor turns that off),
+  so that a slow server is told from a stuck one by progress: the wait for the first generated
+  token is bounded by the *request timeout* (default :func:`default_request_timeout` of the call's
+  ``max_tokens``; ``request_timeout=``, env ``MATHAGENT_REQUEST_TIMEOUT``, CLI ``--request-timeout``),
+  and after it the silence between two events by the *stall timeout* (default 60 s;
+  ``stall_timeout=``, env ``MATHAGENT_STALL_TIMEOUT``), which also bounds the wait for the response
+  headers (streaming servers send them when they take the request, before any queueing or prompt
+  processing: llama.cpp's server, vLLM, OpenAI). The total length of a generation is not
+  limited: one that is still producing tokens is never thrown away. Keep-alive comments (llama.cpp's
+  ``: ping``) are not progress. A stream that ends before every choice finished is a failure.
+  With ``on_text`` the text pieces of the first sample are passed to it as they arrive.
+* Retries: :mod:`.retry` (the client's own ``max_retries`` is 0; ``Retry-After`` is honoured, capped);
+  at most ``max_concurrency`` requests in flight. ``retry_log`` keeps the last waits.
 * ``count_tokens``: the GGUF vocabulary (loaded vocab-only through llama_cpp) when a ``gguf_path``
   is known, else an estimate of ``ceil(len(text) / 3.5)``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import logging
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +49,14 @@ from mathagent.agent.backends.base import (
     TokenCallback,
     ToolCall,
 )
-from mathagent.agent.backends.retry import GarbageResponse, RetryPolicy, WaitFn, call_with_retries
+from mathagent.agent.backends.retry import (
+    GarbageResponse,
+    RetryEvent,
+    RetryPolicy,
+    WaitFn,
+    call_with_retries,
+)
+from mathagent.agent.backends.streaming import Deadline, StreamState
 from mathagent.agent.llama_server import apply_chat_template, load_vocab
 
 log = logging.getLogger(__name__)
@@ -47,6 +65,62 @@ LOCAL_KEY = "sk-no-key-required"
 """Placeholder API key sent to local servers, which ignore it (the client refuses an empty key)."""
 
 CHARS_PER_TOKEN = 3.5
+
+REQUEST_TIMEOUT_ENV = "MATHAGENT_REQUEST_TIMEOUT"
+STALL_TIMEOUT_ENV = "MATHAGENT_STALL_TIMEOUT"
+DEFAULT_STALL_TIMEOUT = 60.0
+"""Seconds without a streamed event, once the answer started, after which a request counts as stuck."""
+REQUEST_TIMEOUT_HELP = (
+    "seconds a model call may wait for its first token (default: 60 + 1 per max token; "
+    "env MATHAGENT_REQUEST_TIMEOUT)"
+)
+FIRST_TOKEN_BASE_S = 60.0
+DRAIN_S = 2.0
+"""Seconds to wait for the end of a stream's body after its ``[DONE]`` event."""
+SLOWEST_TOKENS_PER_S = 1.0
+
+
+def default_request_timeout(max_tokens: int) -> float:
+    """The default wait for a request's first token, once the server took the request (sent its
+    headers): 60 s plus one ``max_tokens``-long generation at 1 token/s (1024 tokens: 1084 s; 256
+    tokens: 316 s). Generous on purpose: a serial server (llama.cpp) holds a request behind the
+    ones before it, and on a loaded machine a small model was measured below 1 token/s; retrying a
+    queued request only sends it to the back of the queue. A dead server is caught earlier, by the
+    stall timeout on the headers."""
+    return FIRST_TOKEN_BASE_S + max(1, max_tokens) / SLOWEST_TOKENS_PER_S
+
+
+def check_seconds(value: Any, what: str) -> float:
+    """``value`` as a positive, finite number of seconds; ``BackendError`` naming ``what`` otherwise."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BackendError(f"{what} must be a number of seconds, not {value!r}") from None
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise BackendError(f"{what} must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
+def seconds_from_env(name: str) -> float | None:
+    """A positive number of seconds from env ``name``; ``None`` when unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    return check_seconds(raw, f"env {name}") if raw else None
+
+
+def positive_seconds(text: str) -> float:
+    """``argparse`` type for timeout flags (``--request-timeout``): a positive number of seconds."""
+    try:
+        return check_seconds(text, "the timeout")
+    except BackendError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class RequestTimeout(TimeoutError):
+    """No first token within the request timeout (retried like any timeout)."""
+
+
+class StallTimeout(TimeoutError):
+    """A started stream went silent for longer than the stall timeout (retried like any timeout)."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -71,7 +145,10 @@ class OpenAIBackend:
         *,
         default_format: str = "markdown",
         context_window: int | None = None,
-        timeout: float = 300.0,
+        request_timeout: float | None = None,
+        stall_timeout: float | None = None,
+        timeout: float | None = None,
+        stream: bool = True,
         max_concurrency: int = 8,
         retry: RetryPolicy | None = None,
         wait: WaitFn | None = None,
@@ -87,6 +164,13 @@ class OpenAIBackend:
                 model the server lists.
             base_url: ``None``: env ``OPENAI_BASE_URL``, else OpenAI's own.
             api_key: ``None``: env ``OPENAI_API_KEY``; a placeholder when the base URL is local.
+            request_timeout: longest wait for a request's first token (a whole unstreamed request);
+                ``None``: env ``MATHAGENT_REQUEST_TIMEOUT``, else :func:`default_request_timeout`.
+            stall_timeout: longest silence of a started stream; ``None``: env
+                ``MATHAGENT_STALL_TIMEOUT``, else 60 s.
+            timeout: older name of ``request_timeout``.
+            stream: stream every request (progress tells slow from stuck); ``False`` for servers
+                that cannot stream (then ``request_timeout`` bounds the whole request).
             native_n: whether the server honours ``n``; ``None``: only api.openai.com is trusted.
             chat_template: ``"chatml"`` when the model's template is known, enabling :meth:`render_chat`.
             default_system: system prompt the model's template inserts when none is given.
@@ -106,12 +190,27 @@ class OpenAIBackend:
         self.model = model or os.environ.get("OPENAI_MODEL") or ""
         self.default_format = default_format
         self.context_window = context_window
-        self.timeout = timeout
+        explicit = request_timeout if request_timeout is not None else timeout
+        self.request_timeout: float | None = (
+            check_seconds(explicit, "request_timeout")
+            if explicit is not None
+            else seconds_from_env(REQUEST_TIMEOUT_ENV)
+        )
+        self.stall_timeout: float = (
+            check_seconds(stall_timeout, "stall_timeout")
+            if stall_timeout is not None
+            else (seconds_from_env(STALL_TIMEOUT_ENV) or DEFAULT_STALL_TIMEOUT)
+        )
+        self.stream = stream
         self.max_concurrency = max(1, max_concurrency)
         self.retry = retry or RetryPolicy()
         self.wait = wait
+        self.retry_log: deque[RetryEvent] = deque(maxlen=1000)
+        """The last retries: what failed, how, and how long the backend waited before the next try."""
         host = urlparse(self.base_url).hostname if self.base_url else "api.openai.com"
         self.native_n = native_n if native_n is not None else host == "api.openai.com"
+        self.stream_usage = host == "api.openai.com"
+        """Ask for token usage in streams (``stream_options``); not every server knows the option."""
         self.gguf_path = Path(gguf_path) if gguf_path else None
         self.server = server
         if chat_template == "chatml":
@@ -122,6 +221,15 @@ class OpenAIBackend:
         self._stale: list[Any] = []
         self._sem: asyncio.Semaphore | None = None
         self._vocab: Any = None
+
+    @property
+    def timeout(self) -> float | None:
+        """The explicit request timeout (``None``: derived from each call's ``max_tokens``)."""
+        return self.request_timeout
+
+    def first_token_timeout(self, max_tokens: int) -> float:
+        """Seconds a call of ``max_tokens`` may wait for its first token."""
+        return self.request_timeout or default_request_timeout(max_tokens)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -136,8 +244,9 @@ class OpenAIBackend:
                 # alive so their pooled connections are not garbage-collected noisily on a dead loop.
                 self._stale = [*self._stale[-7:], self._client]
 
+            # No client-side timeout: every await on the wire is bounded by our own deadlines.
             self._client = AsyncOpenAI(
-                api_key=self.api_key, base_url=self.base_url, timeout=self.timeout, max_retries=0
+                api_key=self.api_key, base_url=self.base_url, timeout=None, max_retries=0
             )
             self._sem = asyncio.Semaphore(self.max_concurrency)
             self._loop = loop
@@ -149,13 +258,15 @@ class OpenAIBackend:
         client, _ = self._bind()
 
         async def first() -> str:
-            page = await client.models.list()
+            page = await asyncio.wait_for(client.models.list(), timeout=self.stall_timeout)
             ids = [m.id for m in page.data]
             if not ids:
                 raise GarbageResponse("server lists no models")
             return str(ids[0])
 
-        self.model = await call_with_retries(first, what="listing models", policy=self.retry, wait=self.wait)
+        self.model = await call_with_retries(
+            first, what="listing models", policy=self.retry, wait=self.wait, on_retry=self.retry_log.append
+        )
         return self.model
 
     # -- the Backend protocol ---------------------------------------------------------------------
@@ -257,32 +368,35 @@ class OpenAIBackend:
             kw["prompt"] = prompt
         endpoint = client.chat.completions if chat else client.completions
         what = f"{'chat' if chat else 'completion'} request to {self.base_url or 'OpenAI'} (sample {index})"
+        first_s = self.first_token_timeout(params.max_tokens)
 
         async def once() -> list[Completion]:
             async with sem:
                 t0 = time.perf_counter()
-                coro = (
-                    self._stream(endpoint, kw, chat, on_text)
-                    if on_text is not None
-                    else self._plain(endpoint, kw, chat)
-                )
-                try:
-                    comps = await asyncio.wait_for(coro, timeout=self.timeout)
-                except asyncio.TimeoutError:
-                    raise asyncio.TimeoutError(f"no answer within {self.timeout:.0f} s") from None
+                if self.stream:
+                    comps = await self._stream(endpoint, kw, chat, on_text, first_s)
+                else:
+                    try:
+                        comps = await asyncio.wait_for(self._plain(endpoint, kw, chat), timeout=first_s)
+                    except asyncio.TimeoutError:
+                        raise RequestTimeout(f"no answer within {first_s:g} s (request timeout)") from None
+                    if on_text is not None and comps and comps[0].text:
+                        on_text(comps[0].text)
                 latency = time.perf_counter() - t0
             return [self._finish(c, prompt, latency) for c in comps]
 
-        return await call_with_retries(once, what=what, policy=self.retry, wait=self.wait)
+        return await call_with_retries(
+            once, what=what, policy=self.retry, wait=self.wait, on_retry=self.retry_log.append
+        )
 
     def _finish(self, c: Completion, prompt: Prompt, latency: float) -> Completion:
         from dataclasses import replace
 
         pt, ct = c.prompt_tokens, c.completion_tokens
         if not pt:
-            pt = estimate_tokens(prompt if isinstance(prompt, str) else messages_text(prompt))
+            pt = self.count_tokens(prompt if isinstance(prompt, str) else messages_text(prompt))
         if not ct:
-            ct = estimate_tokens(c.text)
+            ct = self.count_tokens(c.text)
         return replace(c, prompt_tokens=pt, completion_tokens=ct, latency_s=latency)
 
     async def _plain(self, endpoint: Any, kw: dict[str, Any], chat: bool) -> list[Completion]:
@@ -328,53 +442,61 @@ class OpenAIBackend:
         return out
 
     async def _stream(
-        self, endpoint: Any, kw: dict[str, Any], chat: bool, on_text: TokenCallback
+        self,
+        endpoint: Any,
+        kw: dict[str, Any],
+        chat: bool,
+        on_text: TokenCallback | None,
+        first_s: float,
     ) -> list[Completion]:
-        stream = await endpoint.create(**kw, stream=True)
-        pieces: list[str] = []
-        finish: str | None = None
-        stop_reason: Any = None
-        pt = ct = 0
-        calls: dict[int, dict[str, str]] = {}
-        async for chunk in stream:
-            usage = getattr(chunk, "usage", None)
-            if usage is not None:
-                pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-                ct = int(getattr(usage, "completion_tokens", 0) or 0)
-            for ch in getattr(chunk, "choices", None) or []:
-                if chat:
-                    delta = getattr(ch, "delta", None)
-                    piece = getattr(delta, "content", None) if delta is not None else None
-                    for tc in getattr(delta, "tool_calls", None) or []:
-                        slot = calls.setdefault(tc.index or 0, {"id": "", "name": "", "arguments": ""})
-                        slot["id"] = tc.id or slot["id"]
-                        if tc.function is not None:
-                            slot["name"] += tc.function.name or ""
-                            slot["arguments"] += tc.function.arguments or ""
-                else:
-                    piece = getattr(ch, "text", None)
-                if piece:
-                    pieces.append(piece)
-                    on_text(piece)
-                if getattr(ch, "finish_reason", None):
-                    finish = ch.finish_reason
-                    stop_reason = getattr(ch, "stop_reason", None)
-        if finish is None and not pieces and not calls:
-            raise GarbageResponse("stream ended without any content")
-        tool_calls = tuple(
-            ToolCall(id=c["id"] or f"call_{i}", name=c["name"], arguments=c["arguments"])
-            for i, c in sorted(calls.items())
-        )
-        return [
-            Completion(
-                text="".join(pieces),
-                finish_reason="tool_calls" if tool_calls else (finish or "stop"),
-                stop_string=stop_reason if isinstance(stop_reason, str) else None,
-                tool_calls=tool_calls,
-                prompt_tokens=pt,
-                completion_tokens=ct,
-            )
-        ]
+        """One streamed request, read line by line under the request and stall deadlines."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + first_s
+        headers_by = min(deadline, start + self.stall_timeout)
+        answered = False
+        extra: dict[str, Any] = {"stream": True}
+        if self.stream_usage:
+            extra["stream_options"] = {"include_usage": True}
+        state = StreamState(chat, on_text)
+
+        def expired() -> TimeoutError:
+            if state.started:
+                return StallTimeout(
+                    f"stream stalled: no data for {self.stall_timeout:g} s after {state.events} events "
+                    "(stall timeout)"
+                )
+            if not answered and headers_by < deadline:
+                return StallTimeout(f"no response within {self.stall_timeout:g} s (stall timeout)")
+            return RequestTimeout(f"no token within {first_s:g} s (request timeout)")
+
+        # One deadline, moved as the request makes progress: to the headers (a streaming server
+        # sends them when it takes the request), then to the first event, then to the last event
+        # plus the stall timeout (pings are no progress).
+        cm = endpoint.with_streaming_response.create(**kw, **extra)
+        dl = Deadline(headers_by)
+        try:
+            async with dl:
+                resp = await cm.__aenter__()
+                answered = True
+                dl.reschedule(deadline)
+                try:
+                    async for line in resp.iter_lines():
+                        if state.feed(line):
+                            state.last_event = loop.time()
+                            # after [DONE], only the end of the body is left: reading it lets the
+                            # connection be reused (no new TCP/TLS handshake for the next request)
+                            wait = DRAIN_S if state.done else self.stall_timeout
+                            dl.reschedule(state.last_event + wait)
+                finally:
+                    await cm.__aexit__(None, None, None)
+        except TimeoutError:
+            if dl.expired() and state.done:
+                return state.completions()  # a server that keeps the stream open after [DONE]
+            if dl.expired():
+                raise expired() from None
+            raise
+        return state.completions()
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"

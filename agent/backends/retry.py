@@ -1,19 +1,27 @@
-"""Retries at the edge: tenacity around one backend request, with a jittered exponential wait.
+"""Retries at the edge: tenacity around one backend request, honouring ``Retry-After``.
 
-What is retried: rate limits (429), request timeouts (408), server errors (5xx), timeouts,
-connection errors, and responses we cannot parse (:class:`GarbageResponse`). Everything else
-(400, 401, 404, ...) fails at once. The wait is injectable (any tenacity ``wait`` or a callable of
-the retry state) and multiplied by env ``MATHAGENT_RETRY_WAIT_SCALE`` (tests set it to 0). After the
-last try a :class:`~mathagent.agent.backends.base.BackendError` names the request, the number of
-tries and the last error.
+What is retried: rate limits (429), request timeouts (408), server errors (5xx), timeouts (the
+backend's own request and stall timeouts included), connection errors, and responses we cannot parse
+(:class:`GarbageResponse`). Everything else (400, 401, 404, ...) fails at once.
+
+The wait before the next try: when the failed answer carried ``Retry-After`` (seconds or an HTTP
+date) or ``retry-after-ms``, that, capped at ``RetryPolicy.max_retry_after``; otherwise a jittered
+exponential wait (or the injected ``wait``: any tenacity ``wait`` or a callable of the retry state).
+Every wait is multiplied by env ``MATHAGENT_RETRY_WAIT_SCALE`` (tests set it to 0). ``on_retry``
+receives a :class:`RetryEvent` per wait. After the last try a
+:class:`~mathagent.agent.backends.base.BackendError` names the request, the number of tries and the
+last error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
+import math
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -42,7 +50,9 @@ class RetryPolicy:
     initial_wait: float = 0.5
     """Base of the exponential wait, in seconds (before jitter and scaling)."""
     max_wait: float = 30.0
-    """Cap on one wait, in seconds."""
+    """Cap on one jittered wait, in seconds."""
+    max_retry_after: float = 60.0
+    """Cap on a wait the server asked for with ``Retry-After``, in seconds."""
     wait_scale: float | None = None
     """Multiplier on every wait; ``None`` reads env ``MATHAGENT_RETRY_WAIT_SCALE`` (default 1)."""
 
@@ -53,6 +63,20 @@ class RetryPolicy:
             return float(os.environ.get("MATHAGENT_RETRY_WAIT_SCALE", "1"))
         except ValueError:
             return 1.0
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """One failed try and the wait that followed it."""
+
+    what: str
+    attempt: int
+    """The try that failed (1 = the first)."""
+    error: str
+    wait_s: float
+    """Seconds waited before the next try (after capping and scaling)."""
+    retry_after_s: float | None
+    """What the server asked for (``Retry-After``), uncapped and unscaled; ``None``: nothing."""
 
 
 WaitFn = Callable[[RetryCallState], float]
@@ -66,16 +90,59 @@ def status_of(exc: BaseException) -> int | None:
     return int(code) if isinstance(code, int) else None
 
 
+def retry_after_of(exc: BaseException | None, now: float | None = None) -> float | None:
+    """Seconds the server asked to wait (``retry-after-ms``, ``Retry-After`` seconds or HTTP date)."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            value = float(ms) / 1000
+            return value if math.isfinite(value) and value >= 0 else None
+        raw = headers.get("retry-after")
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if raw is None:
+        return None
+    raw = str(raw).strip()
+    try:
+        value = float(raw)
+        return value if math.isfinite(value) and value >= 0 else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Transport error classes of the HTTP libraries present (the OpenAI client uses httpx or httpx2)."""
+    out: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            mod = __import__(name)
+        except ImportError:
+            continue
+        err = getattr(mod, "TransportError", None)
+        if isinstance(err, type):
+            out.append(err)
+    return tuple(out)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True for transient failures worth another try."""
-    import httpx
     import openai
 
     if isinstance(exc, GarbageResponse | json.JSONDecodeError | asyncio.TimeoutError | TimeoutError):
         return True
     if isinstance(exc, openai.APIConnectionError | openai.APIResponseValidationError):
         return True  # APITimeoutError is a subclass of APIConnectionError
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, _transport_errors() + (ConnectionError,)):
         return True
     code = status_of(exc)
     if isinstance(exc, openai.APIStatusError) or code is not None:
@@ -96,28 +163,37 @@ async def call_with_retries(
     what: str,
     policy: RetryPolicy | None = None,
     wait: WaitFn | None = None,
+    on_retry: Callable[[RetryEvent], None] | None = None,
 ) -> T:
     """Await ``fn()`` until it succeeds, retrying transient errors; ``BackendError`` when out of tries."""
     policy = policy or RetryPolicy()
     base_wait: Any = wait or wait_random_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
     scale = policy.scale()
 
-    def scaled_wait(state: RetryCallState) -> float:
-        return max(0.0, float(base_wait(state)) * scale)
+    def next_wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        asked = retry_after_of(exc)
+        chosen = min(asked, policy.max_retry_after) if asked is not None else float(base_wait(state))
+        seconds = max(0.0, chosen * scale)
+        return seconds
 
     def before_sleep(state: RetryCallState) -> None:
+        """Called only when another try follows (tenacity computes a wait after the last try too)."""
         exc = state.outcome.exception() if state.outcome else None
+        error = describe_error(exc) if exc else "?"
+        asked = retry_after_of(exc)
+        seconds = float(state.upcoming_sleep or 0.0)
+        note = f" (server asked for {asked:g} s)" if asked is not None else ""
         log.warning(
-            "%s failed (try %d/%d): %s; retrying",
-            what,
-            state.attempt_number,
-            policy.attempts,
-            describe_error(exc) if exc else "?",
-        )
+            "%s failed (try %d/%d): %s; retrying in %.2f s%s",
+            what, state.attempt_number, policy.attempts, error, seconds, note,
+        )  # fmt: skip
+        if on_retry is not None:
+            on_retry(RetryEvent(what, state.attempt_number, error, seconds, asked))
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max(1, policy.attempts)),
-        wait=scaled_wait,
+        wait=next_wait,
         retry=retry_if_exception(is_retryable),
         before_sleep=before_sleep,
         reraise=True,

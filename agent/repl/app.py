@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.backends.openai_backend import REQUEST_TIMEOUT_ENV
 from mathagent.agent.cli_solve import build_parser
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.events import Event
@@ -363,6 +364,8 @@ class Repl:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.request_timeout is not None:  # every backend this REPL builds reads it
+        os.environ[REQUEST_TIMEOUT_ENV] = str(args.request_timeout)
     if os.environ.get("MATHAGENT_REPL_DEBUG"):  # `kill -USR1 PID` dumps every thread's stack
         import faulthandler
 

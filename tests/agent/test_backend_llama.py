@@ -81,6 +81,49 @@ def test_streaming_calls_on_text(backend):
     assert "5" in out[0].text and "6" not in out[0].text
 
 
+@pytest.mark.slow
+def test_slow_but_working_generation_is_not_killed(server):
+    """A generation that runs about 2.5 times longer than its request timeout, but keeps producing
+    tokens, is streamed to its end: no retry, nothing thrown away (a whole-request timeout of the
+    same length would have killed it and every retry of it).
+
+    The machine is shared, so the timeout is fitted to what a probe measures now: the request
+    timeout is 5x the probe's time to first token + 5 s, and the generation is made long enough to
+    need about 2.5x that at the probe's token rate. The stall timeout keeps its default (60 s)."""
+    import math
+    import time
+
+    msgs = [{"role": "user", "content": "Count from 1 to 500, separated by commas. Output only the numbers."}]
+    stamps: list[float] = []
+    probe = OpenAIBackend(model=server.alias, base_url=server.base_url, gguf_path=server.path)
+    t0 = time.monotonic()
+    out = run(
+        probe.generate(
+            msgs, GenerationParams(max_tokens=32), on_text=lambda _: stamps.append(time.monotonic())
+        )
+    )
+    first, total = stamps[0] - t0, time.monotonic() - t0
+    rate = out[0].completion_tokens / max(total - first, 1e-3)
+    timeout = 5 * first + 5
+    max_tokens = min(N_CTX - 200, math.ceil(2.5 * timeout * rate) + 32)
+
+    b = OpenAIBackend(model=server.alias, base_url=server.base_url, request_timeout=timeout)
+    t0 = time.monotonic()
+    out = run(b.generate(msgs, GenerationParams(max_tokens=max_tokens)))
+    took = time.monotonic() - t0
+    assert out[0].finish_reason == "length" and not b.retry_log, list(b.retry_log)
+    assert out[0].text.replace(" ", "").startswith("1,2,3,")
+    assert took > timeout, (took, timeout, max_tokens)  # it did outlive its request timeout
+
+
+def test_parallel_streams_are_not_cut_short(backend):
+    """Two samples stream at once; llama.cpp must not end the first early for the waiting second."""
+    params = GenerationParams(n=2, max_tokens=40, seed=3, stop=("11",))
+    out = run(backend.generate(COUNT, params))
+    assert len(out) == 2 and not backend.retry_log
+    assert all(c.finish_reason == "stop" and "10" in c.text for c in out), [c.text for c in out]
+
+
 def test_count_tokens_uses_the_model_vocabulary(backend):
     # Qwen2.5 tokenizes digits one by one and special tokens as one token each
     assert backend.count_tokens("12345") == 5
