@@ -128,6 +128,12 @@ def _prompt_hashes() -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    from mathagent.evals.validate import check_args
+
+    err = check_args(args, script_required=args.backend == "scripted" and not args.replay)
+    if err:
+        print(f"mathagent eval: {err}", file=sys.stderr)
+        return 2
     if args.replay:
         from mathagent.evals import cli_replay
 
@@ -138,8 +144,16 @@ def main(argv: list[str]) -> int:
         )
     from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
     from mathagent.evals.runner import make_provider, pool_size_for, run_eval_async, solve_with_loop
-    from mathagent.evals.runs import RunDir, RunMismatch, default_runs_dir, git_revision, package_versions
-    from mathagent.evals.summary import summarize
+    from mathagent.evals.runs import (
+        RunDir,
+        RunError,
+        RunWriteError,
+        default_run_dir,
+        git_revision,
+        package_versions,
+        stop_message,
+    )
+    from mathagent.evals.summary import run_counts, summarize
 
     temperature = args.temperature if args.temperature is not None else (0.0 if args.k == 1 else 0.7)
     if args.weights is None:
@@ -164,10 +178,8 @@ def main(argv: list[str]) -> int:
     run_dir = (
         Path(args.run_dir)
         if args.run_dir
-        else default_runs_dir()
-        / (
-            f"{info['name']}-{(model or args.backend or 'auto').replace('/', '_')}-k{args.k}-"
-            + hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+        else default_run_dir(
+            f"{info['name']}-{(model or args.backend or 'auto').replace('/', '_')}-k{args.k}", cfg.identity()
         )
     )
     identity = {
@@ -183,14 +195,14 @@ def main(argv: list[str]) -> int:
     }
     try:
         run = RunDir.open(run_dir, identity, extra, force=args.force)
-    except RunMismatch as e:
+    except RunError as e:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
     provider = make_provider(pool_size_for(args.concurrency))
     run.header["sandbox_level"] = str(getattr(getattr(provider, "level", None), "value", None))
 
     async def solve_fn(problem: Any, i: int, seed: int | None) -> Any:
-        b = book.backend(problem.id, fmt) if book is not None else backend
+        b = book.backend(problem.id, fmt, i) if book is not None else backend
         return await solve_with_loop(
             problem.question, b, provider, agent_cfg, problem_id=problem.id, sample_index=i
         )
@@ -222,6 +234,9 @@ def main(argv: list[str]) -> int:
                     on_record=progress.update if progress else None,
                 )
             )
+    except RunWriteError as e:  # a full disk: say what is saved and how to resume
+        print(stop_message("mathagent eval", e, argv), file=sys.stderr)
+        return 1
     finally:
         try:
             provider.close()
@@ -234,8 +249,13 @@ def main(argv: list[str]) -> int:
     summary = summarize(
         records, k=args.k, weights=args.weights, dataset=problems[0].dataset if problems else "math"
     )
+    counts = run_counts(records, len(keys), counts, 1 + len(run.header.get("resumed", [])))
     summary.update(run_dir=str(run.path), wall_s=round(time.perf_counter() - t0, 2), counts=counts)
-    run.write_summary(summary)
+    try:
+        run.write_summary(summary)
+    except RunWriteError as e:
+        print(stop_message("mathagent eval", e, argv), file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

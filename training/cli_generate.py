@@ -73,7 +73,16 @@ def run_main(argv: list[str]) -> int:
     from mathagent.evals.cli_eval import EvalProgress, _null, _prompt_hashes, agent_setup
     from mathagent.evals.datasets import STANDARD, DatasetError, dataset_info, sha256_file
     from mathagent.evals.runner import make_provider, pool_size_for, run_eval_async, solve_with_loop
-    from mathagent.evals.runs import RunDir, RunMismatch, git_revision, package_versions
+    from mathagent.evals.runs import (
+        RunDir,
+        RunError,
+        RunWriteError,
+        git_revision,
+        package_versions,
+        stop_message,
+    )
+    from mathagent.evals.summary import run_counts
+    from mathagent.evals.validate import check_args
     from mathagent.training.generate import (
         DatasetInfo,
         Shard,
@@ -84,6 +93,10 @@ def run_main(argv: list[str]) -> int:
     from mathagent.training.merge import KIND
 
     args = build_parser().parse_args(argv)
+    err = check_args(args)
+    if err:
+        print(f"mathagent generate: {err}", file=sys.stderr)
+        return 2
     temperature = args.temperature if args.temperature is not None else (0.0 if args.k == 1 else 0.7)
     try:
         shard = Shard.parse(args.shard)
@@ -133,7 +146,7 @@ def run_main(argv: list[str]) -> int:
     }
     try:
         run = RunDir.open(args.out, identity, extra, force=args.force)
-    except RunMismatch as e:
+    except RunError as e:
         print(f"mathagent generate: {e}", file=sys.stderr)
         return 2
     provider = make_provider(pool_size_for(args.concurrency))
@@ -161,6 +174,9 @@ def run_main(argv: list[str]) -> int:
                     on_record=progress.update if progress else None,
                 )
             )
+    except RunWriteError as e:  # a full disk: say what is saved and how to resume
+        print(stop_message("mathagent generate", e, argv), file=sys.stderr)
+        return 1
     finally:
         try:
             provider.close()
@@ -175,17 +191,29 @@ def run_main(argv: list[str]) -> int:
         "in_shard": len(problems),
         "shard": str(shard),
     }
-    data = build_dataset(
-        run.path, records, filters, DatasetInfo(models=(model,), extra={"problems": problem_stats})
-    )
-    summary = {
-        "run_dir": str(run.path),
-        "wall_s": round(time.perf_counter() - t0, 2),
-        "counts": counts,
-        "problems": problem_stats,
-        "dataset": data,
-    }
-    run.write_summary(summary)
+    try:
+        data = build_dataset(
+            run.path, records, filters, DatasetInfo(models=(model,), extra={"problems": problem_stats})
+        )
+        summary = {
+            "run_dir": str(run.path),
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "counts": run_counts(records, len(keys), counts, 1 + len(run.header.get("resumed", []))),
+            "problems": problem_stats,
+            "dataset": data,
+        }
+        run.write_summary(summary)
+    except (RunWriteError, OSError) as e:
+        if not isinstance(e, RunWriteError):
+            e = RunWriteError(
+                f"cannot write the data set in {run.path} ({e.strerror or e}); all {len(records)} samples are "
+                "saved; free some space and run the same command again (nothing re-runs)",
+                path=run.path,
+                saved=len(records),
+                os_error=e,
+            )
+        print(stop_message("mathagent generate", e, argv), file=sys.stderr)
+        return 1
     _print(summary, args.json)
     return 0
 
@@ -223,7 +251,7 @@ def main(argv: list[str]) -> int:
 
 
 def merge_main(argv: list[str]) -> int:
-    from mathagent.evals.runs import RunMismatch
+    from mathagent.evals.runs import RunError
     from mathagent.training.merge import MergeError, merge_runs
 
     p = argparse.ArgumentParser(prog="mathagent generate merge", description="Validate and combine shards.")
@@ -239,7 +267,7 @@ def merge_main(argv: list[str]) -> int:
         filters = FilterConfig(agree=args.agree or 3, max_tokens=args.max_tokens or 4096)
     try:
         summary = merge_runs(args.dirs, args.out, filters=filters, force=args.force)
-    except (MergeError, RunMismatch, FileNotFoundError) as e:
+    except (MergeError, RunError, FileNotFoundError) as e:
         print(f"mathagent generate merge: {e}", file=sys.stderr)
         return 2
     summary["out"] = args.out
@@ -250,7 +278,7 @@ def merge_main(argv: list[str]) -> int:
 def interpolate_main(argv: list[str]) -> int:
     from mathagent.evals.cli_eval import backend_from_args
     from mathagent.evals.datasets import DatasetError, sha256_file
-    from mathagent.evals.runs import RunDir, RunMismatch
+    from mathagent.evals.runs import RunDir, RunError
     from mathagent.training import interpolate as I
     from mathagent.training.generate import load_generation_problems
 
@@ -266,6 +294,12 @@ def interpolate_main(argv: list[str]) -> int:
     p.add_argument("--no-solve", action="store_true", help="only write OUT/problems.jsonl")
     _common(p)
     args = p.parse_args(argv)
+    from mathagent.evals.validate import check_args
+
+    err = check_args(args, script_required=False)
+    if err:
+        print(f"mathagent generate interpolate: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     try:
         easy = load_generation_problems(args.easy)
@@ -307,7 +341,7 @@ def interpolate_main(argv: list[str]) -> int:
         cand_run = RunDir.open(
             out / I.CANDIDATES_DIR, identity, {"interp_script": args.interp_script}, force=args.force
         )
-    except RunMismatch as e:
+    except RunError as e:
         print(f"mathagent generate interpolate: {e}", file=sys.stderr)
         return 2
     pairs = I.draw_pairs(easy, hard, args.n, args.seed)
