@@ -5,13 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from mathagent.evals.runs import (
-    RunDir,
-    RunError,
-    RunMismatch,
-    default_run_dir,
-    legacy_config_digest,
-)
+from mathagent.evals import runs
+from mathagent.evals.runs import RunDir, RunMismatch
 
 ID = {"config": {"k": 2}, "dataset": {"name": "x", "sha256": "abc"}}
 
@@ -112,7 +107,7 @@ def test_read_only_open_lists_corrupt_lines_and_leaves_the_file(tmp_path):
 def test_corrupt_header_is_a_clear_error(tmp_path):
     RunDir.open(tmp_path / "r", ID).append(rec("a", 0))
     (tmp_path / "r" / "header.json").write_bytes(b'{"identity": {"con')
-    with pytest.raises(RunError, match=r"header.json is corrupt.*Rename it"):
+    with pytest.raises(runs.RunError, match=r"header.json is corrupt.*Rename it"):
         RunDir.open(tmp_path / "r", ID)
 
 
@@ -193,10 +188,10 @@ def test_header_without_cwd_from_older_versions_still_resumes(tmp_path, monkeypa
 def test_default_run_dir_is_the_same_from_another_directory(tmp_path, monkeypatch):
     (tmp_path / "p.jsonl").write_text("{}\n")
     monkeypatch.chdir(tmp_path)
-    a = default_run_dir("x", {"dataset": "p.jsonl", "k": 1})
+    a = runs.default_run_dir("x", {"dataset": "p.jsonl", "k": 1})
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
-    assert default_run_dir("x", {"dataset": "../p.jsonl", "k": 1}) == a
-    assert default_run_dir("x", {"dataset": "gsm8k", "k": 1}).name == "x-" + legacy_config_digest(
+    assert runs.default_run_dir("x", {"dataset": "../p.jsonl", "k": 1}) == a
+    assert runs.default_run_dir("x", {"dataset": "gsm8k", "k": 1}).name == "x-" + runs.legacy_config_digest(
         {"dataset": "gsm8k", "k": 1}
     )

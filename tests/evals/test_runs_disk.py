@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from mathagent.evals.runs import DiskFull, RunDir
+from mathagent.evals import runs
+from mathagent.evals.runs import RunDir
 
 ID = {"config": {"k": 1}, "dataset": {"name": "x", "sha256": "abc"}}
 
@@ -22,7 +23,7 @@ def test_append_on_a_full_disk_leaves_no_partial_line(small_disk):
     run = RunDir.open(small_disk.path / "r", ID)
     saved = 0
     with pytest.raises(
-        DiskFull, match=r"no space left.*sample\(s\) are saved.*run the same command again"
+        runs.DiskFull, match=r"no space left.*sample\(s\) are saved.*run the same command again"
     ) as ei:
         for i in range(100):
             run.append(rec(str(i)))
@@ -43,14 +44,14 @@ def test_append_on_a_full_disk_leaves_no_partial_line(small_disk):
 def test_header_and_summary_on_a_full_disk_leave_no_temporary_file(small_disk):
     (small_disk.path / "filler").write_bytes(b"x" * (small_disk.free() - 4096))
     big = {**ID, "note": "n" * 8000}  # the header does not fit in the last page
-    with pytest.raises(DiskFull, match=r"cannot write .*header.json.*nothing was run"):
+    with pytest.raises(runs.DiskFull, match=r"cannot write .*header.json.*nothing was run"):
         RunDir.open(small_disk.path / "r", big)
     assert leftovers(small_disk.path) == [] and not (small_disk.path / "r" / "header.json").exists()
     small_disk.resize("1m")
     run = RunDir.open(small_disk.path / "r", big)
     run.append(rec("a", 100))
     (small_disk.path / "filler2").write_bytes(b"x" * (small_disk.free() - 4096))
-    with pytest.raises(DiskFull, match=r"summary.json"):
+    with pytest.raises(runs.DiskFull, match=r"summary.json"):
         run.write_summary({"pad": "y" * 20000})
     assert leftovers(small_disk.path) == [] and not (small_disk.path / "r" / "summary.json").exists()
 
