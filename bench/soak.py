@@ -33,6 +33,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -374,6 +375,8 @@ def soak(cfg: SoakConfig) -> dict[str, Any]:
         else:
             summary = json.loads((run_dir / "summary.json").read_text())
         result = analyse(run_dir, cfg.problems)
+        if disk is not None:  # keep the faulted run for a look once the tmpfs is gone
+            shutil.copytree(run_dir, work / "faulted", dirs_exist_ok=True)
         equal, differs = summaries_equal(summary, clean_summary)
         fault_wall = sum(i["wall_s"] for i in invocations)
         result.update(
@@ -394,6 +397,8 @@ def soak(cfg: SoakConfig) -> dict[str, Any]:
             peak_rss_mb=round(max(i["peak_rss_kb"] for i in invocations) / 1024, 1),
             clean_peak_rss_mb=round(clean["peak_rss_kb"] / 1024, 1),
             accuracy=(summary.get("overall") or {}).get("accuracy"),
+            failed_reasons=summary.get("failed_reasons"),
+            clean_failed_reasons=clean_summary.get("failed_reasons"),
             faults=dict(server.faults) if server else {},
             requests={"clean": requests_clean, "faulted": (server.hits - requests_clean) if server else 0},
             counts=summary.get("counts"),
@@ -421,6 +426,7 @@ def report(r: dict[str, Any]) -> str:
         f"invocations ({r['kills']} killed); ratio {r['wall_ratio']}",
         f"harness peak RSS: {r['peak_rss_mb']} MB (clean run {r['clean_peak_rss_mb']} MB)",
         f"accuracy: {r['accuracy']}",
+        f"failed reasons: faulted run {r['failed_reasons']}, clean run {r['clean_failed_reasons']}",
     ]
     if d:
         lines.append(
