@@ -168,25 +168,12 @@ def invoke(
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True)
-        peak = killed_at = 0
-        killed = False
-        last_size = -1
-        while proc.poll() is None:
-            peak = max(peak, _hwm_kb(proc.pid))
-            if kill_at is not None and not killed:
-                size = samples.stat().st_size if samples.exists() else 0
-                if size != last_size:
-                    last_size = size
-                    if _count_lines(samples) >= kill_at:
-                        time.sleep(rng.uniform(0, 0.2))
-                        killed_at = _count_lines(samples)
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        killed = True
-            if time.perf_counter() - t0 > timeout_s:
+        try:
+            peak, killed, killed_at = _watch(proc, samples, kill_at, rng, timeout_s, t0, cmd)
+        finally:  # never leave an eval (and its kernels) behind, whatever stops the soak
+            if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                raise TimeoutError(f"eval ran over {timeout_s:.0f} s: {' '.join(cmd)}")
-            time.sleep(0.05)
         wall = time.perf_counter() - t0
         if killed:  # the rest of the group (kernels started by the eval) goes too
             try:
@@ -204,6 +191,38 @@ def invoke(
             "stdout": out.read().decode("utf-8", "replace"),
             "stderr": err.read().decode("utf-8", "replace")[-4000:],
         }
+
+
+def _watch(
+    proc: subprocess.Popen,
+    samples: Path,
+    kill_at: int | None,
+    rng: random.Random,
+    timeout_s: float,
+    t0: float,
+    cmd: list[str],
+) -> tuple[int, bool, int]:
+    """Poll ``proc`` until it exits: peak RSS, and the SIGKILL once ``samples`` holds ``kill_at`` lines."""
+    peak = killed_at = 0
+    killed = False
+    last_size = -1
+    while proc.poll() is None:
+        peak = max(peak, _hwm_kb(proc.pid))
+        if kill_at is not None and not killed:
+            size = samples.stat().st_size if samples.exists() else 0
+            if size != last_size:
+                last_size = size
+                if _count_lines(samples) >= kill_at:
+                    time.sleep(rng.uniform(0, 0.2))
+                    killed_at = _count_lines(samples)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    killed = True
+        if time.perf_counter() - t0 > timeout_s:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise TimeoutError(f"eval ran over {timeout_s:.0f} s: {' '.join(cmd)}")
+        time.sleep(0.05)
+    return peak, killed, killed_at
 
 
 # -- the small disk --------------------------------------------------------------------------------
@@ -466,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-code", dest="code", action="store_false", help="answers without a code cell")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up (evals, server, tmpfs)
     cfg = SoakConfig(
         problems=a.problems,
         kills=a.kills,
