@@ -13,7 +13,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -30,8 +29,9 @@ from mathagent.evals.cli_agent import (
     run_agent,
 )
 from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
-from mathagent.evals.runs import RunDir, RunMismatch, default_runs_dir
-from mathagent.evals.summary import summarize, summary_rows
+from mathagent.evals.runs import RunDir, RunError, RunWriteError, default_run_dir, stop_message
+from mathagent.evals.summary import run_counts, summarize, summary_rows
+from mathagent.evals.validate import check_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    err = check_args(args, script_required=args.backend == "scripted" and not args.replay)
+    if err:
+        print(f"mathagent eval: {err}", file=sys.stderr)
+        return 2
     if args.replay:
         return cli_replay.main(
             [*args.replay, "--concurrency", str(args.concurrency)]
@@ -89,10 +93,8 @@ def main(argv: list[str]) -> int:
     run_dir = (
         Path(args.run_dir)
         if args.run_dir
-        else default_runs_dir()
-        / (
-            f"{info['name']}-{(model or args.backend or 'auto').replace('/', '_')}-k{args.k}-"
-            + hashlib.sha256(json.dumps(cfg.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
+        else default_run_dir(
+            f"{info['name']}-{(model or args.backend or 'auto').replace('/', '_')}-k{args.k}", cfg.identity()
         )
     )
     identity = {
@@ -103,27 +105,36 @@ def main(argv: list[str]) -> int:
     extra = header_extra(argv)
     try:
         run = RunDir.open(run_dir, identity, extra, force=args.force)
-    except RunMismatch as e:
+    except RunError as e:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    counts = run_agent(
-        problems,
-        run,
-        setup,
-        k=args.k,
-        concurrency=args.concurrency,
-        seed=args.seed,
-        retry_failed=args.retry_failed,
-        progress=not args.json,
-    )
+    try:
+        counts = run_agent(
+            problems,
+            run,
+            setup,
+            k=args.k,
+            concurrency=args.concurrency,
+            seed=args.seed,
+            retry_failed=args.retry_failed,
+            progress=not args.json,
+        )
+    except RunWriteError as e:  # a full disk: say what is saved and how to resume
+        print(stop_message("mathagent eval", e, argv), file=sys.stderr)
+        return 1
     keys = {(p.id, i) for p in problems for i in range(args.k)}
     records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
     summary = summarize(
         records, k=args.k, weights=args.weights, dataset=problems[0].dataset if problems else "math"
     )
+    counts = run_counts(records, len(keys), counts, 1 + len(run.header.get("resumed", [])))
     summary.update(run_dir=str(run.path), wall_s=round(time.perf_counter() - t0, 2), counts=counts)
-    run.write_summary(summary)
+    try:
+        run.write_summary(summary)
+    except RunWriteError as e:
+        print(stop_message("mathagent eval", e, argv), file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

@@ -13,6 +13,7 @@ import sys
 
 from mathagent.agent.flags import plain
 from mathagent.evals.report import write_compare, write_report
+from mathagent.evals.runs import RunError
 
 
 def main(argv: list[str]) -> int:
@@ -34,7 +35,12 @@ def main(argv: list[str]) -> int:
             path = write_report(args.run_dirs[0], args.out, page_size=args.page_size)
         else:
             path = write_compare(args.run_dirs, args.out or "compare.html", page_size=args.page_size)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:  # not a run folder, corrupt header...
+    except (
+        FileNotFoundError,
+        ValueError,
+        RuntimeError,
+        RunError,
+    ) as e:  # not a run folder, corrupt header...
         print(f"mathagent report: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full or read-only disk

@@ -8,8 +8,8 @@ When none holds the file, :mod:`mathagent.evals.hub` loads it once through ``dat
 pinned hub repo and caches it (off with ``MATHAGENT_NO_HUB=1``; ``math`` never comes from the hub).
 Any other argument is read as a JSONL path.
 
-Malformed data is never skipped silently: a line that is not JSON, or lacks the question or gold
-field, raises :class:`DatasetError` naming the file and line number.
+Malformed data is never skipped silently: a line that is not UTF-8, not JSON, or lacks the question or
+gold field, raises :class:`DatasetError` naming the file and line number.
 """
 
 from __future__ import annotations
@@ -98,11 +98,29 @@ def shipped_path(name: str) -> Path:
     return Path(str(resources.files("mathagent.evals") / "data" / SHIPPED[name]))
 
 
+def decode_line(raw: bytes, where: str) -> str:
+    """``raw`` as UTF-8, or :class:`DatasetError` naming ``where`` (file:line), the byte and its column."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        bad = raw[e.start : e.end]
+        raise DatasetError(
+            f"{where}: not valid UTF-8 (byte {' '.join(f'0x{b:02x}' for b in bad)} at column {e.start + 1}); "
+            "re-save the file as UTF-8"
+        ) from None
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Parse a JSONL file; a bad line raises :class:`DatasetError` with file and line number."""
+    """Parse a JSONL file; a bad line (not UTF-8, not JSON, not an object) raises :class:`DatasetError`
+    with file and line number."""
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read ({e.strerror})") from None
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            line = decode_line(raw, f"{path}:{lineno}")
             if not line.strip():
                 continue
             try:
@@ -175,7 +193,10 @@ def _load_math(path: Path) -> list[Problem]:
     if not mario_path.is_file():
         raise DatasetError(f"{mario_path}: MARIO answer annotation not found (gold for `math`)")
     rows = read_jsonl(path)
-    mario = json.loads(mario_path.read_text(encoding="utf-8"))
+    try:
+        mario = json.loads(mario_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{mario_path}: not a valid UTF-8 JSON file ({e})") from None
     if len(mario) != len(rows):
         raise DatasetError(f"{mario_path}: {len(mario)} annotations for {len(rows)} problems in {path}")
     out = []

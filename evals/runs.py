@@ -10,20 +10,37 @@ Reopening a run resumes it:
 * records are keyed, the latest line for a key wins, so nothing is counted twice;
 * :meth:`RunDir.pending` skips finished keys; with ``retry_failed`` it also re-runs keys whose latest
   record has ``status == "failed"``;
+* a corrupt line anywhere else (not JSON, not UTF-8, not a record) is moved aside, byte for byte, to
+  ``samples.bad.jsonl``, with a warning naming the lines; its sample is pending again, so the resumed
+  run re-runs it (:attr:`RunDir.moved_aside`). :meth:`RunDir.read` (reports) leaves the file alone
+  and lists such lines in :attr:`RunDir.bad_lines`;
 * the header's ``identity`` (config + data) must match the stored one, otherwise
   :class:`RunMismatch` is raised, unless ``force`` is given: then the old files are moved aside
-  (``*.old-<time>``) and the run starts afresh.
+  (``*.old-<time>``) and the run starts afresh. Paths in the identity (:data:`PATH_FIELDS`) match when
+  they name the same file: the same resolved path (the header records the working directory), or, for
+  the data set, the same sha256 content hash. So a run resumes from another working directory, or with
+  its file given by another path.
+
+Writes that fail (a full disk, a read-only file system) raise :class:`RunWriteError` (``DiskFull`` for
+ENOSPC / EDQUOT) saying what is saved and that re-running resumes; a sample line half written is cut
+off again, and no ``*.tmp`` file is left behind.
+
+Each record stores the problem statement once: ``question`` at the top level. :meth:`RunDir.append`
+leaves it out of the embedded ``trace`` when it equals ``question``, and loading puts it back (the
+same string object), so readers see full records. Records written before (question twice) still load.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,16 +51,52 @@ SCHEMA_VERSION = 1
 HEADER = "header.json"
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
+BAD = "samples.bad.jsonl"
+"""Corrupt lines moved out of ``samples.jsonl`` on resume (raw bytes, appended)."""
+
+PATH_FIELDS = ("config.dataset", "config.extra.script", "dataset.path")
+"""Identity fields that hold file paths: compared as files, not as strings (see the module docstring)."""
+DATASET_HASH = "dataset.sha256"
 
 Key = tuple[str, int]
 
 
-class RunMismatch(RuntimeError):
+class RunError(RuntimeError):
+    """A run folder cannot be used as asked; the message says why and what to do."""
+
+
+class RunMismatch(RunError):
     """The folder holds a run with a different configuration."""
+
+
+class RunWriteError(RunError):
+    """Writing to the run folder failed (a read-only or full disk); what was saved is kept."""
+
+    def __init__(self, message: str, *, path: Path, saved: int, os_error: OSError) -> None:
+        super().__init__(message)
+        self.path = path
+        self.saved = saved
+        """Records durably saved in ``samples.jsonl`` when the write failed."""
+        self.os_error = os_error
+
+
+class DiskFull(RunWriteError):
+    """No space (or quota) left on the run folder's disk."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def default_runs_dir() -> Path:
     return Path(os.environ.get("MATHAGENT_RUNS_DIR", Path.home() / ".cache" / "mathagent" / "runs"))
+
+
+def default_run_dir(prefix: str, config: dict[str, Any]) -> Path:
+    """``$MATHAGENT_RUNS_DIR/<prefix>-<digest>``, the digest from :func:`config_digest`; a folder named
+    by the digest older versions used (paths as typed) is kept when it exists, so it still resumes."""
+    new = default_runs_dir() / f"{prefix}-{config_digest(config)}"
+    legacy = default_runs_dir() / f"{prefix}-{legacy_config_digest(config)}"
+    return legacy if legacy != new and (legacy / HEADER).exists() else new
 
 
 def git_revision(cwd: Path | None = None) -> str | None:
@@ -81,14 +134,136 @@ def key_of(record: dict[str, Any]) -> Key:
     return (str(record["problem_id"]), int(record.get("sample_index", 0)))
 
 
+def _tmp_of(path: Path) -> Path:
+    return path.with_suffix(path.suffix + ".tmp")
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` through ``path.tmp`` + fsync + rename; on failure the tmp file is removed."""
+    tmp = _tmp_of(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: JSON escapes read back the same
+        raw = (json.dumps(data, indent=2, ensure_ascii=True, default=str) + "\n").encode("ascii")
+    _write_bytes_atomic(path, raw)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict):
+            return None
+        d = d.get(part)  # type: ignore[assignment]
+    return d
+
+
+def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        d = d[part]
+    d[last] = value
+
+
+def _names_same_file(old: str, new: str, old_cwd: str | None) -> bool:
+    """Does ``old`` (a path as recorded, relative to ``old_cwd``) name the file ``new`` names now?"""
+    new_p = Path(new)
+    if not new_p.exists():
+        return False
+    old_p = Path(old)
+    if not old_p.is_absolute():
+        if old_cwd is None:
+            return False
+        old_p = Path(old_cwd) / old_p
+    try:
+        return old_p.exists() and os.path.samefile(old_p, new_p)
+    except OSError:
+        return False
+
+
+def identities_match(old: dict[str, Any], new: dict[str, Any], old_cwd: str | None = None) -> bool:
+    """``old == new``, except that :data:`PATH_FIELDS` match when both name the same file.
+
+    Same file: the same resolved path (``old`` relative to ``old_cwd``, the working directory its
+    header recorded); for the data set fields also the same content (equal ``dataset.sha256``). A
+    header written before the working directory was recorded has relative paths with no base: a script
+    path then matches by file name (its content never was part of the identity).
+    """
+    return _normalized(old, new, old_cwd) == new
+
+
+def _normalized(old: dict[str, Any], new: dict[str, Any], old_cwd: str | None) -> dict[str, Any]:
+    """``old`` with each path field that names the same file as ``new``'s replaced by ``new``'s value."""
+    if old == new:
+        return old
+    out = json.loads(json.dumps(old))
+    same_content = _get(old, DATASET_HASH) is not None and _get(old, DATASET_HASH) == _get(new, DATASET_HASH)
+    for field in PATH_FIELDS:
+        a, b = _get(out, field), _get(new, field)
+        if a == b or not isinstance(a, str) or not isinstance(b, str):
+            continue
+        if field == "config.extra.script":
+            same = _names_same_file(a, b, old_cwd) or (
+                old_cwd is None and not Path(a).is_absolute() and Path(a).name == Path(b).name
+            )
+        else:  # the data file: the same file, or the same bytes (other fields still name the set)
+            same = _names_same_file(a, b, old_cwd) or (same_content and Path(b).is_file())
+        if same:
+            _set(out, field, b)
+    return out
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """8 hex digits naming a run's default folder: the config with file paths resolved (so the same run
+    started from another working directory lands in the same folder)."""
+    c = json.loads(json.dumps(config, default=str))
+    for field in ("dataset", "extra.script"):
+        v = _get(c, field)
+        if isinstance(v, str) and v and Path(v).is_file():
+            _set(c, field, str(Path(v).resolve()))
+    return legacy_config_digest(c)
+
+
+def legacy_config_digest(config: dict[str, Any]) -> str:
+    """The digest older versions used (paths as typed)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 class RunDir:
@@ -99,6 +274,10 @@ class RunDir:
         self.header: dict[str, Any] = {}
         self.repaired_bytes = 0
         """Bytes cut off a torn last line when the run was opened."""
+        self.moved_aside: list[tuple[int, str]] = []
+        """(line number, reason) of corrupt lines moved to ``samples.bad.jsonl`` when the run was opened."""
+        self.bad_lines: list[tuple[int, str]] = []
+        """(line number, reason) of corrupt lines left in place by :meth:`read` (not loaded)."""
         self._lock = threading.Lock()
         self._records: dict[Key, dict[str, Any]] = {}
 
@@ -118,52 +297,69 @@ class RunDir:
         the header but not compared (git revision, versions, times).
         """
         run = cls(Path(path))
-        run.path.mkdir(parents=True, exist_ok=True)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise run._write_error(e, f"cannot create the run folder {run.path}", before_run=True) from None
+        for name in (HEADER, SUMMARY, SAMPLES):  # left by a process killed between write and rename
+            tmp = _tmp_of(run.path / name)
+            if tmp.exists():
+                tmp.unlink()
+                log.warning("%s: removed a temporary file left by an interrupted write", tmp)
         hp = run.path / HEADER
         identity = json.loads(json.dumps(identity, default=str))
         if hp.exists():
-            old = json.loads(hp.read_text(encoding="utf-8"))
-            if old.get("identity") != identity:
+            old = _read_header(hp)
+            if not identities_match(old.get("identity", {}), identity, old.get("cwd")):
                 if not force:
                     raise RunMismatch(
                         f"{run.path} holds a run with a different configuration "
-                        f"({identity_diff(old.get('identity', {}), identity)}); use another --run-dir, or --force to "
-                        "move the old files aside and start again"
+                        f"({identity_diff(_normalized(old.get('identity', {}), identity, old.get('cwd')), identity)});"
+                        " use another --run-dir, or --force to move the old files aside and start again"
                     )
                 stamp = time.strftime("%Y%m%d-%H%M%S")
-                for name in (HEADER, SAMPLES, SUMMARY):
+                for name in (HEADER, SAMPLES, SUMMARY, BAD):
                     if (run.path / name).exists():
                         os.replace(run.path / name, run.path / f"{name}.old-{stamp}")
                 log.warning("%s: configuration changed; old files moved aside (*.old-%s)", run.path, stamp)
             else:
                 run.header = old
+        run._load()
         if not run.header:
             run.header = {
                 "schema_version": SCHEMA_VERSION,
                 "identity": identity,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "cwd": _cwd(),
                 **(extra or {}),
             }
         else:
             run.header.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        _write_json_atomic(hp, run.header)
-        run._load()
+        try:
+            _write_json_atomic(hp, run.header)
+        except OSError as e:
+            raise run._write_error(e, f"cannot write {hp}", before_run=True) from None
         return run
 
     @classmethod
     def read(cls, path: Path | str) -> RunDir:
-        """Open an existing run read-only (for reports); a torn last line is ignored, not cut."""
+        """Open an existing run read-only (for reports): a torn last line is ignored, not cut, and
+        corrupt lines are listed in :attr:`bad_lines`, not moved."""
         run = cls(Path(path))
         if not (run.path / HEADER).exists():
             raise FileNotFoundError(f"{run.path}: no {HEADER}; not a run folder")
-        run.header = json.loads((run.path / HEADER).read_text(encoding="utf-8"))
+        run.header = _read_header(run.path / HEADER)
         run._load(repair=False)
         return run
 
     def _load(self, repair: bool = True) -> None:
         sp = self.path / SAMPLES
         if not sp.exists():
-            sp.touch()
+            if repair:
+                try:
+                    sp.touch()
+                except OSError as e:
+                    raise self._write_error(e, f"cannot create {sp}", before_run=True) from None
             return
         data = sp.read_bytes()
         if data and not data.endswith(b"\n"):
@@ -176,14 +372,62 @@ class RunDir:
                     f.flush()
                     os.fsync(f.fileno())
             data = data[:cut]
-        for lineno, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            if not line.strip():
+        bad: list[tuple[int, bytes, str]] = []
+        good: list[bytes] = []
+        for lineno, raw in enumerate(data.split(b"\n")[:-1] if data else [], 1):
+            if not raw.strip():
+                good.append(raw)
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{sp}:{lineno}: corrupt record ({e.msg})") from None
+            rec, reason = _parse_record(raw)
+            if rec is None:
+                bad.append((lineno, raw, reason))
+                continue
+            good.append(raw)
             self._records[key_of(rec)] = rec
+        if not bad:
+            return
+        where = ", ".join(f"line {n}: {why}" for n, _, why in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        if not repair:
+            self.bad_lines = [(n, why) for n, _, why in bad]
+            argv = self.header.get("argv")
+            kind = self.header.get("identity", {}).get("kind")
+            prog = "mathagent generate" if kind == "mathagent-generate" else "mathagent eval"
+            again = f" (`{prog} {' '.join(map(str, argv))}`)" if isinstance(argv, list) else ""
+            log.warning(
+                "%s: %d corrupt line(s) left out (%s); run the run's command again%s to move them aside "
+                "to %s and re-run their samples",
+                sp,
+                len(bad),
+                where,
+                again,
+                BAD,
+            )
+            return
+        self._move_aside(sp, bad, good)
+        self.moved_aside = [(n, why) for n, _, why in bad]
+        log.warning(
+            "%s: %d corrupt line(s) moved aside to %s (%s); their samples run again",
+            sp,
+            len(bad),
+            self.path / BAD,
+            where,
+        )
+
+    def _move_aside(self, sp: Path, bad: list[tuple[int, bytes, str]], good: list[bytes]) -> None:
+        """Append the bad lines to ``samples.bad.jsonl`` (fsynced), then rewrite ``samples.jsonl``
+        without them (tmp + rename): a crash in between leaves every byte in one file or both."""
+        try:
+            fd = os.open(self.path / BAD, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                _write_all(fd, b"".join(raw + b"\n" for _, raw, _ in bad))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _write_bytes_atomic(sp, b"".join(raw + b"\n" for raw in good))
+        except OSError as e:
+            raise self._write_error(
+                e, f"cannot move {len(bad)} corrupt line(s) out of {sp} to {self.path / BAD}", before_run=True
+            ) from None
 
     # -- records -------------------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
@@ -200,25 +444,129 @@ class RunDir:
         return [k for k in keys if k not in done]
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one finished record durably (flush + fsync) before returning."""
+        """Write one finished record durably (flush + fsync) before returning.
+
+        On a failed write the file is cut back to where it was (no partial line) and
+        :class:`RunWriteError` (:class:`DiskFull`) is raised; the record is not counted as done.
+        """
         key = key_of(record)
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        line = _encode_record(record)
+        sp = self.path / SAMPLES
         with self._lock:
-            with open(self.path / SAMPLES, "a", encoding="utf-8") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                fd = os.open(sp, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise self._write_error(e, f"cannot open {sp}") from None
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    _write_all(fd, line)
+                    os.fsync(fd)
+                except OSError as e:
+                    try:  # no partial line: a later append would glue onto it
+                        os.ftruncate(fd, size)
+                        os.fsync(fd)
+                    except OSError:
+                        log.error("%s: could not cut a partial line back (offset %d)", sp, size)
+                    raise self._write_error(e, f"cannot save sample {key[0]}#{key[1]} in {sp}") from None
+            finally:
+                os.close(fd)
             self._records[key] = record
 
     # -- summary -------------------------------------------------------------------------------
     def write_summary(self, summary: dict[str, Any]) -> Path:
         p = self.path / SUMMARY
-        _write_json_atomic(p, summary)
+        try:
+            _write_json_atomic(p, summary)
+        except OSError as e:
+            raise self._write_error(e, f"cannot write {p}") from None
         return p
 
     def summary(self) -> dict[str, Any] | None:
         p = self.path / SUMMARY
         return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+
+    # -- errors --------------------------------------------------------------------------------
+    def _write_error(self, e: OSError, what: str, *, before_run: bool = False) -> RunWriteError:
+        saved = len(self._records)
+        reason = "no space left on the device" if e.errno in NO_SPACE else (e.strerror or str(e))
+        if before_run:
+            state = (
+                f"nothing was run; the {saved} sample(s) saved earlier in {self.path / SAMPLES} are intact"
+            )
+        else:
+            state = (
+                f"{saved} sample(s) are saved in {self.path / SAMPLES} (the one being written was cut back, "
+                "no partial line is left)"
+            )
+        fix = "free some space" if e.errno in NO_SPACE else "fix the folder"
+        msg = f"{what}: {reason}. {state}; {fix} and run the same command again to resume"
+        cls = DiskFull if e.errno in NO_SPACE else RunWriteError
+        return cls(msg, path=self.path, saved=saved, os_error=e)
+
+
+def stop_message(prog: str, err: RunError, argv: Sequence[str]) -> str:
+    """What a CLI prints when a run stops on ``err``: the error and the command that resumes it."""
+    import shlex
+
+    return f"{prog}: {err}\nto resume: {prog} {shlex.join(list(argv))}"
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
+def _read_header(hp: Path) -> dict[str, Any]:
+    try:
+        header = json.loads(hp.read_bytes().decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("not a JSON object")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RunError(
+            f"{hp} is corrupt ({e}); the samples next to it are untouched. Rename it (e.g. to "
+            f"{HEADER}.bad) and run the same command again: the run resumes from its samples"
+        ) from None
+    return header
+
+
+def _parse_record(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """A ``samples.jsonl`` line as a record (its trace's question restored), or None and why not."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg} at column {e.colno})"
+    if not isinstance(rec, dict):
+        return None, f"a JSON {type(rec).__name__}, not a record"
+    try:
+        key_of(rec)
+    except (KeyError, TypeError, ValueError):
+        return None, "no problem_id / sample_index"
+    trace = rec.get("trace")
+    if isinstance(trace, dict) and "problem" not in trace and isinstance(rec.get("question"), str):
+        trace["problem"] = rec["question"]  # stored once (see the module docstring); the same object
+    return rec, ""
+
+
+def _encode_record(record: dict[str, Any]) -> bytes:
+    """One ``samples.jsonl`` line: the trace's copy of the question left out when it equals ``question``.
+
+    Text that cannot be UTF-8 (a lone surrogate) is written as a JSON escape, which reads back the same.
+    """
+    trace = record.get("trace")
+    if isinstance(trace, dict) and "problem" in trace and trace["problem"] == record.get("question"):
+        record = {**record, "trace": {k: v for k, v in trace.items() if k != "problem"}}
+    text = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(record, ensure_ascii=True, default=str) + "\n").encode("ascii")
 
 
 def identity_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:

@@ -125,6 +125,29 @@ def summarize(
     }
 
 
+def run_counts(
+    records: Sequence[dict[str, Any]], total: int, invocation: dict[str, int], invocations: int = 1
+) -> dict[str, Any]:
+    """``summary.counts``: the whole run's state, not only this invocation's.
+
+    ``records``: the run's latest record per key of this run; ``total``: its number of keys;
+    ``invocation``: what :func:`mathagent.evals.runner.run_eval_async` returned this time (``ran``,
+    ``skipped``, ``failed``); ``invocations``: how many times the run was started (1 + resumes).
+    """
+    failed = sum(1 for r in records if r.get("status") == "failed")
+    return {
+        "total": total,
+        "done": len(records),
+        "ok": len(records) - failed,
+        "failed": failed,
+        "pending": total - len(records),
+        "ran": int(invocation.get("ran", 0)),
+        "skipped": int(invocation.get("skipped", 0)),
+        "failed_this_invocation": int(invocation.get("failed", 0)),
+        "invocations": invocations,
+    }
+
+
 def _state_stats(records: Sequence[dict[str, Any]], dataset: str) -> dict[str, Any]:
     """Share of T/U/F over finished samples and the precision of each (how often its answer is right)."""
     done = [r for r in records if r.get("status") != "failed"]

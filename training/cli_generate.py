@@ -31,7 +31,9 @@ from mathagent.evals.cli_agent import (
 )
 from mathagent.evals.datafiles import DatasetError, sha256_file
 from mathagent.evals.datasets import STANDARD, dataset_info
-from mathagent.evals.runs import RunDir, RunMismatch
+from mathagent.evals.runs import RunDir, RunError, RunWriteError, stop_message
+from mathagent.evals.summary import run_counts
+from mathagent.evals.validate import check_args
 from mathagent.training import dedup
 from mathagent.training import interpolate as I
 from mathagent.training.filters import FilterConfig
@@ -96,6 +98,10 @@ def _filters(args: argparse.Namespace) -> FilterConfig:
 
 def run_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    err = check_args(args)
+    if err:
+        print(f"mathagent generate: {err}", file=sys.stderr)
+        return 2
     temperature = default_temperature(args)
     try:
         shard = Shard.parse(args.shard)
@@ -142,21 +148,25 @@ def run_main(argv: list[str]) -> int:
     }
     try:
         run = RunDir.open(args.out, identity, extra, force=args.force)
-    except RunMismatch as e:
+    except RunError as e:
         print(f"mathagent generate: {e}", file=sys.stderr)
         return 2
     keys = {(p.id, i) for p in problems for i in range(args.k)}
     t0 = time.perf_counter()
-    counts = run_agent(
-        problems,
-        run,
-        setup,
-        k=args.k,
-        concurrency=args.concurrency,
-        seed=args.seed,
-        retry_failed=True,
-        progress=not args.json,
-    )
+    try:
+        counts = run_agent(
+            problems,
+            run,
+            setup,
+            k=args.k,
+            concurrency=args.concurrency,
+            seed=args.seed,
+            retry_failed=True,
+            progress=not args.json,
+        )
+    except RunWriteError as e:  # a full disk: say what is saved and how to resume
+        print(stop_message("mathagent generate", e, argv), file=sys.stderr)
+        return 1
     records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
     problem_stats = {
         "loaded": n_loaded,
@@ -164,17 +174,29 @@ def run_main(argv: list[str]) -> int:
         "in_shard": len(problems),
         "shard": str(shard),
     }
-    data = build_dataset(
-        run.path, records, filters, DatasetInfo(models=(model,), extra={"problems": problem_stats})
-    )
-    summary = {
-        "run_dir": str(run.path),
-        "wall_s": round(time.perf_counter() - t0, 2),
-        "counts": counts,
-        "problems": problem_stats,
-        "dataset": data,
-    }
-    run.write_summary(summary)
+    try:
+        data = build_dataset(
+            run.path, records, filters, DatasetInfo(models=(model,), extra={"problems": problem_stats})
+        )
+        summary = {
+            "run_dir": str(run.path),
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "counts": run_counts(records, len(keys), counts, 1 + len(run.header.get("resumed", []))),
+            "problems": problem_stats,
+            "dataset": data,
+        }
+        run.write_summary(summary)
+    except (RunWriteError, OSError) as e:
+        if not isinstance(e, RunWriteError):
+            e = RunWriteError(
+                f"cannot write the data set in {run.path} ({e.strerror or e}); all {len(records)} samples are "
+                "saved; free some space and run the same command again (nothing re-runs)",
+                path=run.path,
+                saved=len(records),
+                os_error=e,
+            )
+        print(stop_message("mathagent generate", e, argv), file=sys.stderr)
+        return 1
     _print(summary, args.json)
     return 0
 
@@ -225,7 +247,7 @@ def merge_main(argv: list[str]) -> int:
         filters = FilterConfig(agree=args.agree or 3, max_tokens=args.max_tokens or 4096)
     try:
         summary = merge_runs(args.dirs, args.out, filters=filters, force=args.force)
-    except (MergeError, RunMismatch, FileNotFoundError) as e:
+    except (MergeError, RunError, FileNotFoundError) as e:
         print(f"mathagent generate merge: {e}", file=sys.stderr)
         return 2
     summary["out"] = args.out
@@ -253,6 +275,10 @@ def interpolate_main(argv: list[str]) -> int:
     p.add_argument("--no-solve", action="store_true", help="only write OUT/problems.jsonl")
     _common(p)
     args = p.parse_args(argv)
+    err = check_args(args, script_required=False)
+    if err:
+        print(f"mathagent generate interpolate: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     try:
         easy = load_generation_problems(args.easy)
@@ -292,7 +318,7 @@ def interpolate_main(argv: list[str]) -> int:
         cand_run = RunDir.open(
             out / I.CANDIDATES_DIR, identity, {"interp_script": args.interp_script}, force=args.force
         )
-    except RunMismatch as e:
+    except RunError as e:
         print(f"mathagent generate interpolate: {e}", file=sys.stderr)
         return 2
     pairs = I.draw_pairs(easy, hard, args.n, args.seed)

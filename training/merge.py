@@ -69,6 +69,13 @@ def merge_runs(
     if not dirs:
         raise MergeError("nothing to merge")
     runs = [RunDir.read(d) for d in dirs]
+    for r in runs:
+        if r.bad_lines:
+            lines = ", ".join(str(n) for n, _ in r.bad_lines[:10])
+            raise MergeError(
+                f"{r.path / 'samples.jsonl'} has {len(r.bad_lines)} corrupt line(s) ({lines}): re-run the "
+                "shard's `mathagent generate` command in that folder; it moves them aside and re-runs them"
+            )
     idents = [r.header.get("identity", {}) for r in runs]
     for r, ident in zip(runs, idents, strict=True):
         if ident.get("kind") != KIND:
