@@ -20,6 +20,7 @@ from typing import Any
 
 from mathagent.agent.backends.base import BackendError, Completion, ToolCall
 from mathagent.agent.config import AgentConfig
+from mathagent.agent.modes import add_mode_arg, split_mode
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verify", action=argparse.BooleanOptionalAction, default=True, help="self-verify with code"
     )
+    add_mode_arg(p)
     p.add_argument("--timeout", type=float, default=AgentConfig.cell_timeout, help="seconds per code cell")
     p.add_argument("--system-prompt", help="shipped system prompt name (default: the format's)")
     p.add_argument("--json", action="store_true", help="print the trace record(s) as JSON lines")
@@ -50,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
     temperature = args.temperature if args.temperature is not None else (0.7 if args.k > 1 else 0.0)
+    mode, verify = split_mode(getattr(args, "mode", None), args.verify)
     return AgentConfig(
+        mode=mode,
         format=args.format,
         max_rounds=args.max_rounds,
         max_tokens=args.max_tokens,
@@ -58,7 +62,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         seed=args.seed,
         cell_timeout=args.timeout,
         system_prompt=args.system_prompt,
-        verify=args.verify,
+        verify=verify,
     )
 
 

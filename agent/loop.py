@@ -367,7 +367,10 @@ async def solve(
 
     try:
         fmt = get_format(config.format or getattr(backend, "default_format", None) or "markdown")
-        prompt = load_prompt(config.system_prompt or fmt.name)
+        from mathagent.agent.modes import check_mode, default_prompt
+
+        mode = config.mode if config.mode == "loop" else check_mode(config.mode, fmt)
+        prompt = load_prompt(config.system_prompt or default_prompt(mode) or fmt.name)
     except ValueError as e:
         return failed(str(e))
     base = base.with_(format=fmt.name, prompt_hash=prompt.sha256)
@@ -379,9 +382,14 @@ async def solve(
     meta: dict[str, Any] = {"prompt_name": prompt.name, "config": config.to_dict()}
     verification: tuple[VerificationRound, ...] = ()
     try:
-        reason, error = await traj.run("solve")
-        answer = traj.answer() if reason is StopReason.ANSWERED else None
-        if answer is not None and config.verify:
+        if mode != "loop":
+            from mathagent.agent.modes import run_single_call
+
+            reason, error, answer = await run_single_call(traj, mode)
+        else:
+            reason, error = await traj.run("solve")
+            answer = traj.answer() if reason is StopReason.ANSWERED else None
+        if answer is not None and config.verify and mode == "loop":
             answer, verification, extra = await _verify(traj, answer)
             meta.update(extra)
     except (asyncio.CancelledError, KeyboardInterrupt):

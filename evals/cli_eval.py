@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", dest="verify", action="store_true", default=True)
     p.add_argument("--no-verify", dest="verify", action="store_false")
     p.add_argument("--weights", default=None, help="verification vote weights w_T,w_U,w_F")
+    from mathagent.agent.modes import add_mode_arg
+
+    add_mode_arg(p)
     p.add_argument("--run-dir", default=None, help="run folder (default: $MATHAGENT_RUNS_DIR/<name>)")
     p.add_argument("--retry-failed", action="store_true", help="re-run samples that ended in a backend error")
     p.add_argument("--force", action="store_true", help="start afresh when the folder holds another config")
@@ -101,13 +104,15 @@ class AgentSetup:
 def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
     from mathagent.agent.backends.scripted import ScriptBook
     from mathagent.agent.config import AgentConfig
+    from mathagent.agent.modes import split_mode
 
+    mode, args.verify = split_mode(getattr(args, "mode", None), args.verify)
     scripted = args.backend == "scripted"
     book = ScriptBook(args.script) if scripted else None
     backend = None if scripted else backend_from_args(args)
     fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
     model = args.model or (getattr(backend, "model", "") if backend else "scripted")
-    cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify)
+    cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify, mode=mode)
     if args.max_rounds:
         cfg = cfg.with_(max_rounds=args.max_rounds)
     return AgentSetup(book, backend, fmt, model, cfg)
@@ -136,6 +141,7 @@ def main(argv: list[str]) -> int:
             + (["--limit", str(args.limit)] if args.limit else [])
             + (["--json"] if args.json else [])
         )
+    from mathagent.agent.modes import config_mode
     from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
     from mathagent.evals.runner import make_provider, pool_size_for, run_eval_async, solve_with_loop
     from mathagent.evals.runs import RunDir, RunMismatch, default_runs_dir, git_revision, package_versions
@@ -180,6 +186,7 @@ def main(argv: list[str]) -> int:
         "package_versions": package_versions(),
         "prompt_hashes": _prompt_hashes(),
         "argv": argv,
+        "mode": config_mode(agent_cfg),
     }
     try:
         run = RunDir.open(run_dir, identity, extra, force=args.force)

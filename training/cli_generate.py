@@ -44,6 +44,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-rounds", type=int, default=None)
     p.add_argument("--verify", dest="verify", action="store_true", default=False)
     p.add_argument("--no-verify", dest="verify", action="store_false", help="(default) no self-verification")
+    from mathagent.agent.modes import add_mode_arg
+
+    add_mode_arg(p)
     p.add_argument("--agree", type=int, default=3, help="no gold: samples that must share the answer")
     p.add_argument("--max-tokens", type=int, default=4096, help="length budget of a kept trace")
     p.add_argument("--max-per-problem", type=int, default=None)
@@ -70,6 +73,7 @@ def _filters(args: argparse.Namespace) -> FilterConfig:
 
 
 def run_main(argv: list[str]) -> int:
+    from mathagent.agent.modes import config_mode
     from mathagent.evals.cli_eval import EvalProgress, _null, _prompt_hashes, agent_setup
     from mathagent.evals.datasets import STANDARD, DatasetError, dataset_info, sha256_file
     from mathagent.evals.runner import make_provider, pool_size_for, run_eval_async, solve_with_loop
@@ -130,6 +134,7 @@ def run_main(argv: list[str]) -> int:
         "argv": argv,
         "models": [model],
         "filters": filters.to_dict(),
+        "mode": config_mode(agent_cfg),
     }
     try:
         run = RunDir.open(args.out, identity, extra, force=args.force)

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="seconds per code cell")
     p.add_argument("--system-prompt", default=None, help="shipped system prompt name")
     p.add_argument("--vote", choices=("weighted", "majority"), default="weighted")
+    from mathagent.agent.modes import add_mode_arg
+
+    add_mode_arg(p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--pool-size", type=int, default=2, help="warm kernels kept ready")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # only meaningful with a problem
@@ -67,12 +70,18 @@ def settings_from_args(args: argparse.Namespace) -> ReplSettings:
         base_url=args.base_url,
         temperature=args.temperature if args.temperature is not None else 0.0,
         format=args.format,
-        verify=args.verify,
+        verify=_split_mode(args)[1],
         rounds=args.rounds,
         vote=args.vote,
         seed=args.seed,
         script=args.script or os.environ.get("MATHAGENT_SCRIPT") or None,
     )
+
+
+def _split_mode(args: argparse.Namespace) -> tuple[str, bool]:
+    from mathagent.agent.modes import split_mode
+
+    return split_mode(getattr(args, "mode", None), args.verify)
 
 
 def base_config(args: argparse.Namespace) -> Any:
@@ -83,6 +92,7 @@ def base_config(args: argparse.Namespace) -> Any:
         "max_tokens": args.max_tokens,
         "cell_timeout": args.timeout,
         "system_prompt": args.system_prompt,
+        "mode": _split_mode(args)[0],
     }
     return AgentConfig().with_(**{k: v for k, v in changes.items() if v is not None})
 
