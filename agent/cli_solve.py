@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify", action=argparse.BooleanOptionalAction, default=True, help="self-verify with code"
     )
     add_mode_arg(p)
+    p.add_argument("--verify-prompt", help="shipped verification prompt name (default: verify)")
     p.add_argument("--timeout", type=float, default=AgentConfig.cell_timeout, help="seconds per code cell")
     p.add_argument("--system-prompt", help="shipped system prompt name (default: the format's)")
     p.add_argument("--json", action="store_true", help="print the trace record(s) as JSON lines")
@@ -63,6 +64,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         cell_timeout=args.timeout,
         system_prompt=args.system_prompt,
         verify=verify,
+        verify_prompt=getattr(args, "verify_prompt", None),
     )
 
 

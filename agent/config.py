@@ -40,6 +40,8 @@ class AgentConfig:
     """Run code-based self-verification after an answer (when ``mathagent.agent.verification`` exists)."""
     max_revisions: int = 1
     """Most times a refuted answer may be revised during verification."""
+    verify_prompt: str | None = None
+    """Shipped verification prompt name (``agent/prompts/<name>.md``); None: ``verify``."""
     mode: str = "loop"
     """``loop`` (multi-round; with ``verify``: ``loop+verify``), ``cot`` or ``pot`` (see ``agent/modes.py``)."""
 
@@ -55,6 +57,8 @@ class AgentConfig:
         d = asdict(self)
         if d["mode"] == "loop":  # runs recorded before modes existed keep their identity
             del d["mode"]
+        if d["verify_prompt"] is None:  # likewise
+            del d["verify_prompt"]
         return d
 
     @classmethod

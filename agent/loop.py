@@ -318,12 +318,13 @@ class Trajectory:
 async def _verify(traj: Trajectory, answer: str) -> tuple[str, tuple[VerificationRound, ...], dict[str, Any]]:
     """Run the verification hook when its module is installed; never raises."""
     try:
-        from mathagent.agent.verification import verify_and_revise
+        from mathagent.agent.verification import load_phase_prompt, verify_and_revise
     except ImportError:
         return answer, (), {}
     t0 = time.perf_counter()
     try:
-        out = await verify_and_revise(traj, answer, max_revisions=traj.config.max_revisions)
+        vp = load_phase_prompt(traj.config.verify_prompt) if traj.config.verify_prompt else None
+        out = await verify_and_revise(traj, answer, max_revisions=traj.config.max_revisions, verify_prompt=vp)
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - verification is best effort; the solve answer stands
@@ -371,6 +372,8 @@ async def solve(
 
         mode = config.mode if config.mode == "loop" else check_mode(config.mode, fmt)
         prompt = load_prompt(config.system_prompt or default_prompt(mode) or fmt.name)
+        if config.verify_prompt:
+            load_prompt(config.verify_prompt)  # a wrong name fails the sample now, not silently later
     except ValueError as e:
         return failed(str(e))
     base = base.with_(format=fmt.name, prompt_hash=prompt.sha256)

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mathagent.agent.modes import add_mode_arg
 
     add_mode_arg(p)
+    p.add_argument("--verify-prompt", default=None, help="shipped verification prompt (default: verify)")
     p.add_argument("--run-dir", default=None, help="run folder (default: $MATHAGENT_RUNS_DIR/<name>)")
     p.add_argument("--retry-failed", action="store_true", help="re-run samples that ended in a backend error")
     p.add_argument("--force", action="store_true", help="start afresh when the folder holds another config")
@@ -113,6 +114,8 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
     fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
     model = args.model or (getattr(backend, "model", "") if backend else "scripted")
     cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify, mode=mode)
+    if getattr(args, "verify_prompt", None):
+        cfg = cfg.with_(verify_prompt=args.verify_prompt)
     if args.max_rounds:
         cfg = cfg.with_(max_rounds=args.max_rounds)
     return AgentSetup(book, backend, fmt, model, cfg)

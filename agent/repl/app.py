@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mathagent.agent.modes import add_mode_arg
 
     add_mode_arg(p)
+    p.add_argument("--verify-prompt", default=None, help="shipped verification prompt name")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--pool-size", type=int, default=2, help="warm kernels kept ready")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # only meaningful with a problem
@@ -93,6 +94,7 @@ def base_config(args: argparse.Namespace) -> Any:
         "cell_timeout": args.timeout,
         "system_prompt": args.system_prompt,
         "mode": _split_mode(args)[0],
+        "verify_prompt": args.verify_prompt,
     }
     return AgentConfig().with_(**{k: v for k, v in changes.items() if v is not None})
 
