@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_mode_arg(p)
     p.add_argument("--verify-prompt", help="shipped verification prompt name (default: verify)")
+    from mathagent.agent.repl.app import add_vote_args
+
+    add_vote_args(p)
     p.add_argument("--timeout", type=float, default=AgentConfig.cell_timeout, help="seconds per code cell")
     p.add_argument("--system-prompt", help="shipped system prompt name (default: the format's)")
     p.add_argument("--json", action="store_true", help="print the trace record(s) as JSON lines")
@@ -152,6 +155,7 @@ async def run(args: argparse.Namespace, problem: str) -> int:
                 with err.status(f"solving with {backend.name}:{backend.model or 'default'} ..."):
                     traces = await solve_k(problem, backend, pool, config, k=args.k)
     finally:
+        model = getattr(backend, "model", None) or args.model
         await _close(backend)
     if args.json:
         for t in traces:
@@ -161,7 +165,17 @@ async def run(args: argparse.Namespace, problem: str) -> int:
         for t in traces:
             print_trace(t, out, show_problem=t.sample_index == 0)
         if len(traces) > 1:
-            print_vote(traces, out)
+            from mathagent.evals.choose import resolve_weights, vote_traces
+
+            vw = resolve_weights(
+                getattr(args, "weights", None), model=model, config=config, format_name=traces[0].format
+            )
+            print_vote(
+                traces,
+                out,
+                vote=vote_traces(traces, vw, prune=bool(getattr(args, "prune", False))),
+                weights=vw,
+            )
     return 0 if any(t.final_answer is not None for t in traces) else 1
 
 

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_mode_arg(p)
     p.add_argument("--verify-prompt", default=None, help="shipped verification prompt (default: verify)")
+    p.add_argument(
+        "--prune",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="votes drop samples with no answer, no executed code or invented outputs (summary only)",
+    )
     p.add_argument("--run-dir", default=None, help="run folder (default: $MATHAGENT_RUNS_DIR/<name>)")
     p.add_argument("--retry-failed", action="store_true", help="re-run samples that ended in a backend error")
     p.add_argument("--force", action="store_true", help="start afresh when the folder holds another config")
@@ -151,9 +157,9 @@ def main(argv: list[str]) -> int:
     from mathagent.evals.summary import summarize
 
     temperature = args.temperature if args.temperature is not None else (0.0 if args.k == 1 else 0.7)
-    if args.weights is None:
-        from mathagent.evals.voting import Weights
+    from mathagent.evals.voting import Weights
 
+    if args.weights is None:
         args.weights = str(Weights())
     try:
         problems = load_problems(args.dataset, limit=args.limit, seed=args.seed, shuffle=args.shuffle)
@@ -163,6 +169,16 @@ def main(argv: list[str]) -> int:
         return 2
     setup = agent_setup(args, temperature)
     book, backend, fmt, model, agent_cfg = setup.book, setup.backend, setup.format, setup.model, setup.config
+    from mathagent.evals.choose import resolve_weights
+
+    # The run's identity keeps the weights string (default unless --weights); calibrated weights for
+    # the model are used for an extra weighted column and recorded in the header and summary.
+    vote_weights = resolve_weights(
+        args.weights if args.weights != str(Weights()) else None,
+        model=model,
+        config=agent_cfg,
+        format_name=fmt,
+    )
     cfg = setup.eval_config(
         args,
         temperature,
@@ -190,6 +206,7 @@ def main(argv: list[str]) -> int:
         "prompt_hashes": _prompt_hashes(),
         "argv": argv,
         "mode": config_mode(agent_cfg),
+        "vote_weights": vote_weights.to_dict(),
     }
     try:
         run = RunDir.open(run_dir, identity, extra, force=args.force)
@@ -241,9 +258,12 @@ def main(argv: list[str]) -> int:
             asyncio.run(backend.aclose())
     keys = {(p.id, i) for p in problems for i in range(args.k)}
     records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
-    summary = summarize(
-        records, k=args.k, weights=args.weights, dataset=problems[0].dataset if problems else "math"
-    )
+    dataset = problems[0].dataset if problems else "math"
+    summary = summarize(records, k=args.k, weights=args.weights, dataset=dataset, prune=args.prune)
+    summary["vote_weights"] = vote_weights.to_dict()
+    if vote_weights.source == "calibrated":
+        cal = summarize(records, k=args.k, weights=vote_weights.weights, dataset=dataset, prune=args.prune)
+        summary["overall"]["weighted_calibrated_at_k"] = cal["overall"].get("weighted_at_k")
     summary.update(run_dir=str(run.path), wall_s=round(time.perf_counter() - t0, 2), counts=counts)
     run.write_summary(summary)
     if args.json:
@@ -319,6 +339,15 @@ def print_summary(summary: dict[str, Any]) -> None:
                 prec = ver["precision"][state]
                 parts.append(f"{name} {100 * ver['share'][state]:.0f}% (precision {100 * prec:.0f}%)")
         c.print("verification: " + ", ".join(parts))
+    pr = summary.get("prune") or {}
+    if pr.get("reasons") or pr.get("on"):
+        why = ", ".join(f"{k} {v}" for k, v in sorted(pr.get("reasons", {}).items())) or "none"
+        verb = "votes dropped" if pr.get("on") else "pruning (off; --prune) would drop"
+        c.print(f"{verb}: {why}")
+    vw = summary.get("vote_weights") or {}
+    if vw.get("source") == "calibrated":
+        acc = summary["overall"].get("weighted_calibrated_at_k")
+        c.print(f"calibrated weights {vw['weights']}: weighted@{k} {_pct(acc)} ({vw.get('calibration')})")
     c.print(
         f"tokens in {summary['tokens_in']} out {summary['tokens_out']} · sample time {summary['sample_time_s']:.1f}s"
         f" · wall {summary.get('wall_s', 0)}s · code cells {ex['cells']} (errors {ex['errors']}, timeouts "
@@ -327,6 +356,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary["failed_reasons"]:
         c.print(f"failed: {summary['failed_reasons']}")
     c.print(f"run folder: {summary.get('run_dir')}")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
 
 
 class _null:

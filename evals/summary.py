@@ -21,7 +21,9 @@ def _ks(k: int) -> list[int]:
     return ks + [k]
 
 
-def _group_metrics(groups: dict[str, list[dict[str, Any]]], k: int, weights: Any, dataset: str) -> dict:
+def _group_metrics(
+    groups: dict[str, list[dict[str, Any]]], k: int, weights: Any, dataset: str, prune: bool = False
+) -> dict:
     """Metrics over problems -> their records (sorted by sample_index)."""
     from mathagent.evals import voting
 
@@ -45,7 +47,13 @@ def _group_metrics(groups: dict[str, list[dict[str, Any]]], k: int, weights: Any
     correct = [[bool(r.get("correct")) for r in recs] for recs in problems]
     kk = min(k, min(len(c) for c in correct))
     rows = voting.vote_accuracy_at_k(
-        samples, correct, ks=_ks(kk), weights=weights, dataset=dataset, cluster_fn=_cluster_fn(dataset)
+        samples,
+        correct,
+        ks=_ks(kk),
+        weights=weights,
+        dataset=dataset,
+        cluster_fn=_cluster_fn(dataset),
+        prune_candidates=prune,
     )
     top = rows[-1] if rows else None
     return {
@@ -69,9 +77,18 @@ def _cluster_fn(dataset: str):
 
 
 def summarize(
-    records: Sequence[dict[str, Any]], *, k: int | None = None, weights: Any = None, dataset: str = "math"
+    records: Sequence[dict[str, Any]],
+    *,
+    k: int | None = None,
+    weights: Any = None,
+    dataset: str = "math",
+    prune: bool = False,
 ) -> dict[str, Any]:
-    """Build the run summary (written as ``summary.json`` and shown as the final table)."""
+    """Build the run summary (written as ``summary.json`` and shown as the final table).
+
+    ``prune``: votes (maj@k, weighted@k) drop pruned samples first (``voting.prune``); the reasons
+    are counted over all samples either way (``prune``).
+    """
     from mathagent.evals import voting
 
     if weights is None:
@@ -84,7 +101,7 @@ def summarize(
     for recs in by_problem.values():
         recs.sort(key=lambda r: int(r.get("sample_index", 0)))
     k = k or max((len(v) for v in by_problem.values()), default=1)
-    overall = _group_metrics(by_problem, k, weights, dataset)
+    overall = _group_metrics(by_problem, k, weights, dataset, prune)
 
     def split(field: str) -> dict[str, Any]:
         sub: dict[str, dict[str, list]] = defaultdict(dict)
@@ -92,7 +109,7 @@ def summarize(
             val = recs[0].get(field)
             if val is not None:
                 sub[str(val)][pid] = recs
-        return {key: _group_metrics(sub[key], k, weights, dataset) for key in sorted(sub)}
+        return {key: _group_metrics(sub[key], k, weights, dataset, prune) for key in sorted(sub)}
 
     ex = {"cells": 0, "errors": 0, "timeouts": 0, "restarts": 0}
     tokens_in = tokens_out = 0
@@ -126,7 +143,26 @@ def summarize(
         "stop_reasons": dict(stops),
         "verification_states": dict(vstates),
         "verification": _state_stats(records, dataset),
+        "prune": {"on": prune, "reasons": _prune_reasons(records)},
     }
+
+
+def _prune_reasons(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Samples pruning would drop, by reason (a sample counts once, under its first reason)."""
+    from mathagent.evals import voting
+
+    out: dict[str, int] = defaultdict(int)
+    for r in records:
+        why = voting.prune_reason(
+            voting.Sample(
+                r.get("answer"),
+                ran_code=r.get("ran_code", True),
+                fabricated_output=r.get("fabricated_output", False),
+            )
+        )
+        if why:
+            out[why] += 1
+    return dict(out)
 
 
 def _state_stats(records: Sequence[dict[str, Any]], dataset: str) -> dict[str, Any]:

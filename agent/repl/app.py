@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_mode_arg(p)
     p.add_argument("--verify-prompt", default=None, help="shipped verification prompt name")
+    add_vote_args(p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--pool-size", type=int, default=2, help="warm kernels kept ready")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # only meaningful with a problem
@@ -77,6 +78,22 @@ def settings_from_args(args: argparse.Namespace) -> ReplSettings:
         seed=args.seed,
         script=args.script or os.environ.get("MATHAGENT_SCRIPT") or None,
     )
+
+
+def add_vote_args(p: argparse.ArgumentParser) -> None:
+    """``--weights`` and ``--prune``, shared by ``solve`` and the REPL."""
+    from mathagent.evals.voting import Weights
+
+    p.add_argument(
+        "--weights",
+        type=Weights.parse,
+        default=None,
+        help="vote weights w_T,w_U,w_F (default: calibrated, else 1,0.3,0.1)",
+    )
+    p.add_argument(
+        "--prune", action=argparse.BooleanOptionalAction, default=False,
+        help="drop samples with no answer, no executed code or invented outputs before the vote",
+    )  # fmt: skip
 
 
 def _split_mode(args: argparse.Namespace) -> tuple[str, bool]:
@@ -128,6 +145,10 @@ class Repl:
     ) -> None:
         self.settings = settings
         self.base_config = base_config
+        self.vote_weights: Any = None
+        """``--weights`` (None: calibrated for the model if saved, else the defaults)."""
+        self.prune = False
+        """``--prune``: drop samples without an answer, code or with invented outputs before the vote."""
         self.console = console
         self.runtime = Runtime(pool_size=pool_size)
         self.traces: list[Trace] = []
@@ -364,11 +385,14 @@ class Repl:
         self.last = traces
 
     def _vote_fn(self) -> Any:
-        from mathagent.evals.voting import majority_vote, weighted_vote
+        """The shared voting path (mathagent.evals.choose): calibrated weights when saved, pruning on request."""
+        from mathagent.evals.choose import resolve_weights, vote_traces
 
-        if self.settings.vote == "majority":
-            return lambda samples: majority_vote(samples)
-        return lambda samples: weighted_vote(samples)
+        s = self.settings
+        vw = resolve_weights(
+            self.vote_weights, model=s.model, config=s.agent_config(self.base_config), method=s.vote
+        )
+        return lambda traces: vote_traces(traces, vw, prune=self.prune)
 
     def show_result(self, traces: list[Trace]) -> None:
         from mathagent.agent.render import answer_renderable, footer
@@ -384,7 +408,7 @@ class Repl:
             self.console.print(Text(footer(t), style="dim"))
             return
         try:
-            result = self._vote_fn()([(t.final_answer, t.verification_state) for t in traces])
+            result = self._vote_fn()(traces)
         except Exception as e:  # noqa: BLE001
             self.console.print(Text(f"vote failed: {e}", style="red"))
             return
@@ -406,4 +430,5 @@ def main(argv: list[str] | None = None) -> int:
     repl = Repl(
         settings_from_args(args), console, pool_size=max(1, args.pool_size), base_config=base_config(args)
     )
+    repl.vote_weights, repl.prune = args.weights, args.prune
     return asyncio.run(repl.run())
