@@ -45,6 +45,8 @@ class Run:
     k: int
     temperature: float
     grading: str
+    verify_prompt: str = "verify"
+    """The verification prompt the run used (``--verify-prompt``)."""
     problems: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Problem id -> its finished records, by sample index."""
 
@@ -64,6 +66,7 @@ def load_run(path: Path) -> Run:
         k=int(cfg.get("k", 1)),
         temperature=float(cfg.get("temperature", 0.0)),
         grading=str(ident.get("grading_dataset") or "math"),
+        verify_prompt=str(((cfg.get("extra") or {}).get("agent") or {}).get("verify_prompt") or "verify"),
     )
     for r in rd.records():
         run.problems.setdefault(str(r["problem_id"]), []).append(r)
@@ -342,6 +345,8 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
         else:
             lines.append("(none: no two cells cover the same problems yet)")
         ver = [(r, verification_rows(r)) for r in rs if r.mode == "loop+verify"]
+        if len({r.verify_prompt for r, _ in ver}) > 1:
+            lines += ["", *prompt_table(ver)]
         if ver:
             lines += [
                 "",
@@ -371,6 +376,31 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def prompt_table(ver: Sequence[tuple[Run, dict[str, Any]]]) -> list[str]:
+    """Verification prompts side by side: state shares and precisions, and how far T and F separate."""
+    out = [
+        "### verification prompts",
+        "",
+        "| prompt | run | samples | T n / precision % | U n / precision % | F n / precision % | P(T) − P(F) | fixed / broke | s per sample |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r, v in ver:
+        cells, prec = [], {}
+        for s in ("T", "U", "F"):
+            row = v["states"].get(s)
+            if row is None:
+                cells.append("0 / -")
+                continue
+            prec[s] = row["precision"].value
+            cells.append(f"{row['n']} / {100 * row['precision'].value:.0f}")
+        sep = f"{100 * (prec['T'] - prec['F']):+.0f}" if "T" in prec and "F" in prec else "-"
+        out.append(
+            f"| {r.verify_prompt} | {r.path.name} | {v['total']} | {' | '.join(cells)} | {sep} | "
+            f"{v['fixed']} / {v['broke']} | {cost_row(r)['seconds']:.0f} |"
+        )
+    return out
 
 
 def load_calibrations(paths: Sequence[Path]) -> dict[str, Any]:
