@@ -70,7 +70,7 @@ class OpenAIBackend:
         *,
         default_format: str = "markdown",
         context_window: int | None = None,
-        timeout: float = 300.0,
+        timeout: float | None = None,
         max_concurrency: int = 8,
         retry: RetryPolicy | None = None,
         wait: WaitFn | None = None,
@@ -91,6 +91,8 @@ class OpenAIBackend:
             default_system: system prompt the model's template inserts when none is given.
             gguf_path: the served GGUF file, for exact ``count_tokens``.
             server: a :class:`~mathagent.agent.llama_server.LlamaServer` this backend keeps alive.
+            timeout: seconds one request may take; ``None``: env ``MATHAGENT_REQUEST_TIMEOUT``, else 300
+                (a busy 2-core machine can need more for one long call, e.g. ``--mode cot``).
         """
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         key = api_key or os.environ.get("OPENAI_API_KEY")
@@ -105,7 +107,9 @@ class OpenAIBackend:
         self.model = model or os.environ.get("OPENAI_MODEL") or ""
         self.default_format = default_format
         self.context_window = context_window
-        self.timeout = timeout
+        self.timeout = (
+            timeout if timeout is not None else float(os.environ.get("MATHAGENT_REQUEST_TIMEOUT", 300.0))
+        )
         self.max_concurrency = max(1, max_concurrency)
         self.retry = retry or RetryPolicy()
         self.wait = wait
