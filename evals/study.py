@@ -32,6 +32,8 @@ from mathagent.evals.stats import bootstrap_diff, bootstrap_mean, mcnemar, min_d
 log = logging.getLogger(__name__)
 
 MODE_ORDER = ("cot", "pot", "loop", "loop+verify")
+LOOP_BEFORE = "loop (before verification)"
+"""The k = 1 row read from a loop+verify trace's answer before its verification phase."""
 
 
 @dataclass
@@ -149,12 +151,13 @@ def k1_cells(runs: Sequence[Run]) -> list[Cell]:
         }
         note = f"k={run.k} T={run.temperature:g} {run.path.name}"
         prefer = run.k == 1
-        put(run.mode, {p: float(bool(r.get("correct"))) for p, r in first.items()}, note, prefer)
+        tag = "" if run.verify_prompt == "verify" else f" [{run.verify_prompt}]"
+        put(run.mode + tag, {p: float(bool(r.get("correct"))) for p, r in first.items()}, note, prefer)
         if run.mode == "loop+verify":
             pre = {p: float(pre_correct(r, run.grading)) for p, r in first.items()}
-            put("loop (before verification)", pre, note, prefer)
-    order = [*MODE_ORDER, "loop (before verification)"]
-    return [cells[m] for m in order if m in cells]
+            put(LOOP_BEFORE + tag, pre, note, prefer)
+    rank = {m: i for i, m in enumerate([*MODE_ORDER, LOOP_BEFORE])}
+    return sorted(cells.values(), key=lambda c: (rank.get(c.label.split(" [")[0], 9), c.label))
 
 
 def vote_cells(run: Run, weights: Any = None, calibrated: Any = None) -> list[Cell]:
@@ -311,17 +314,16 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
         for c in k1:
             lines.append(f"| {c.label} | {_iv(c)} | {c.note} |")
         by = {c.label: c for c in k1}
-        comps = [
-            compare(by[a], by[b])
-            for a, b in (
-                ("loop", "cot"),
-                ("pot", "cot"),
-                ("loop", "pot"),
-                ("loop+verify", "loop (before verification)"),
-                ("loop+verify", "loop"),
-            )
-            if a in by and b in by
+        loop = "loop" if "loop" in by else LOOP_BEFORE
+        pairs = [
+            (loop, "cot"),
+            ("pot", "cot"),
+            (loop, "pot"),
+            ("loop+verify", LOOP_BEFORE),
+            ("loop+verify", "loop"),
         ]
+        pairs += [(c.label, "loop+verify") for c in k1 if c.label.startswith("loop+verify [")]
+        comps = [compare(by[a], by[b]) for a, b in dict.fromkeys(pairs) if a in by and b in by]
         for run in rs:
             if run.k < 2:
                 continue
