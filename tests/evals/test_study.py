@@ -80,3 +80,64 @@ def test_cells_match_counts_taken_from_the_records(runs_root):
             # a vote can only be right when some sample is
             for label, cell in by_label.items():
                 assert all(cell.scores[p] <= by_label[f"pass@{run.k}"].scores[p] for p in cell.scores), label
+
+
+def _write_run(root: Path, name: str, mode: str, k: int, rows: list[tuple]) -> None:
+    """rows: (problem_id, sample_index, answer, correct, state, pre_verification_answer)."""
+    d = root / name
+    d.mkdir(parents=True)
+    agent = {"verify": mode == "loop+verify", **({"mode": mode} if mode in ("cot", "pot") else {})}
+    header = {
+        "identity": {
+            "config": {
+                "model": "m",
+                "k": k,
+                "temperature": 0.0,
+                "verify": agent["verify"],
+                "extra": {"agent": agent},
+            },
+            "dataset": {"name": "gsm8k"},
+            "grading_dataset": "gsm8k",
+        }
+    }
+    (d / "header.json").write_text(json.dumps(header))
+    lines = []
+    for pid, i, ans, ok, state, pre in rows:
+        ver = [{"round": 0, "state": state, "answer": pre}] if state else []
+        rec = {"problem_id": pid, "sample_index": i, "gold": "5", "dataset": "gsm8k", "status": "ok", "answer": ans,
+               "correct": ok, "verification_state": state, "ran_code": mode != "cot", "tokens_in": 10, "tokens_out": 5,
+               "time_s": 1.0, "trace": {"verification": ver, "meta": {"calls": 1 if mode in ("cot", "pot") else 3}}}  # fmt: skip
+        lines.append(json.dumps(rec))
+    (d / "samples.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_tables_on_hand_made_runs(tmp_path):
+    from mathagent.evals.study import compare, render
+
+    _write_run(tmp_path, "cot", "cot", 1, [("a", 0, "5", True, None, None), ("b", 0, "4", False, None, None), ("c", 0, "4", False, None, None)])  # fmt: skip
+    lv = [
+        ("a", 0, "5", True, "T", "5"), ("a", 1, "6", False, "F", "6"),
+        ("b", 0, "5", True, "T", "7"), ("b", 1, "6", False, "U", "6"),  # b#0: revision fixed 7 -> 5
+        ("c", 0, "6", False, "F", "6"), ("c", 1, "6", False, "U", "6"),
+    ]  # fmt: skip
+    _write_run(tmp_path, "lv", "loop+verify", 2, lv)
+    runs = find_runs([tmp_path])
+    cells = {c.label: c for r in runs for c in k1_cells([r])}
+    assert cells["cot"].scores == {"a": 1.0, "b": 0.0, "c": 0.0}
+    assert cells["loop+verify"].scores == {"a": 1.0, "b": 1.0, "c": 0.0}
+    assert cells["loop (before verification)"].scores == {"a": 1.0, "b": 0.0, "c": 0.0}
+    c = compare(cells["loop+verify"], cells["loop (before verification)"])
+    assert (c["n"], c["mcnemar"].only_a, c["mcnemar"].only_b) == (3, 1, 0)
+    assert c["diff"].value == pytest.approx(1 / 3)
+    lv_run = next(r for r in runs if r.mode == "loop+verify")
+    votes = {x.label: x.scores for x in vote_cells(lv_run)}
+    # a: 5(T) vs 6(F) tie on count -> majority takes the earliest (5); weights pick T as well
+    assert votes["maj@2"] == {"a": 1.0, "b": 1.0, "c": 0.0}
+    assert votes["pass@2"] == {"a": 1.0, "b": 1.0, "c": 0.0}
+    v = verification_rows(lv_run)
+    assert (v["revised"], v["fixed"], v["broke"]) == (1, 1, 0)
+    assert {s: row["n"] for s, row in v["states"].items()} == {"T": 2, "U": 2, "F": 2}
+    assert v["states"]["T"]["precision"].value == 1.0 and v["states"]["F"]["precision"].value == 0.0
+    doc = render(runs)
+    assert "| loop+verify − loop (before verification) | 3 | 33.3 [" in doc
+    assert "| cot | 33.3 [" in doc and "| 3 | k=1 T=0 cot |" in doc
