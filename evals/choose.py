@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mathagent.evals.voting import Sample, VoteResult, Weights, weighted_vote
+from mathagent.evals.voting import Sample, VoteResult, Weights, as_sample, weighted_vote
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,10 @@ def vote_traces(
     prune: bool = False,
     dataset: str = "math",
 ) -> VoteResult:
-    """Vote over traces (or :class:`Sample` objects) with the grader's clustering."""
+    """Vote over traces (or :class:`Sample` objects, or ``(answer, state)`` pairs as the REPL's live
+    table has them) with the grader's clustering."""
     vw = weights if isinstance(weights, VoteWeights) else VoteWeights(weights or Weights(), "default")
-    samples = [t if isinstance(t, Sample) else Sample.from_trace(t) for t in traces]
+    samples = [as_sample(t) if isinstance(t, (Sample, tuple)) else Sample.from_trace(t) for t in traces]
     method = "majority" if vw.source == "majority" else "weighted"
     return weighted_vote(samples, vw.weights, dataset=dataset, prune_candidates=prune, method=method)
 

@@ -126,6 +126,9 @@ def test_vote_traces_clusters_equivalent_answers_and_prunes_with_reasons():
     assert plain.winner == "3"
     pruned = vote_traces(samples, VoteWeights(Weights(), "default"), prune=True)
     assert pruned.winner == "1/2" and pruned.clusters[0].count == 2 and pruned.pruned == {"no_code": 3}
+    # the REPL's live table votes over (answer, state) pairs
+    live = vote_traces([("1/2", "T"), ("0.5", None), ("3", "F")], VoteWeights(Weights(), "default"))
+    assert live.winner == "1/2" and live.clusters[0].score == pytest.approx(1.3)
 
 
 def test_calibrate_refuses_test_sets(tmp_path, capsys):
