@@ -354,7 +354,11 @@ class Repl:
         backend = CallSeparated(backend)
         config = s.agent_config(self.base_config)
         recorder = EventRecorder(s.k)
-        view: Any = StreamView(self.console) if s.k == 1 else TableView(self.console, s.k, self._vote_fn())
+        view: Any = (
+            StreamView(self.console)
+            if s.k == 1
+            else TableView(self.console, s.k, self._vote_fn(getattr(backend, "model", None)))
+        )
 
         def on_event(event: Any) -> None:
             recorder.handle(event)
@@ -384,13 +388,13 @@ class Repl:
         self.traces.extend(traces)
         self.last = traces
 
-    def _vote_fn(self) -> Any:
+    def _vote_fn(self, model: str | None = None) -> Any:
         """The shared voting path (mathagent.evals.choose): calibrated weights when saved, pruning on request."""
         from mathagent.evals.choose import resolve_weights, vote_traces
 
         s = self.settings
         vw = resolve_weights(
-            self.vote_weights, model=s.model, config=s.agent_config(self.base_config), method=s.vote
+            self.vote_weights, model=model or s.model, config=s.agent_config(self.base_config), method=s.vote
         )
         return lambda traces: vote_traces(traces, vw, prune=self.prune)
 
@@ -408,7 +412,7 @@ class Repl:
             self.console.print(Text(footer(t), style="dim"))
             return
         try:
-            result = self._vote_fn()(traces)
+            result = self._vote_fn(traces[0].model or None)(traces)
         except Exception as e:  # noqa: BLE001
             self.console.print(Text(f"vote failed: {e}", style="red"))
             return
