@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_mode_arg(p)
     p.add_argument("--verify-prompt", help="shipped verification prompt name (default: verify)")
-    from mathagent.agent.repl.app import add_vote_args
+    from mathagent.evals.choose import add_vote_args
 
     add_vote_args(p)
     p.add_argument("--timeout", type=float, default=AgentConfig.cell_timeout, help="seconds per code cell")

@@ -94,3 +94,22 @@ def describe_vote(result: VoteResult, vw: VoteWeights) -> list[str]:
             f"pruned: {why}" + (" (all pruned: the unpruned set voted)" if result.pruned_fallback else "")
         )
     return lines
+
+
+def add_vote_args(parser: Any) -> Any:
+    """``--weights`` and ``--prune`` for ``solve`` and the REPL (``eval`` has its own ``--weights``)."""
+    import argparse
+
+    parser.add_argument(
+        "--weights",
+        type=Weights.parse,
+        default=None,
+        help="vote weights w_T,w_U,w_F (default: calibrated for the model if saved, else 1,0.3,0.1)",
+    )
+    parser.add_argument(
+        "--prune",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="drop samples with no answer, no executed code or invented outputs before the vote",
+    )
+    return parser

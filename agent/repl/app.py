@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_mode_arg(p)
     p.add_argument("--verify-prompt", default=None, help="shipped verification prompt name")
+    from mathagent.evals.choose import add_vote_args
+
     add_vote_args(p)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--pool-size", type=int, default=2, help="warm kernels kept ready")
@@ -78,22 +80,6 @@ def settings_from_args(args: argparse.Namespace) -> ReplSettings:
         seed=args.seed,
         script=args.script or os.environ.get("MATHAGENT_SCRIPT") or None,
     )
-
-
-def add_vote_args(p: argparse.ArgumentParser) -> None:
-    """``--weights`` and ``--prune``, shared by ``solve`` and the REPL."""
-    from mathagent.evals.voting import Weights
-
-    p.add_argument(
-        "--weights",
-        type=Weights.parse,
-        default=None,
-        help="vote weights w_T,w_U,w_F (default: calibrated, else 1,0.3,0.1)",
-    )
-    p.add_argument(
-        "--prune", action=argparse.BooleanOptionalAction, default=False,
-        help="drop samples with no answer, no executed code or invented outputs before the vote",
-    )  # fmt: skip
 
 
 def _split_mode(args: argparse.Namespace) -> tuple[str, bool]:
