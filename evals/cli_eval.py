@@ -261,6 +261,7 @@ def main(argv: list[str]) -> int:
     dataset = problems[0].dataset if problems else "math"
     summary = summarize(records, k=args.k, weights=args.weights, dataset=dataset, prune=args.prune)
     summary["vote_weights"] = vote_weights.to_dict()
+    summary["mode"] = config_mode(agent_cfg)
     if vote_weights.source == "calibrated":
         cal = summarize(records, k=args.k, weights=vote_weights.weights, dataset=dataset, prune=args.prune)
         summary["overall"]["weighted_calibrated_at_k"] = cal["overall"].get("weighted_at_k")

@@ -142,7 +142,8 @@ def test_eval_records_the_mode_and_resumes_a_run_recorded_before_modes(tmp_path,
     assert eval_main([*base, "--mode", "cot", "--run-dir", str(cot)]) == 0
     header = json.loads((cot / "header.json").read_text())
     assert header["mode"] == "cot" and run_mode(header) == "cot"
-    assert json.loads(capsys.readouterr().out)["overall"]["accuracy"] == 1.0
+    out = json.loads(capsys.readouterr().out)
+    assert out["overall"]["accuracy"] == 1.0 and out["mode"] == "cot"
     # A folder whose header predates modes (no "mode" anywhere) resumes under the default mode.
     old = tmp_path / "old"
     assert eval_main([*base, "--run-dir", str(old), "--no-verify"]) == 0
