@@ -142,7 +142,10 @@ def k1_cells(runs: Sequence[Run]) -> list[Cell]:
     cells: dict[str, Cell] = {}
 
     def put(label: str, scores: dict[str, float], note: str, prefer: bool) -> None:
-        if label not in cells or (prefer and not cells[label].note.startswith("k=1")):
+        """One run per row: a k = 1 run beats sample 0 of a k > 1 run; then the one covering more problems."""
+        old = cells.get(label)
+        rank = (prefer, len(scores))
+        if old is None or rank > (old.note.startswith("k=1 "), old.n):
             cells[label] = Cell(label, scores, note)
 
     for run in runs:
