@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "generate SFT traces (rejection sampling, interpolation)",
     ),
     "train": ("mathagent.training.cli_train", "fine-tune a model on generated traces with TRL"),
+    "calibrate": ("mathagent.evals.cli_calibrate", "measure verification vote weights on a train split"),
 }
 
 

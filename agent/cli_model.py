@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from mathagent.agent import models
+from mathagent.agent.calibrate import list_calibrations
 from mathagent.agent.llama_server import DEFAULT_N_CTX, LlamaServer
 
 
@@ -62,6 +63,9 @@ def _list(as_json: bool, verify: bool) -> int:
         if verify:
             row["sha_ok"] = models.verify(m)
         rows.append(row)
+    cals = _calibrations()
+    for r in rows:
+        r["calibrations"] = [c for c in cals if c["model"] == r["name"]]
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -81,8 +85,23 @@ def _list(as_json: bool, verify: bool) -> int:
             str(r["description"]),
         )
     Console().print(t)
+    for c in cals:
+        w = c["weights"]
+        print(
+            f"calibrated vote weights for {c['model']} (prompts {c['prompt_hash']}): "
+            f"T={w['true']:g} U={w['uncertain']:g} F={w['false']:g}"
+            + (" (majority: fitted weights lost on held-out problems)" if c.get("fallback") else "")
+        )
     print(f"cache: {models.cache_dir()}")
     return 0
+
+
+def _calibrations() -> list[dict]:
+    """Saved vote-weight calibrations (``mathagent calibrate``), any model."""
+    return [
+        {k: c.to_dict()[k] for k in ("model", "prompt_hash", "weights", "fallback", "created")}
+        for c in list_calibrations()
+    ]
 
 
 def _assemble(name: str, every: bool, force: bool) -> int:

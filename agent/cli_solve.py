@@ -17,9 +17,11 @@ import sys
 from mathagent.agent.backends import close_backend, make_backend
 from mathagent.agent.backends.base import Backend, BackendError
 from mathagent.agent.backends.scripted import script_backend
+from mathagent.agent.choose import add_vote_args, resolve_weights, vote_traces
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.flags import add_agent_flags, default_temperature
 from mathagent.agent.loop import solve_k
+from mathagent.agent.modes import add_mode_arg, split_mode
 from mathagent.agent.render import print_trace, print_vote
 from mathagent.sandbox.pool import KernelPool
 from rich.console import Console
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         SOLVE_FLAGS,
         helps={"vote": "REPL: how k samples are combined, weighted or majority (default weighted)"},
     )
+    add_mode_arg(p)
+    p.add_argument("--verify-prompt", help="shipped verification prompt name (default: verify)")
+    add_vote_args(p)
     p.add_argument("--json", action="store_true", help="print the trace record(s) as JSON lines")
     p.add_argument("--pool-size", type=int, default=2, help="REPL: warm kernels kept ready (default 2)")
     return p
@@ -63,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
     temperature = default_temperature(args)
+    mode, verify = split_mode(getattr(args, "mode", None), args.verify)
     return AgentConfig(
+        mode=mode,
         format=args.format,
         max_rounds=args.max_rounds,
         max_tokens=args.max_tokens,
@@ -71,7 +78,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         seed=args.seed,
         cell_timeout=args.timeout,
         system_prompt=args.system_prompt,
-        verify=args.verify,
+        verify=verify,
+        verify_prompt=getattr(args, "verify_prompt", None),
     )
 
 
@@ -101,6 +109,7 @@ async def run(args: argparse.Namespace, problem: str) -> int:
                 with err.status(f"solving with {backend.name}:{backend.model or 'default'} ..."):
                     traces = await solve_k(problem, backend, pool, config, k=args.k)
     finally:
+        model = getattr(backend, "model", None) or args.model
         await close_backend(backend)
     if args.json:
         for t in traces:
@@ -110,7 +119,15 @@ async def run(args: argparse.Namespace, problem: str) -> int:
         for t in traces:
             print_trace(t, out, show_problem=t.sample_index == 0)
         if len(traces) > 1:
-            print_vote(traces, out)
+            vw = resolve_weights(
+                getattr(args, "weights", None), model=model, config=config, format_name=traces[0].format
+            )
+            print_vote(
+                traces,
+                out,
+                vote=vote_traces(traces, vw, prune=bool(getattr(args, "prune", False))),
+                weights=vw,
+            )
     return 0 if any(t.final_answer is not None for t in traces) else 1
 
 

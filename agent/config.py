@@ -40,12 +40,26 @@ class AgentConfig:
     """Run code-based self-verification after an answer (when ``mathagent.agent.verification`` exists)."""
     max_revisions: int = 1
     """Most times a refuted answer may be revised during verification."""
+    verify_prompt: str | None = None
+    """Shipped verification prompt name (``agent/prompts/<name>.md``); None: ``verify``."""
+    mode: str = "loop"
+    """``loop`` (multi-round; with ``verify``: ``loop+verify``), ``cot`` or ``pot`` (see ``agent/modes.py``)."""
+
+    def __post_init__(self) -> None:
+        if self.mode == "loop+verify":  # the user-facing name: the loop with verification on
+            object.__setattr__(self, "mode", "loop")
+            object.__setattr__(self, "verify", True)
 
     def with_(self, **changes: Any) -> AgentConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["mode"] == "loop":  # runs recorded before modes existed keep their identity
+            del d["mode"]
+        if d["verify_prompt"] is None:  # likewise
+            del d["verify_prompt"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AgentConfig:

@@ -29,9 +29,10 @@ from mathagent.agent.events import (
 )
 from mathagent.agent.formats import FormatError, TraceFormat, get_format
 from mathagent.agent.grading import extract_answer
+from mathagent.agent.modes import check_mode, default_prompt, run_single_call
 from mathagent.agent.prompts import SystemPrompt, load_prompt
 from mathagent.agent.trace import Step, StepKind, StopReason, Trace, VerificationRound
-from mathagent.agent.verification import TurnResult, verify_and_revise
+from mathagent.agent.verification import TurnResult, load_phase_prompt, verify_and_revise
 from mathagent.sandbox.aio import arun
 from mathagent.sandbox.base import ExecResult, Sandbox, SandboxProvider
 from mathagent.sandbox.output import model_view as sandbox_view
@@ -89,6 +90,10 @@ class Trajectory:
         self.sandbox: Sandbox | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------
+
+    def view(self, result: ExecResult) -> str:
+        """What the model sees of ``result`` under this trajectory's limits."""
+        return model_view(result, self.config.view_chars, self.config.cell_timeout)
 
     def emit(self, event: Event) -> None:
         if self.on_event is None:
@@ -259,7 +264,8 @@ async def _verify(traj: Trajectory, answer: str) -> tuple[str, tuple[Verificatio
     """Run code-based self-verification on ``answer``; never raises."""
     t0 = time.perf_counter()
     try:
-        out = await verify_and_revise(traj, answer, max_revisions=traj.config.max_revisions)
+        vp = load_phase_prompt(traj.config.verify_prompt) if traj.config.verify_prompt else None
+        out = await verify_and_revise(traj, answer, max_revisions=traj.config.max_revisions, verify_prompt=vp)
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - verification is best effort; the solve answer stands
@@ -303,7 +309,10 @@ async def solve(
 
     try:
         fmt = get_format(config.format or getattr(backend, "default_format", None) or "markdown")
-        prompt = load_prompt(config.system_prompt or fmt.name)
+        mode = config.mode if config.mode == "loop" else check_mode(config.mode, fmt)
+        prompt = load_prompt(config.system_prompt or default_prompt(mode) or fmt.name)
+        if config.verify_prompt:
+            load_prompt(config.verify_prompt)  # a wrong name fails the sample now, not silently later
     except ValueError as e:
         return failed(str(e))
     base = base.with_(format=fmt.name, prompt_hash=prompt.sha256)
@@ -315,9 +324,12 @@ async def solve(
     meta: dict[str, Any] = {"prompt_name": prompt.name, "config": config.to_dict()}
     verification: tuple[VerificationRound, ...] = ()
     try:
-        reason, error = await traj.run("solve")
-        answer = traj.answer() if reason is StopReason.ANSWERED else None
-        if answer is not None and config.verify:
+        if mode != "loop":
+            reason, error, answer = await run_single_call(traj, mode)
+        else:
+            reason, error = await traj.run("solve")
+            answer = traj.answer() if reason is StopReason.ANSWERED else None
+        if answer is not None and config.verify and mode == "loop":
             answer, verification, extra = await _verify(traj, answer)
             meta.update(extra)
     except (asyncio.CancelledError, KeyboardInterrupt):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
+from mathagent.agent.choose import VoteWeights, describe_vote, resolve_weights, vote_traces
 from mathagent.agent.trace import Step, StepKind, StopReason, Trace
 from rich.console import Console, Group
 from rich.panel import Panel
@@ -80,13 +81,20 @@ def print_trace(trace: Trace, console: Console | None = None, *, show_problem: b
     (console or Console()).print(trace_renderable(trace, show_problem=show_problem))
 
 
-def print_vote(traces: Sequence[Trace], console: Console | None = None) -> None:
-    """A one-panel summary of k samples: each answer and how often it came out."""
-    counts = Counter(t.final_answer for t in traces if t.final_answer is not None)
-    lines = [f"sample {t.sample_index}: {t.final_answer} ({t.stop_reason.value})" for t in traces]
-    if counts:
-        best, n = counts.most_common(1)[0]
-        lines.append(f"majority: {best} ({n}/{len(traces)})")
+def print_vote(
+    traces: Sequence[Trace], console: Console | None = None, *, vote: Any = None, weights: Any = None
+) -> None:
+    """A one-panel summary of k samples: each answer and its state, then the shared vote
+    (``mathagent.agent.choose``: clustering, weights, tie rule, pruning and its reasons)."""
+    vw = weights if isinstance(weights, VoteWeights) else resolve_weights(weights)
+    vote = vote if vote is not None else vote_traces(traces, vw)
+    lines = [
+        f"sample {t.sample_index}: {t.final_answer} ({t.stop_reason.value}"
+        + (f", verified {t.verification_state.value}" if t.verification_state else "")
+        + ")"
+        for t in traces
+    ]
+    lines += describe_vote(vote, vw)
     (console or Console()).print(
         Panel(Text("\n".join(lines)), title=f"{len(traces)} samples", title_align="left")
     )

@@ -14,6 +14,9 @@ and at s = 1 it is as informative as the tables. The votes run through
 
     python bench/voting_simulation.py                  # table + bench/out/voting_simulation.{svg,json}
     python bench/voting_simulation.py --grid           # also search weights (w_T = 1) per strength
+    python bench/voting_simulation.py --calibrate      # weights fitted by `mathagent calibrate`'s code
+                                                       # on a separate simulated train set, scored on
+                                                       # held-out problems against majority
 """
 
 from __future__ import annotations
@@ -80,6 +83,45 @@ def run(args: argparse.Namespace) -> dict:
             },
         }
     return results
+
+
+def calibrated(args: argparse.Namespace) -> dict:
+    """Per strength: weights fitted (``mathagent.agent.calibrate``, held-out rule included) on a separate
+    simulated train set of ``--calib-problems`` x 4 samples, then scored on the held-out test sets."""
+    from mathagent.agent.calibrate import calibrate_records
+
+    ks = [k for k in (1, 2, 4, 8, 16) if k <= args.samples]
+    out: dict = {}
+    for s in args.strengths:
+        fitted, diffs = [], {k: [] for k in ks}
+        maj_acc, cal_acc = {k: [] for k in ks}, {k: [] for k in ks}
+        for rep in range(args.reps):
+            tp, tc = simulate(args.calib_problems, 4, s, 10_000 + args.seed + rep)
+            recs = [
+                {"problem_id": str(i), "sample_index": j, "answer": smp.answer, "correct": ok,
+                 "verification_state": smp.state.value}
+                for i, (ss, cs) in enumerate(zip(tp, tc, strict=True))
+                for j, (smp, ok) in enumerate(zip(ss, cs, strict=True))
+            ]  # fmt: skip
+            cal = calibrate_records(recs, model="sim", prompt_hash="-", dataset="gsm8k")
+            w = cal.vote_weights()
+            fitted.append((str(w), cal.fallback))
+            probs, corr = simulate(args.problems, args.samples, s, args.seed + rep)
+            rows = vote_accuracy_at_k(
+                probs, corr, ks, w, draws=args.draws, seed=args.seed + rep, cluster_fn=exact_cluster_fn
+            )
+            for r in rows:
+                diffs[r.k].append(r.weighted - r.majority)
+                maj_acc[r.k].append(r.majority)
+                cal_acc[r.k].append(r.weighted)
+        out[str(s)] = {
+            "weights": fitted,
+            "majority": {k: _mean(maj_acc[k]) for k in ks},
+            "calibrated": {k: _mean(cal_acc[k]) for k in ks},
+            "diff": {k: _mean(diffs[k]) for k in ks},
+            "se": {k: _se(diffs[k]) for k in ks},
+        }
+    return out
 
 
 def grid(args: argparse.Namespace) -> list[tuple[str, dict[str, float]]]:
@@ -175,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default=str(Weights()))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", action="store_true", help="search weights (w_T = 1) at the largest k")
+    p.add_argument(
+        "--calibrate", action="store_true", help="also score weights fitted on simulated train data"
+    )
+    p.add_argument(
+        "--calib-problems", type=int, default=100, help="train problems (x4 samples) to calibrate on"
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
@@ -195,6 +243,22 @@ def main(argv: list[str] | None = None) -> int:
         for name, per in g:
             if name == str(Weights.parse(args.weights)):
                 print(f"  default {name}: " + "  ".join(f"s={s}:{v:+.4f}" for s, v in per.items()))
+    if args.calibrate:
+        c = calibrated(args)
+        res["calibrated"] = c
+        print(
+            f"\ncalibrated weights (fitted on {args.calib_problems} simulated train problems x 4 samples per rep):"
+        )
+        print(
+            f"{'strength':>8} {'k':>3} {'majority':>9} {'calibr.':>9} {'diff':>7} {'±se':>6}  weights T,U,F per rep"
+        )
+        for s, d in c.items():
+            ws = " ".join(w + ("(maj)" if fb else "") for w, fb in d["weights"])
+            for k in res["ks"]:
+                print(
+                    f"{s:>8} {k:>3} {d['majority'][k]:9.4f} {d['calibrated'][k]:9.4f} {d['diff'][k]:+7.4f} "
+                    f"{d['se'][k]:6.4f}  " + (ws if k == res["ks"][-1] else "")
+                )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "voting_simulation.json").write_text(json.dumps(res, indent=1, default=str))
     svg_plot(res, args.out / "voting_simulation.svg")

@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.choose import resolve_weights
 from mathagent.agent.flags import default_temperature
 from mathagent.agent.grading.voting import Weights
+from mathagent.agent.modes import add_mode_arg, config_mode
 from mathagent.evals import cli_replay
 from mathagent.evals.cli_agent import (
     add_run_agent_flags,
@@ -53,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights", default=None, help="verification vote weights w_T,w_U,w_F (default 1,0.3,0.1)"
     )
+    add_mode_arg(p)
+    p.add_argument("--verify-prompt", default=None, help="shipped verification prompt (default: verify)")
+    p.add_argument(
+        "--prune",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="votes drop samples with no answer, no executed code or invented outputs (summary only)",
+    )
     p.add_argument("--run-dir", default=None, help="run folder (default: $MATHAGENT_RUNS_DIR/<name>)")
     p.add_argument("--retry-failed", action="store_true", help="re-run samples that ended in a backend error")
     p.add_argument("--force", action="store_true", help="start afresh when the folder holds another config")
@@ -82,7 +92,15 @@ def main(argv: list[str]) -> int:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
     setup = agent_setup(args, temperature)
-    model, agent_cfg = setup.model, setup.config
+    model, agent_cfg, fmt = setup.model, setup.config, setup.format
+    # The run's identity keeps the weights string (default unless --weights); calibrated weights for
+    # the model are used for an extra weighted column and recorded in the header and summary.
+    vote_weights = resolve_weights(
+        args.weights if args.weights != str(Weights()) else None,
+        model=model,
+        config=agent_cfg,
+        format_name=fmt,
+    )
     cfg = setup.eval_config(
         args,
         temperature,
@@ -102,7 +120,7 @@ def main(argv: list[str]) -> int:
         "dataset": info,
         "grading_dataset": problems[0].dataset if problems else "",
     }
-    extra = header_extra(argv)
+    extra = {**header_extra(argv), "mode": config_mode(agent_cfg), "vote_weights": vote_weights.to_dict()}
     try:
         run = RunDir.open(run_dir, identity, extra, force=args.force)
     except RunError as e:
@@ -125,9 +143,13 @@ def main(argv: list[str]) -> int:
         return 1
     keys = {(p.id, i) for p in problems for i in range(args.k)}
     records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
-    summary = summarize(
-        records, k=args.k, weights=args.weights, dataset=problems[0].dataset if problems else "math"
-    )
+    dataset = problems[0].dataset if problems else "math"
+    summary = summarize(records, k=args.k, weights=args.weights, dataset=dataset, prune=args.prune)
+    summary["vote_weights"] = vote_weights.to_dict()
+    summary["mode"] = config_mode(agent_cfg)
+    if vote_weights.source == "calibrated":
+        cal = summarize(records, k=args.k, weights=vote_weights.weights, dataset=dataset, prune=args.prune)
+        summary["overall"]["weighted_calibrated_at_k"] = cal["overall"].get("weighted_at_k")
     counts = run_counts(records, len(keys), counts, 1 + len(run.header.get("resumed", [])))
     summary.update(run_dir=str(run.path), wall_s=round(time.perf_counter() - t0, 2), counts=counts)
     try:
@@ -173,6 +195,15 @@ def print_summary(summary: dict[str, Any]) -> None:
                 prec = ver["precision"][state]
                 parts.append(f"{name} {100 * ver['share'][state]:.0f}% (precision {100 * prec:.0f}%)")
         c.print("verification: " + ", ".join(parts))
+    pr = summary.get("prune") or {}
+    if pr.get("reasons") or pr.get("on"):
+        why = ", ".join(f"{k} {v}" for k, v in sorted(pr.get("reasons", {}).items())) or "none"
+        verb = "votes dropped" if pr.get("on") else "pruning (off; --prune) would drop"
+        c.print(f"{verb}: {why}")
+    vw = summary.get("vote_weights") or {}
+    if vw.get("source") == "calibrated":
+        acc = summary["overall"].get("weighted_calibrated_at_k")
+        c.print(f"calibrated weights {vw['weights']}: weighted@{k} {_pct(acc)} ({vw.get('calibration')})")
     c.print(
         f"tokens in {summary['tokens_in']} out {summary['tokens_out']} · sample time {summary['sample_time_s']:.1f}s"
         f" · wall {summary.get('wall_s', 0)}s · code cells {ex['cells']} (errors {ex['errors']}, timeouts "
@@ -181,3 +212,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary["failed_reasons"]:
         c.print(f"failed: {summary['failed_reasons']}")
     c.print(f"run folder: {summary.get('run_dir')}")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"

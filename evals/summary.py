@@ -23,7 +23,9 @@ def _ks(k: int) -> list[int]:
     return ks + [k]
 
 
-def _group_metrics(groups: dict[str, list[dict[str, Any]]], k: int, weights: Any, dataset: str) -> dict:
+def _group_metrics(
+    groups: dict[str, list[dict[str, Any]]], k: int, weights: Any, dataset: str, prune: bool = False
+) -> dict:
     """Metrics over problems -> their records (sorted by sample_index)."""
     problems = list(groups.values())
     n = len(problems)
@@ -45,7 +47,13 @@ def _group_metrics(groups: dict[str, list[dict[str, Any]]], k: int, weights: Any
     correct = [[bool(r.get("correct")) for r in recs] for recs in problems]
     kk = min(k, min(len(c) for c in correct))
     rows = voting.vote_accuracy_at_k(
-        samples, correct, ks=_ks(kk), weights=weights, dataset=dataset, cluster_fn=_cluster_fn(dataset)
+        samples,
+        correct,
+        ks=_ks(kk),
+        weights=weights,
+        dataset=dataset,
+        cluster_fn=_cluster_fn(dataset),
+        prune_candidates=prune,
     )
     top = rows[-1] if rows else None
     return {
@@ -67,9 +75,18 @@ def _cluster_fn(dataset: str):
 
 
 def summarize(
-    records: Sequence[dict[str, Any]], *, k: int | None = None, weights: Any = None, dataset: str = "math"
+    records: Sequence[dict[str, Any]],
+    *,
+    k: int | None = None,
+    weights: Any = None,
+    dataset: str = "math",
+    prune: bool = False,
 ) -> dict[str, Any]:
-    """Build the run summary (written as ``summary.json`` and shown as the final table)."""
+    """Build the run summary (written as ``summary.json`` and shown as the final table).
+
+    ``prune``: votes (maj@k, weighted@k) drop pruned samples first (``voting.prune``); the reasons
+    are counted over all samples either way (``prune``).
+    """
     if weights is None:
         weights = voting.Weights()
     elif isinstance(weights, str):
@@ -80,7 +97,7 @@ def summarize(
     for recs in by_problem.values():
         recs.sort(key=lambda r: int(r.get("sample_index", 0)))
     k = k or max((len(v) for v in by_problem.values()), default=1)
-    overall = _group_metrics(by_problem, k, weights, dataset)
+    overall = _group_metrics(by_problem, k, weights, dataset, prune)
 
     def split(field: str) -> dict[str, Any]:
         sub: dict[str, dict[str, list]] = defaultdict(dict)
@@ -88,7 +105,7 @@ def summarize(
             val = recs[0].get(field)
             if val is not None:
                 sub[str(val)][pid] = recs
-        return {key: _group_metrics(sub[key], k, weights, dataset) for key in sorted(sub)}
+        return {key: _group_metrics(sub[key], k, weights, dataset, prune) for key in sorted(sub)}
 
     ex = {"cells": 0, "errors": 0, "timeouts": 0, "restarts": 0}
     tokens_in = tokens_out = 0
@@ -122,6 +139,7 @@ def summarize(
         "stop_reasons": dict(stops),
         "verification_states": dict(vstates),
         "verification": _state_stats(records, dataset),
+        "prune": {"on": prune, "reasons": _prune_reasons(records)},
     }
 
 
@@ -146,6 +164,22 @@ def run_counts(
         "failed_this_invocation": int(invocation.get("failed", 0)),
         "invocations": invocations,
     }
+
+
+def _prune_reasons(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Samples pruning would drop, by reason (a sample counts once, under its first reason)."""
+    out: dict[str, int] = defaultdict(int)
+    for r in records:
+        why = voting.prune_reason(
+            voting.Sample(
+                r.get("answer"),
+                ran_code=r.get("ran_code", True),
+                fabricated_output=r.get("fabricated_output", False),
+            )
+        )
+        if why:
+            out[why] += 1
+    return dict(out)
 
 
 def _state_stats(records: Sequence[dict[str, Any]], dataset: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from mathagent.agent.backends.scripted import ScriptedBackend
 from mathagent.agent.flags import add_agent_flags, default_temperature, plain
+from mathagent.agent.modes import add_mode_arg, config_mode
 from mathagent.evals.cli_agent import (
     add_run_agent_flags,
     agent_setup,
@@ -71,6 +72,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         },
     )
     p.add_argument("--out", required=True, help="output folder (run folder + data/ + README.md)")
+    add_mode_arg(p)
     p.add_argument("--agree", type=int, default=3, help="no gold: samples that must share the answer")
     p.add_argument("--max-tokens", type=int, default=4096, help="length budget of a kept trace")
     p.add_argument(
@@ -145,6 +147,7 @@ def run_main(argv: list[str]) -> int:
         **header_extra(argv),
         "models": [model],
         "filters": filters.to_dict(),
+        "mode": config_mode(agent_cfg),
     }
     try:
         run = RunDir.open(args.out, identity, extra, force=args.force)

@@ -176,6 +176,8 @@ class OpenAIBackend:
             default_system: system prompt the model's template inserts when none is given.
             gguf_path: the served GGUF file, for exact ``count_tokens``.
             server: a :class:`~mathagent.agent.llama_server.LlamaServer` this backend keeps alive.
+            timeout: seconds one request may take; ``None``: env ``MATHAGENT_REQUEST_TIMEOUT``, else 300
+                (a busy 2-core machine can need more for one long call, e.g. ``--mode cot``).
         """
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         key = api_key or os.environ.get("OPENAI_API_KEY")

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from mathagent.agent.backends.openai_backend import REQUEST_TIMEOUT_ENV
+from mathagent.agent.choose import resolve_weights, vote_traces
 from mathagent.agent.cli_solve import build_parser
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.events import Event
-from mathagent.agent.grading.voting import majority_vote, weighted_vote
 from mathagent.agent.loop import solve, solve_k
+from mathagent.agent.modes import split_mode
 from mathagent.agent.render import answer_renderable, footer
 from mathagent.agent.repl.commands import CommandError, completions, help_rows, is_command, run_command
 from mathagent.agent.repl.display import StreamView, TableView, badge
@@ -48,12 +49,16 @@ def settings_from_args(args: argparse.Namespace) -> ReplSettings:
         base_url=args.base_url,
         temperature=args.temperature if args.temperature is not None else 0.0,
         format=args.format,
-        verify=args.verify,
+        verify=_split_mode(args)[1],
         rounds=args.max_rounds,
         vote=args.vote,
         seed=args.seed,
         script=args.script or os.environ.get("MATHAGENT_SCRIPT") or None,
     )
+
+
+def _split_mode(args: argparse.Namespace) -> tuple[str, bool]:
+    return split_mode(getattr(args, "mode", None), args.verify)
 
 
 def base_config(args: argparse.Namespace) -> AgentConfig:
@@ -62,6 +67,8 @@ def base_config(args: argparse.Namespace) -> AgentConfig:
         "max_tokens": args.max_tokens,
         "cell_timeout": args.timeout,
         "system_prompt": args.system_prompt,
+        "mode": _split_mode(args)[0],
+        "verify_prompt": args.verify_prompt,
     }
     return AgentConfig().with_(**{k: v for k, v in changes.items() if v is not None})
 
@@ -100,6 +107,10 @@ class Repl:
     ) -> None:
         self.settings = settings
         self.base_config = base_config
+        self.vote_weights: Any = None
+        """``--weights`` (None: calibrated for the model if saved, else the defaults)."""
+        self.prune = False
+        """``--prune``: drop samples without an answer, code or with invented outputs before the vote."""
         self.console = console
         self.runtime = Runtime(pool_size=pool_size)
         self.traces: list[Trace] = []
@@ -303,7 +314,11 @@ class Repl:
         backend = CallSeparated(backend)
         config = s.agent_config(self.base_config)
         recorder = EventRecorder(s.k)
-        view: Any = StreamView(self.console) if s.k == 1 else TableView(self.console, s.k, self._vote_fn())
+        view: Any = (
+            StreamView(self.console)
+            if s.k == 1
+            else TableView(self.console, s.k, self._vote_fn(getattr(backend, "model", None)))
+        )
 
         def on_event(event: Event) -> None:
             recorder.handle(event)
@@ -333,10 +348,13 @@ class Repl:
         self.traces.extend(traces)
         self.last = traces
 
-    def _vote_fn(self) -> Any:
-        if self.settings.vote == "majority":
-            return lambda samples: majority_vote(samples)
-        return lambda samples: weighted_vote(samples)
+    def _vote_fn(self, model: str | None = None) -> Any:
+        """The shared voting path (mathagent.agent.choose): calibrated weights when saved, pruning on request."""
+        s = self.settings
+        vw = resolve_weights(
+            self.vote_weights, model=model or s.model, config=s.agent_config(self.base_config), method=s.vote
+        )
+        return lambda traces: vote_traces(traces, vw, prune=self.prune)
 
     def show_result(self, traces: list[Trace]) -> None:
         if len(traces) == 1:
@@ -350,7 +368,7 @@ class Repl:
             self.console.print(Text(footer(t), style="dim"))
             return
         try:
-            result = self._vote_fn()([(t.final_answer, t.verification_state) for t in traces])
+            result = self._vote_fn(traces[0].model or None)(traces)
         except Exception as e:  # noqa: BLE001
             self.console.print(Text(f"vote failed: {e}", style="red"))
             return
@@ -374,4 +392,5 @@ def main(argv: list[str] | None = None) -> int:
     repl = Repl(
         settings_from_args(args), console, pool_size=max(1, args.pool_size), base_config=base_config(args)
     )
+    repl.vote_weights, repl.prune = args.weights, args.prune
     return asyncio.run(repl.run())

@@ -32,7 +32,11 @@ def test_solve_rich_output_and_k(tmp_path):
     script.write_text(json.dumps(["```python\nprint(2 ** 5)\n```\n", "\\boxed{32}", "\\boxed{32}"]))
     out = solve_cli("2^5?", "--script", str(script), "--no-verify", "--k", "2")
     assert out.returncode == 0, out.stderr
-    assert "answer: 32" in out.stdout and "majority: 32 (2/2)" in out.stdout and "print(2 ** 5)" in out.stdout
+    assert (
+        "answer: 32" in out.stdout
+        and "weighted vote: 32 (2/2 voted)" in out.stdout
+        and "print(2 ** 5)" in out.stdout
+    )
 
 
 def test_solve_rejects_empty_problem():

@@ -1,0 +1,76 @@
+"""The method study (issue 13): run the ablations through ordinary run folders, then write docs/results.md.
+
+    python3 bench/method_study.py report RUNS_ROOT... [--calibration FILE...] [--out docs/results.md]
+    python3 bench/method_study.py run --root /work/study-runs/method [--models ...] [--datasets ...] [--dry-run]
+
+``report`` reads every run folder under the roots (partial runs too: each cell says how many problems
+it covers) and writes the tables (evals/study.py). ``run`` runs the k = 1 modes (cot, pot, loop+verify,
+greedy) on the same seeded subsets as the k = 4 loop+verify runs, one `mathagent eval` after another;
+each is an ordinary resumable run folder, so re-running the command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+MODELS = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")
+DATASETS = ("gsm8k", "math500")
+SUBSET = ["--limit", "100", "--shuffle", "--seed", "1"]
+
+
+def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
+    cmds = []
+    for model in models:
+        for ds in datasets:
+            for mode in ("cot", "pot", "loop+verify"):
+                name = f"{ds}-{model}-{mode.replace('+', '')}-k1"
+                cmds.append(
+                    [sys.executable, "-m", "mathagent.agent.cli", "eval", "--dataset", ds, *SUBSET, "--k", "1",
+                     "--temperature", "0", "--model", model, "--mode", mode, "--run-dir", str(root / name), "--json"]
+                )  # fmt: skip
+    return cmds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    rp = sub.add_parser("report", help="write the results document from run folders")
+    rp.add_argument("roots", nargs="+", type=Path)
+    rp.add_argument("--calibration", nargs="*", default=[], type=Path, help="calibration JSON files")
+    rp.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    rp.add_argument("--title", default="# Results: what the method adds (issue 13)")
+    rn = sub.add_parser("run", help="run the k = 1 mode ablations (resumable)")
+    rn.add_argument("--root", type=Path, required=True)
+    rn.add_argument("--models", nargs="+", default=list(MODELS))
+    rn.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    rn.add_argument("--dry-run", action="store_true")
+    args = p.parse_args(argv)
+    if args.cmd == "run":
+        for cmd in plan(args.root, args.models, args.datasets):
+            print(shlex.join(cmd), flush=True)
+            if not args.dry_run:
+                rc = subprocess.run(["nice", "-n", "19", *cmd], stdout=subprocess.DEVNULL).returncode
+                print(f"rc={rc}", flush=True)
+        return 0
+    from mathagent.evals.study import find_runs, load_calibrations, render
+
+    runs = find_runs(args.roots)
+    if not runs:
+        print(f"no run folders under {', '.join(map(str, args.roots))}", file=sys.stderr)
+        return 2
+    command = "python3 bench/method_study.py report " + " ".join(map(str, args.roots))
+    if args.calibration:
+        command += " --calibration " + " ".join(map(str, args.calibration))
+    body = render(runs, calibrated=load_calibrations(args.calibration), command=command)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(f"{args.title}\n\n{body}", encoding="utf-8")
+    print(f"wrote {args.out} from {len(runs)} run folders")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""The method study: tables of modes, voting and verification, computed from ordinary run folders.
+
+``bench/method_study.py`` is the command; this module holds the computation so a test can recompute
+the committed tables from committed run folders. Every figure is per problem (a problem is the unit the
+bootstrap resamples) and every cell says how many problems it covers, so partial runs are usable.
+
+Cells of a (model, data set) group:
+
+* k = 1 accuracy per mode. ``cot`` / ``pot`` / ``loop`` / ``loop+verify`` come from runs of that mode
+  (sample 0 of each problem). A ``loop+verify`` run also gives ``loop (before verification)``: the answer
+  its trace held before the verification phase (the first verification round's answer), graded again.
+* At k: maj@k, weighted@k (default weights), weighted@k (calibrated, when weights are given), maj@k
+  with pruning, pass@k, over the problems whose k samples are all done.
+* Verification: share of T/U/F and precision P(correct | state); revisions that fixed / broke an answer.
+* Cost per sample: tokens (in + out), model calls, wall seconds.
+* Paired comparisons on the problems both sides cover: difference with a bootstrap 95% interval and
+  McNemar's exact p-value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mathagent.agent.grading import is_equivalent
+from mathagent.agent.grading.voting import MAJORITY, Sample, Weights, weighted_vote
+from mathagent.agent.modes import run_mode
+from mathagent.evals.runs import RunDir
+from mathagent.evals.stats import bootstrap_diff, bootstrap_mean, mcnemar, min_detectable_diff
+from mathagent.evals.summary import _cluster_fn
+
+log = logging.getLogger(__name__)
+
+MODE_ORDER = ("cot", "pot", "loop", "loop+verify")
+LOOP_BEFORE = "loop (before verification)"
+"""The k = 1 row read from a loop+verify trace's answer before its verification phase."""
+
+
+@dataclass
+class Run:
+    """One run folder, read for the study."""
+
+    path: Path
+    model: str
+    dataset: str
+    mode: str
+    k: int
+    temperature: float
+    grading: str
+    verify_prompt: str = "verify"
+    """The verification prompt the run used (``--verify-prompt``)."""
+    problems: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Problem id -> its finished records, by sample index."""
+
+
+def load_run(path: Path) -> Run:
+    rd = RunDir.read(path)
+    ident = rd.header.get("identity", {})
+    cfg = ident.get("config", {})
+    run = Run(
+        path=Path(path),
+        model=str(cfg.get("model") or "?"),
+        dataset=str(ident.get("dataset", {}).get("name") or cfg.get("dataset") or "?"),
+        mode=run_mode(rd.header),
+        k=int(cfg.get("k", 1)),
+        temperature=float(cfg.get("temperature", 0.0)),
+        grading=str(ident.get("grading_dataset") or "math"),
+        verify_prompt=str(((cfg.get("extra") or {}).get("agent") or {}).get("verify_prompt") or "verify"),
+    )
+    for r in rd.records():
+        run.problems.setdefault(str(r["problem_id"]), []).append(r)
+    for recs in run.problems.values():
+        recs.sort(key=lambda r: int(r.get("sample_index", 0)))
+    return run
+
+
+def find_runs(roots: Sequence[Path]) -> list[Run]:
+    """Every run folder (a folder with ``header.json``) at or one/two levels below each root."""
+    seen, out = set(), []
+    for root in roots:
+        for h in [root / "header.json", *root.glob("*/header.json"), *root.glob("*/*/header.json")]:
+            if h.is_file() and h.parent.resolve() not in seen:
+                seen.add(h.parent.resolve())
+                try:
+                    out.append(load_run(h.parent))
+                except (OSError, ValueError) as e:
+                    log.warning("skipping %s: %s", h.parent, e)
+    return out
+
+
+# ---------------------------------------------------------------- per-record facts
+
+
+def pre_verification_answer(rec: dict[str, Any]) -> str | None:
+    """The answer a record held before its verification phase (its final answer when none ran)."""
+    ver = (rec.get("trace") or {}).get("verification") or []
+    return ver[0].get("answer") if ver else rec.get("answer")
+
+
+def _grade(answer: str | None, gold: str, dataset: str) -> bool:
+    return answer is not None and bool(is_equivalent(answer, gold, dataset or "math"))
+
+
+def pre_correct(rec: dict[str, Any], dataset: str) -> bool:
+    """Whether the pre-verification answer is right (graded again; the same as ``correct`` if unchanged)."""
+    pre = pre_verification_answer(rec)
+    if pre == rec.get("answer"):
+        return bool(rec.get("correct"))
+    return _grade(pre, str(rec.get("gold")), rec.get("dataset") or dataset)
+
+
+def calls(rec: dict[str, Any]) -> int:
+    return int(((rec.get("trace") or {}).get("meta") or {}).get("calls", 0))
+
+
+# ---------------------------------------------------------------- cells
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Per-problem 0/1 (or fractional) scores for one row of a table."""
+
+    label: str
+    scores: dict[str, float]
+    note: str = ""
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    def interval(self, seed: int = 0) -> Any:
+        return bootstrap_mean(list(self.scores.values()), seed=seed) if self.scores else None
+
+
+def k1_cells(runs: Sequence[Run]) -> list[Cell]:
+    """k = 1 accuracy per mode (sample 0 of each problem); loop+verify runs also give the loop row."""
+    cells: dict[str, Cell] = {}
+
+    def put(label: str, scores: dict[str, float], note: str, prefer: bool) -> None:
+        """One run per row: a k = 1 run beats sample 0 of a k > 1 run; then the one covering more problems."""
+        old = cells.get(label)
+        rank = (prefer, len(scores))
+        if old is None or rank > (old.note.startswith("k=1 "), old.n):
+            cells[label] = Cell(label, scores, note)
+
+    for run in runs:
+        first = {
+            pid: recs[0] for pid, recs in run.problems.items() if recs and recs[0].get("sample_index", 0) == 0
+        }
+        note = f"k={run.k} T={run.temperature:g} {run.path.name}"
+        prefer = run.k == 1
+        tag = "" if run.verify_prompt == "verify" else f" [{run.verify_prompt}]"
+        put(run.mode + tag, {p: float(bool(r.get("correct"))) for p, r in first.items()}, note, prefer)
+        if run.mode == "loop+verify":
+            pre = {p: float(pre_correct(r, run.grading)) for p, r in first.items()}
+            put(LOOP_BEFORE + tag, pre, note, prefer)
+    rank = {m: i for i, m in enumerate([*MODE_ORDER, LOOP_BEFORE])}
+    return sorted(cells.values(), key=lambda c: (rank.get(c.label.split(" [")[0], 9), c.label))
+
+
+def vote_cells(run: Run, weights: Any = None, calibrated: Any = None) -> list[Cell]:
+    """maj@k, weighted@k, calibrated weighted@k, maj@k pruned, pass@k over problems with all k samples."""
+    k = run.k
+    full = {p: recs for p, recs in run.problems.items() if len(recs) >= k}
+    cf = _cluster_fn(run.grading)
+    variants: list[tuple[str, Any, bool]] = [
+        (f"maj@{k}", MAJORITY, False),
+        (f"weighted@{k} (default {weights or Weights()})", weights or Weights(), False),
+    ]
+    if calibrated is not None:
+        variants.append((f"weighted@{k} (calibrated {calibrated})", calibrated, False))
+    variants.append((f"maj@{k} pruned", MAJORITY, True))
+    out = []
+    for label, w, prune in variants:
+        scores = {}
+        for pid, recs in full.items():
+            samples = [
+                Sample(
+                    r.get("answer"),
+                    r.get("verification_state"),
+                    ran_code=r.get("ran_code", True),
+                    fabricated_output=r.get("fabricated_output", False),
+                )
+                for r in recs[:k]
+            ]
+            res = weighted_vote(samples, w, cluster_fn=cf, prune_candidates=prune)
+            scores[pid] = float(res.winner_index is not None and bool(recs[res.winner_index].get("correct")))
+        out.append(Cell(label, scores))
+    out.append(
+        Cell(f"pass@{k}", {p: float(any(r.get("correct") for r in recs[:k])) for p, recs in full.items()})
+    )
+    out.append(
+        Cell(
+            f"mean accuracy of the {k} samples",
+            {p: sum(bool(r.get("correct")) for r in recs[:k]) / k for p, recs in full.items()},
+        )
+    )
+    return out
+
+
+def verification_rows(run: Run) -> dict[str, Any]:
+    """State shares and precisions over all finished samples; revisions that fixed or broke an answer."""
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    fixed = broke = revised = 0
+    scores: dict[str, list[float]] = defaultdict(list)
+    for recs in run.problems.values():
+        for r in recs:
+            if r.get("status") == "failed":
+                continue
+            s = r.get("verification_state") or "none"
+            counts[s][0] += 1
+            counts[s][1] += bool(r.get("correct"))
+            scores[s].append(float(bool(r.get("correct"))))
+            pre = pre_verification_answer(r)
+            if pre != r.get("answer"):
+                revised += 1
+                before, after = pre_correct(r, run.grading), bool(r.get("correct"))
+                fixed += (not before) and after
+                broke += before and not after
+    total = sum(c[0] for c in counts.values())
+    return {
+        "total": total,
+        "states": {
+            s: {
+                "n": counts[s][0],
+                "share": counts[s][0] / total if total else 0.0,
+                "precision": bootstrap_mean(scores[s]) if scores[s] else None,
+            }
+            for s in ("T", "U", "F", "none")
+            if counts[s][0]
+        },
+        "revised": revised,
+        "fixed": fixed,
+        "broke": broke,
+    }
+
+
+def cost_row(run: Run) -> dict[str, float]:
+    recs = [r for rs in run.problems.values() for r in rs if r.get("status") != "failed"]
+    n = len(recs) or 1
+    return {
+        "samples": len(recs),
+        "tokens": sum(int(r.get("tokens_in", 0)) + int(r.get("tokens_out", 0)) for r in recs) / n,
+        "tokens_out": sum(int(r.get("tokens_out", 0)) for r in recs) / n,
+        "calls": sum(calls(r) for r in recs) / n,
+        "seconds": sum(float(r.get("time_s", 0.0)) for r in recs) / n,
+    }
+
+
+def compare(a: Cell, b: Cell) -> dict[str, Any] | None:
+    """``a`` minus ``b`` on the problems both cover: bootstrap interval and McNemar's exact test."""
+    common = sorted(set(a.scores) & set(b.scores))
+    if not common:
+        return None
+    xa, xb = [a.scores[p] for p in common], [b.scores[p] for p in common]
+    m = mcnemar([x >= 0.5 for x in xa], [x >= 0.5 for x in xb])
+    return {"a": a.label, "b": b.label, "n": len(common), "diff": bootstrap_diff(xa, xb), "mcnemar": m}
+
+
+# ---------------------------------------------------------------- the document
+
+
+def _iv(cell: Cell | None) -> str:
+    if cell is None or not cell.scores:
+        return "- | 0"
+    return f"{cell.interval().fmt()} | {cell.n}"
+
+
+def _cmp_row(c: dict[str, Any] | None) -> str:
+    if c is None:
+        return ""
+    d, m = c["diff"], c["mcnemar"]
+    return f"| {c['a']} − {c['b']} | {c['n']} | {d.fmt()} | {m.only_a} / {m.only_b} | {m.p_value:.3f} |"
+
+
+def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, command: str = "") -> str:
+    """The results document (Markdown) for all groups found in ``runs``.
+
+    ``calibrated``: model name -> :class:`~mathagent.agent.grading.voting.Weights` for the calibrated column.
+    """
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[(r.model, r.dataset)].append(r)
+    lines = ["<!-- generated by bench/method_study.py; do not edit by hand -->", ""]
+    if command:
+        lines += [f"Regenerate: `{command}`", ""]
+    lines += [
+        "Accuracies are percent with a bootstrap 95% interval over problems (2000 resamples, seed 0) and the "
+        "number of problems each cell covers; comparisons are paired on the problems both sides cover, with "
+        "McNemar's exact test (discordant counts a-only / b-only).",
+        "",
+    ]
+    for (model, dataset), rs in sorted(groups.items()):
+        rs = sorted(
+            rs, key=lambda r: (MODE_ORDER.index(r.mode) if r.mode in MODE_ORDER else 9, r.k, r.path.name)
+        )
+        n_max = max(len(r.problems) for r in rs)
+        lines += [f"## {model} · {dataset}", ""]
+        lines += [
+            f"With {n_max} problems an accuracy near 50% is known to about ±{100 * min_detectable_diff(n_max):.0f} "
+            "points; paired differences smaller than that are not resolved.",
+            "",
+            "### k = 1, by mode",
+            "",
+            "| mode | accuracy % [95% CI] | problems | source |",
+            "|---|---|---|---|",
+        ]
+        k1 = k1_cells(rs)
+        for c in k1:
+            lines.append(f"| {c.label} | {_iv(c)} | {c.note} |")
+        by = {c.label: c for c in k1}
+        loop = "loop" if "loop" in by else LOOP_BEFORE
+        pairs = [
+            (loop, "cot"),
+            ("pot", "cot"),
+            (loop, "pot"),
+            ("loop+verify", LOOP_BEFORE),
+            ("loop+verify", "loop"),
+        ]
+        pairs += [(c.label, "loop+verify") for c in k1 if c.label.startswith("loop+verify [")]
+        comps = [compare(by[a], by[b]) for a, b in dict.fromkeys(pairs) if a in by and b in by]
+        for run in rs:
+            if run.k < 2:
+                continue
+            cal = (calibrated or {}).get(run.model)
+            cells = vote_cells(run, calibrated=cal)
+            lines += [
+                "",
+                f"### k = {run.k}, voting ({run.mode}, T={run.temperature:g}, {run.path.name})",
+                "",
+                "| vote | accuracy % [95% CI] | problems |",
+                "|---|---|---|",
+            ]
+            lines += [f"| {c.label} | {_iv(c)} |" for c in cells]
+            maj = cells[0]
+            comps += [compare(c, maj) for c in cells[1:-2]]
+        lines += ["", "### paired comparisons", ""]
+        real = [c for c in comps if c is not None]
+        if real:
+            lines += ["| a − b | problems | difference, points [95% CI] | a-only / b-only | McNemar p |"]
+            lines += ["|---|---|---|---|---|", *(_cmp_row(c) for c in real)]
+        else:
+            lines.append("(none: no two cells cover the same problems yet)")
+        ver = [(r, verification_rows(r)) for r in rs if r.mode == "loop+verify"]
+        if len({r.verify_prompt for r, _ in ver}) > 1:
+            lines += ["", *prompt_table(ver)]
+        if ver:
+            lines += [
+                "",
+                "### verification",
+                "",
+                "| run | state | samples | share % | precision % [95% CI] |",
+            ]
+            lines.append("|---|---|---|---|---|")
+            for r, v in ver:
+                for s, row in v["states"].items():
+                    prec = row["precision"].fmt() if row["precision"] else "-"
+                    lines.append(f"| {r.path.name} | {s} | {row['n']} | {100 * row['share']:.1f} | {prec} |")
+            lines += ["", "| run | answers changed by revision | fixed | broke |", "|---|---|---|---|"]
+            lines += [f"| {r.path.name} | {v['revised']} | {v['fixed']} | {v['broke']} |" for r, v in ver]
+        lines += [
+            "",
+            "### cost per sample",
+            "",
+            "| run | mode | samples | tokens in+out | tokens out | model calls | seconds |",
+        ]
+        lines.append("|---|---|---|---|---|---|---|")
+        for r in rs:
+            c = cost_row(r)
+            lines.append(
+                f"| {r.path.name} | {r.mode} | {c['samples']} | {c['tokens']:.0f} | {c['tokens_out']:.0f} | "
+                f"{c['calls']:.1f} | {c['seconds']:.1f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def prompt_table(ver: Sequence[tuple[Run, dict[str, Any]]]) -> list[str]:
+    """Verification prompts side by side: state shares and precisions, and how far T and F separate."""
+    out = [
+        "### verification prompts",
+        "",
+        "| prompt | run | samples | T n / precision % | U n / precision % | F n / precision % | P(T) − P(F) | fixed / broke | s per sample |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r, v in ver:
+        cells, prec = [], {}
+        for s in ("T", "U", "F"):
+            row = v["states"].get(s)
+            if row is None:
+                cells.append("0 / -")
+                continue
+            prec[s] = row["precision"].value
+            cells.append(f"{row['n']} / {100 * row['precision'].value:.0f}")
+        sep = f"{100 * (prec['T'] - prec['F']):+.0f}" if "T" in prec and "F" in prec else "-"
+        out.append(
+            f"| {r.verify_prompt} | {r.path.name} | {v['total']} | {' | '.join(cells)} | {sep} | "
+            f"{v['fixed']} / {v['broke']} | {cost_row(r)['seconds']:.0f} |"
+        )
+    return out
+
+
+def load_calibrations(paths: Sequence[Path]) -> dict[str, Any]:
+    """Calibration JSON files (``mathagent calibrate``) -> model name -> Weights."""
+    out = {}
+    for p in paths:
+        d = json.loads(Path(p).read_text(encoding="utf-8"))
+        out[d["model"]] = Weights.from_dict(d["weights"])
+    return out

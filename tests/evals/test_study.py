@@ -1,0 +1,143 @@
+"""The study's tables are regenerated from committed run folders (real runs of the bundled models).
+
+``tests/data/method_study.tar.gz`` holds small real run folders (see ``tests/data/README.md``);
+``tests/data/method_study.md`` is what ``bench/method_study.py report`` wrote from them. The test
+unpacks, regenerates, compares, and checks a few cells against counts taken straight from the records.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from mathagent.evals.study import find_runs, k1_cells, pre_verification_answer, verification_rows, vote_cells
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    with tarfile.open(DATA / "method_study.tar.gz") as tar:
+        tar.extractall(root, filter="data")
+    return root
+
+
+def test_report_regenerates_the_committed_tables(runs_root, tmp_path):
+    out = tmp_path / "results.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "method_study.py"),
+            "report",
+            "method_study",
+            "--out",
+            str(out),
+        ],
+        cwd=runs_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == (DATA / "method_study.md").read_text()
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines() if x.strip()]
+
+
+def test_cells_match_counts_taken_from_the_records(runs_root):
+    runs = find_runs([runs_root / "method_study"])
+    assert runs
+    for run in runs:
+        recs = _records(run.path)
+        first = [r for r in recs if r["sample_index"] == 0]
+        cells = {c.label: c for c in k1_cells([run])}
+        assert cells[run.mode].n == len(first)
+        assert sum(cells[run.mode].scores.values()) == sum(r["correct"] for r in first)
+        if run.mode == "loop+verify":
+            unchanged = [r for r in first if pre_verification_answer(r) == r["answer"]]
+            pre = cells["loop (before verification)"].scores
+            assert all(pre[str(r["problem_id"])] == float(r["correct"]) for r in unchanged)
+            v = verification_rows(run)
+            assert v["total"] == len([r for r in recs if r["status"] != "failed"])
+            assert sum(s["n"] for s in v["states"].values()) == v["total"]
+        if run.k > 1:
+            by_label = {c.label: c for c in vote_cells(run)}
+            full = {}
+            for r in recs:
+                full.setdefault(str(r["problem_id"]), []).append(r)
+            done = {p: rs for p, rs in full.items() if len(rs) >= run.k}
+            assert by_label[f"pass@{run.k}"].scores == {
+                p: float(any(r["correct"] for r in rs)) for p, rs in done.items()
+            }
+            # a vote can only be right when some sample is
+            for label, cell in by_label.items():
+                assert all(cell.scores[p] <= by_label[f"pass@{run.k}"].scores[p] for p in cell.scores), label
+
+
+def _write_run(root: Path, name: str, mode: str, k: int, rows: list[tuple]) -> None:
+    """rows: (problem_id, sample_index, answer, correct, state, pre_verification_answer)."""
+    d = root / name
+    d.mkdir(parents=True)
+    agent = {"verify": mode == "loop+verify", **({"mode": mode} if mode in ("cot", "pot") else {})}
+    header = {
+        "identity": {
+            "config": {
+                "model": "m",
+                "k": k,
+                "temperature": 0.0,
+                "verify": agent["verify"],
+                "extra": {"agent": agent},
+            },
+            "dataset": {"name": "gsm8k"},
+            "grading_dataset": "gsm8k",
+        }
+    }
+    (d / "header.json").write_text(json.dumps(header))
+    lines = []
+    for pid, i, ans, ok, state, pre in rows:
+        ver = [{"round": 0, "state": state, "answer": pre}] if state else []
+        rec = {"problem_id": pid, "sample_index": i, "gold": "5", "dataset": "gsm8k", "status": "ok", "answer": ans,
+               "correct": ok, "verification_state": state, "ran_code": mode != "cot", "tokens_in": 10, "tokens_out": 5,
+               "time_s": 1.0, "trace": {"verification": ver, "meta": {"calls": 1 if mode in ("cot", "pot") else 3}}}  # fmt: skip
+        lines.append(json.dumps(rec))
+    (d / "samples.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_tables_on_hand_made_runs(tmp_path):
+    from mathagent.evals.study import compare, render
+
+    _write_run(tmp_path, "cot", "cot", 1, [("a", 0, "5", True, None, None), ("b", 0, "4", False, None, None), ("c", 0, "4", False, None, None)])  # fmt: skip
+    lv = [
+        ("a", 0, "5", True, "T", "5"), ("a", 1, "6", False, "F", "6"),
+        ("b", 0, "5", True, "T", "7"), ("b", 1, "6", False, "U", "6"),  # b#0: revision fixed 7 -> 5
+        ("c", 0, "6", False, "F", "6"), ("c", 1, "6", False, "U", "6"),
+    ]  # fmt: skip
+    _write_run(tmp_path, "lv", "loop+verify", 2, lv)
+    runs = find_runs([tmp_path])
+    cells = {c.label: c for r in runs for c in k1_cells([r])}
+    assert cells["cot"].scores == {"a": 1.0, "b": 0.0, "c": 0.0}
+    assert cells["loop+verify"].scores == {"a": 1.0, "b": 1.0, "c": 0.0}
+    assert cells["loop (before verification)"].scores == {"a": 1.0, "b": 0.0, "c": 0.0}
+    c = compare(cells["loop+verify"], cells["loop (before verification)"])
+    assert (c["n"], c["mcnemar"].only_a, c["mcnemar"].only_b) == (3, 1, 0)
+    assert c["diff"].value == pytest.approx(1 / 3)
+    lv_run = next(r for r in runs if r.mode == "loop+verify")
+    votes = {x.label: x.scores for x in vote_cells(lv_run)}
+    # a: 5(T) vs 6(F) tie on count -> majority takes the earliest (5); weights pick T as well
+    assert votes["maj@2"] == {"a": 1.0, "b": 1.0, "c": 0.0}
+    assert votes["pass@2"] == {"a": 1.0, "b": 1.0, "c": 0.0}
+    v = verification_rows(lv_run)
+    assert (v["revised"], v["fixed"], v["broke"]) == (1, 1, 0)
+    assert {s: row["n"] for s, row in v["states"].items()} == {"T": 2, "U": 2, "F": 2}
+    assert v["states"]["T"]["precision"].value == 1.0 and v["states"]["F"]["precision"].value == 0.0
+    doc = render(runs)
+    assert "| loop+verify − loop (before verification) | 3 | 33.3 [" in doc
+    assert "| cot | 33.3 [" in doc and "| 3 | k=1 T=0 cot |" in doc
