@@ -5,7 +5,8 @@
 
 ``report`` reads every run folder under the roots (partial runs too: each cell says how many problems
 it covers) and writes the tables (evals/study.py). ``run`` runs the k = 1 modes (cot, pot, loop+verify,
-greedy) on the same seeded subsets as the k = 4 loop+verify runs, one `mathagent eval` after another;
+greedy), the k = 4 loop+verify runs on the same seeded subsets, and the verify-prompt runs on GSM8K
+train, one `mathagent eval` after another;
 each is an ordinary resumable run folder, so re-running the command resumes where it stopped.
 """
 
@@ -32,6 +33,17 @@ def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
                     [sys.executable, "-m", "mathagent.agent.cli", "eval", "--dataset", ds, *SUBSET, "--k", "1",
                      "--temperature", "0", "--model", model, "--mode", mode, "--run-dir", str(root / name), "--json"]
                 )  # fmt: skip
+            name = f"{ds}-{model}-loopverify-k4"  # maj/weighted/pruned/pass@4 and verification statistics
+            cmds.append(
+                [sys.executable, "-m", "mathagent.agent.cli", "eval", "--dataset", ds, *SUBSET, "--k", "4",
+                 "--model", model, "--mode", "loop+verify", "--run-dir", str(root / name), "--json"]
+            )  # fmt: skip
+    train = ["--dataset", "../shared/data/datasets/gsm8k_train.jsonl", "--limit", "20", "--shuffle", "--seed", "1", "--k", "2"]
+    for prompt in ("verify", "verify_substitute", "verify_resolve"):  # section 4: verify-prompt precision
+        cmds.append(
+            [sys.executable, "-m", "mathagent.agent.cli", "eval", *train, "--model", "qwen2.5-coder-0.5b",
+             "--mode", "loop+verify", "--verify-prompt", prompt, "--run-dir", str(root / f"vp-{prompt}"), "--json"]
+        )  # fmt: skip
     return cmds
 
 
