@@ -299,13 +299,13 @@ def _bound_output(cap: int) -> None:
     def bounded_write(self, string):
         if not isinstance(string, str) or len(string) <= CHUNK_CHARS:
             n = write(self, string)
-            try:
-                with self._buffer_lock:
-                    held = sum(b.tell() for b in self._buffers.values())
-                if held > CHUNK_CHARS:
-                    self.flush()
-            except Exception:
-                pass
+            # characters written since this stream last flushed here (a plain counter: cheap per print;
+            # the IO thread's own timed flushes only make it flush a little early)
+            pending = getattr(self, "_mathagent_pending", 0) + (n or 0)
+            if pending > CHUNK_CHARS:
+                pending = 0
+                self.flush()
+            self._mathagent_pending = pending
             return n
         for i in range(0, len(string), CHUNK_CHARS):
             write(self, string[i : i + CHUNK_CHARS])
