@@ -38,7 +38,17 @@ def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
                 [sys.executable, "-m", "mathagent.agent.cli", "eval", "--dataset", ds, *SUBSET, "--k", "4",
                  "--model", model, "--mode", "loop+verify", "--run-dir", str(root / name), "--json"]
             )  # fmt: skip
-    train = ["--dataset", "../shared/data/datasets/gsm8k_train.jsonl", "--limit", "20", "--shuffle", "--seed", "1", "--k", "2"]
+    train = [
+        "--dataset",
+        "../shared/data/datasets/gsm8k_train.jsonl",
+        "--limit",
+        "20",
+        "--shuffle",
+        "--seed",
+        "1",
+        "--k",
+        "2",
+    ]
     for prompt in ("verify", "verify_substitute", "verify_resolve"):  # section 4: verify-prompt precision
         cmds.append(
             [sys.executable, "-m", "mathagent.agent.cli", "eval", *train, "--model", "qwen2.5-coder-0.5b",

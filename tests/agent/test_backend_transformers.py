@@ -30,7 +30,7 @@ def test_cut_at_stop_takes_the_earliest():
 
 def test_factory_reads_the_trained_format(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "mathagent.json").write_text(json.dumps({"format": "mathcoder"}))
+    (tmp_path / "mathagent.json").write_text(json.dumps({"format": "mathcoder"}))  # as `train` writes it
     b = make_backend(str(tmp_path))  # a directory with config.json: transformers, loaded lazily
     assert isinstance(b, TransformersBackend) and b.default_format == "mathcoder"
     (tmp_path / "mathagent.json").unlink()
