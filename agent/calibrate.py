@@ -31,7 +31,7 @@ import os
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ def calibration_dir() -> Path:
 # ---------------------------------------------------------------- the math (pure)
 
 
-def state_counts(samples: Sequence[tuple[str | None, bool]]) -> dict[str, list[int]]:
+def state_counts(samples: Sequence[tuple[Any, Any]]) -> dict[str, list[int]]:
     """``(state, correct)`` pairs -> ``{state: [n, correct]}`` for T/U/F (None counts as U, as in the vote)."""
     out = {s: [0, 0] for s in STATES}
     for state, ok in samples:
@@ -65,7 +65,7 @@ def state_counts(samples: Sequence[tuple[str | None, bool]]) -> dict[str, list[i
     return out
 
 
-def shrunk_precisions(counts: dict[str, Sequence[int]], strength: float = SHRINK) -> dict[str, float]:
+def shrunk_precisions(counts: Mapping[str, Sequence[int]], strength: float = SHRINK) -> dict[str, float]:
     """Per-state precision shrunk toward the pooled precision by ``strength`` pseudo-samples."""
     n = sum(c[0] for c in counts.values())
     right = sum(c[1] for c in counts.values())
@@ -78,7 +78,7 @@ def shrunk_precisions(counts: dict[str, Sequence[int]], strength: float = SHRINK
     return out
 
 
-def derive_weights(counts: dict[str, Sequence[int]], strength: float = SHRINK) -> Any:
+def derive_weights(counts: Mapping[str, Sequence[int]], strength: float = SHRINK) -> Any:
     """Vote weights from per-state counts (module doc): ``-log(1 - p_s)`` scaled to a maximum of 1."""
     p = shrunk_precisions(counts, strength)
     raw = {s: -math.log(1 - p[s]) for s in STATES}

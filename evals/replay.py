@@ -131,7 +131,8 @@ def _dataset_from_rows(rows: Sequence[dict[str, Any]]) -> str | None:
     """GSM8K solutions end in ``#### N``; MATH rows carry ``level``/``type`` or boxed solutions."""
     votes: Counter[str] = Counter()
     for row in rows:
-        gt = row.get("ground_truth") if isinstance(row.get("ground_truth"), dict) else {}
+        gt_raw = row.get("ground_truth")
+        gt: dict[str, Any] = gt_raw if isinstance(gt_raw, dict) else {}
         solution = str(row.get("gt_cot") or gt.get("solution") or row.get("solution") or "")
         if "level" in row or "type" in row or "\\boxed" in solution:
             votes["math"] += 1
@@ -476,7 +477,7 @@ def build_report(
         if published is not None:
             score, cite = published, "given with --published"
         else:
-            score, cite = (cited.accuracy, cited.source) if cited else (None, None)
+            score, cite = (cited.accuracy, cited.source) if cited else (None, None)  # type: ignore[assignment]
         out["sources"][key] = {
             "source": source,
             "model": model,

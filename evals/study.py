@@ -371,10 +371,10 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
         ]
         lines.append("|---|---|---|---|---|---|---|")
         for r in rs:
-            c = cost_row(r)
+            cost = cost_row(r)
             lines.append(
-                f"| {r.path.name} | {r.mode} | {c['samples']} | {c['tokens']:.0f} | {c['tokens_out']:.0f} | "
-                f"{c['calls']:.1f} | {c['seconds']:.1f} |"
+                f"| {r.path.name} | {r.mode} | {cost['samples']} | {cost['tokens']:.0f} | {cost['tokens_out']:.0f} | "
+                f"{cost['calls']:.1f} | {cost['seconds']:.1f} |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -312,7 +312,7 @@ def _bound_output(cap: int) -> None:
             self.flush()
         return len(string)
 
-    OutStream.write = bounded_write
+    OutStream.write = bounded_write  # type: ignore[method-assign]
 
     def cut(data: dict, md: dict) -> None:
         dropped = 0
@@ -343,7 +343,7 @@ def _bound_output(cap: int) -> None:
             cut(format_dict, md_dict)
             return fmt(self, format_dict, md_dict)
 
-        ZMQShellDisplayHook.write_format_data = write_format_data
+        ZMQShellDisplayHook.write_format_data = write_format_data  # type: ignore[method-assign]
     except Exception:
         pass
     try:
@@ -357,7 +357,7 @@ def _bound_output(cap: int) -> None:
             cut(data, metadata)
             return publish(self, data, metadata, *args, **kwargs)
 
-        ZMQDisplayPublisher.publish = bounded_publish
+        ZMQDisplayPublisher.publish = bounded_publish  # type: ignore[method-assign]
     except Exception:
         pass
 

@@ -123,6 +123,7 @@ def v2_setup(
             return None
         name = f"{PARENT}-{uid}"
         how = f"v2 delegated subtree {base / name}"
+    assert base is not None
     offered = _read_words(base / "cgroup.controllers")
     if not {"memory", "pids"} <= offered:
         return None

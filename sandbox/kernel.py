@@ -354,7 +354,7 @@ class _Kernel:
 
     def _connect(self, deadline: float) -> None:
         self.client = BlockingKernelClient(context=self.zmq_context)
-        self.client.load_connection_info(self.info)
+        self.client.load_connection_info(self.info)  # type: ignore[arg-type]
         self.client.start_channels(hb=False)  # liveness comes from the process itself
         self.poller = zmq.Poller()
         self.poller.register(self.client.shell_channel.socket, zmq.POLLIN)
@@ -658,7 +658,7 @@ class JupyterSandbox:
             if replied_at is not None:
                 limit = min(limit, max(replied_at, heard_at) + IDLE_AFTER_REPLY_S)
             wait = max(min(limit - now, POLL_S), 0.001)
-            ready = dict(k.poller.poll(wait * 1000))
+            ready = dict(k.poller.poll(int(wait * 1000)))
             if not ready:
                 if not k.alive():
                     died = True

@@ -339,7 +339,7 @@ def build_trainer(
     tok.padding_side = "left"
     dtype = _dtype(cfg.precision)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
         model.resize_token_embeddings(len(tok))
     model.config.pad_token_id = tok.pad_token_id
     if cfg.format == "mathcoder":  # the message ends at <|endofmessage|>: an end of sequence for TRL too
@@ -402,7 +402,7 @@ def build_trainer(
     rollout_func = make_rollout_func(provider, cfg.rollout_config(grading), tok, rollout_log)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=reward_functions(grading),
+        reward_funcs=reward_functions(grading),  # type: ignore[arg-type]
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tok,

@@ -45,8 +45,8 @@ def parse_number(s: str | None) -> Fraction | None:
         whole, num, den = int(m.group(2)), int(m.group(3)), int(m.group(4))
         if den == 0 or num >= den:  # "1 3/2" is no mixed number, and "13/2" would be a guess
             return None
-        v = whole + Fraction(num, den)
-        return -v if m.group(1) == "-" else v
+        mixed = whole + Fraction(num, den)
+        return -mixed if m.group(1) == "-" else mixed
     s = s.strip().replace(" ", "")
     if not s or len(s) > MAX_DIGITS:
         return None
@@ -71,8 +71,8 @@ def parse_number(s: str | None) -> Fraction | None:
         whole, num, den = int(m.group(2)), int(m.group(3)), int(m.group(4))
         if den == 0 or num >= den:
             return None
-        v = whole + Fraction(num, den)
-        return -v if m.group(1) == "-" else v
+        mixed = whole + Fraction(num, den)
+        return -mixed if m.group(1) == "-" else mixed
     m = _SCI_RE.fullmatch(s)
     if m:
         a = _dec(m.group(1))

@@ -108,7 +108,7 @@ def write_synthetic_run(
     }
     run = RunDir.open(path, identity, {"git_revision": None, "argv": ["--synthetic", "--mode", mode]})
     failed = set(rng.sample(range(n_problems * k), min(n_failed, n_problems * k)))
-    records = []
+    records: list[dict[str, Any]] = []
     for pi in range(n_problems):
         src = base[pi % len(base)]
         rep = pi // len(base)
@@ -131,6 +131,6 @@ def write_synthetic_run(
             f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
     if write_summary:
         run.write_summary(
-            summarize(records, k=k, weights=cfg["weights"], dataset=identity["grading_dataset"])
+            summarize(records, k=k, weights=cfg["weights"], dataset=str(identity["grading_dataset"]))
         )
     return run.path
