@@ -28,7 +28,7 @@ class ModelManifest:
     base_model: str = ""
     """The model training started from (name or path)."""
     training_format: str = ""
-    """The exported data format it was trained on (``mathcoder`` or ``chat``)."""
+    """How it was trained: the exported SFT data format (``mathcoder`` or ``chat``), or ``grpo``."""
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

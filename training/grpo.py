@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.manifest import ModelManifest
 from mathagent.evals.datasets import GRADING_KIND, load_problems
 from mathagent.sandbox import KernelPool
 from mathagent.training import masking
@@ -37,8 +38,6 @@ from mathagent.training.sft import latest_checkpoint, report_to, warmup_steps
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "mathagent.json"
-MANIFEST_VERSION = 1
 STOP = {"markdown": ["```output"], "mathcoder": ["<|endofblock|>", "<|endofmessage|>"]}
 """Stop strings written into ``mathagent.json`` (the agent's own for the format)."""
 
@@ -470,11 +469,6 @@ def save_model(trainer: Any, tok: Any, cfg: GRPORunConfig) -> None:
     model.save_pretrained(out)
     tok.padding_side = "right"
     tok.save_pretrained(out)
-    manifest = {
-        "format": cfg.format,
-        "stop": STOP[cfg.format],
-        "schema_version": MANIFEST_VERSION,
-        "base_model": cfg.model,
-        "training": "grpo",
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    ModelManifest(cfg.format, tuple(STOP[cfg.format]), base_model=cfg.model, training_format="grpo").write(
+        out
+    )

@@ -72,5 +72,5 @@ def test_grpo_two_cpu_processes(tmp_path, smol_dir):
     assert all(r["steps"] == 1 for r in results)
     assert [r["saved"] for r in sorted(results, key=lambda r: r["process_index"])] == [True, False]
     assert (out / "rollouts.rank0.jsonl").is_file() and (out / "rollouts.rank1.jsonl").is_file()
-    assert json.loads((out / "mathagent.json").read_text())["training"] == "grpo"
+    assert json.loads((out / "mathagent.json").read_text())["training_format"] == "grpo"
     AutoModelForCausalLM.from_pretrained(out)

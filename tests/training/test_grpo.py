@@ -81,7 +81,7 @@ def test_grpo_model_solves_through_the_agent(grpo_run):
     _root, out = grpo_run
     manifest = json.loads((out / "mathagent.json").read_text())
     assert manifest["format"] == "markdown" and manifest["stop"] == ["```output"]
-    assert manifest["training"] == "grpo"
+    assert manifest["training_format"] == "grpo"
     backend = make_backend(str(out))  # what `mathagent solve --model OUT` builds
     assert type(backend).__name__ == "TransformersBackend" and backend.default_format == "markdown"
     pool = KernelPool(size=1, acquire_timeout_s=600)
