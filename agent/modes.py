@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from mathagent.agent.events import CodeEvent, ExecutionEvent
+from mathagent.agent.grading import extract_answer
 from mathagent.agent.trace import Step, StepKind, StopReason
 
 MODES = ("cot", "pot", "loop", "loop+verify")
@@ -134,7 +135,7 @@ async def run_single_call(traj: Any, mode: str) -> tuple[StopReason, str | None,
     if line is None:
         return StopReason.NO_ANSWER, "the program printed nothing", None
     try:
-        answer = traj.extract(line, last_output=line)
+        answer = extract_answer(line, last_output=line)
     except Exception:  # noqa: BLE001 - an extractor bug ends this sample without an answer
         answer = None
     return (StopReason.ANSWERED, None, answer) if answer is not None else (StopReason.NO_ANSWER, None, None)

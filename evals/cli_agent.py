@@ -18,6 +18,7 @@ from mathagent.agent.backends.base import Backend
 from mathagent.agent.backends.scripted import ScriptBook
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.flags import add_agent_flags
+from mathagent.agent.modes import split_mode
 from mathagent.agent.prompts import prompt_hashes
 from mathagent.agent.trace import Trace
 from mathagent.evals.datasets import Problem
@@ -128,7 +129,10 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
     backend = None if scripted else backend_from_args(args)
     fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
     model = args.model or (getattr(backend, "model", "") if backend else "scripted")
-    cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify)
+    mode, args.verify = split_mode(getattr(args, "mode", None), args.verify)
+    cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify, mode=mode)
+    if getattr(args, "verify_prompt", None):
+        cfg = cfg.with_(verify_prompt=args.verify_prompt)
     if args.max_rounds:
         cfg = cfg.with_(max_rounds=args.max_rounds)
     return AgentSetup(book, backend, fmt, model, cfg)

@@ -256,11 +256,11 @@ def test_a_fault_mix_loses_nothing():
 def test_request_timeout_flag_reaches_the_backend(srv):
     from mathagent.agent import cli_solve
     from mathagent.agent.repl import app
-    from mathagent.evals import cli_eval
+    from mathagent.evals import cli_agent, cli_eval
     from mathagent.training import cli_generate
 
     args = cli_eval.build_parser().parse_args(["--base-url", srv.base_url, "--request-timeout", "4"])
-    assert cli_eval.backend_from_args(args).request_timeout == 4.0
+    assert cli_agent.backend_from_args(args).request_timeout == 4.0
     args = cli_solve.build_parser().parse_args(["--base-url", srv.base_url, "--request-timeout", "5"])
     assert cli_solve.build_backend(args).request_timeout == 5.0
     args = cli_generate.build_parser().parse_args(["--problems", "x", "--out", "o", "--request-timeout", "6"])

@@ -218,7 +218,9 @@ def run_child(
     """Run loads in a fresh interpreter pointed at ``endpoint``; returns its JSON report."""
     empty = tmp_path / "no_local_data"
     empty.mkdir(exist_ok=True)
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MATHAGENT_"))}
+    child_env = {  # TRANSFORMERS_OFFLINE also switches huggingface_hub off (.ci/run sets it)
+        k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MATHAGENT_", "TRANSFORMERS_"))
+    }
     child_env.update(
         HF_ENDPOINT=endpoint,
         HF_HOME=str(tmp_path / "hf_home"),
