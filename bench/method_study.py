@@ -24,37 +24,31 @@ SUBSET = ["--limit", "100", "--shuffle", "--seed", "1"]
 
 
 def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
-    cmds = []
+    """The study's runs, cheapest first: every k = 1 ablation (each model x data set), then the
+    verify-prompt runs on GSM8K train, then the k = 4 runs (hours each on 2 cores)."""
+    eval_ = [sys.executable, "-m", "mathagent.agent.cli", "eval"]
+    k1, k4 = [], []
     for model in models:
         for ds in datasets:
             for mode in ("cot", "pot", "loop+verify"):
                 name = f"{ds}-{model}-{mode.replace('+', '')}-k1"
-                cmds.append(
-                    [sys.executable, "-m", "mathagent.agent.cli", "eval", "--dataset", ds, *SUBSET, "--k", "1",
-                     "--temperature", "0", "--model", model, "--mode", mode, "--run-dir", str(root / name), "--json"]
+                k1.append(
+                    [*eval_, "--dataset", ds, *SUBSET, "--k", "1", "--temperature", "0", "--model", model,
+                     "--mode", mode, "--run-dir", str(root / name), "--json"]
                 )  # fmt: skip
             name = f"{ds}-{model}-loopverify-k4"  # maj/weighted/pruned/pass@4 and verification statistics
-            cmds.append(
-                [sys.executable, "-m", "mathagent.agent.cli", "eval", "--dataset", ds, *SUBSET, "--k", "4",
-                 "--model", model, "--mode", "loop+verify", "--run-dir", str(root / name), "--json"]
+            k4.append(
+                [*eval_, "--dataset", ds, *SUBSET, "--k", "4", "--model", model, "--mode", "loop+verify",
+                 "--run-dir", str(root / name), "--json"]
             )  # fmt: skip
-    train = [
-        "--dataset",
-        "../shared/data/datasets/gsm8k_train.jsonl",
-        "--limit",
-        "20",
-        "--shuffle",
-        "--seed",
-        "1",
-        "--k",
-        "2",
-    ]
-    for prompt in ("verify", "verify_substitute", "verify_resolve"):  # section 4: verify-prompt precision
-        cmds.append(
-            [sys.executable, "-m", "mathagent.agent.cli", "eval", *train, "--model", "qwen2.5-coder-0.5b",
-             "--mode", "loop+verify", "--verify-prompt", prompt, "--run-dir", str(root / f"vp-{prompt}"), "--json"]
-        )  # fmt: skip
-    return cmds
+    train = ["--dataset", "../shared/data/datasets/gsm8k_train.jsonl", "--limit", "20", "--shuffle", "--seed", "1",
+             "--k", "2"]  # fmt: skip
+    vp = [
+        [*eval_, *train, "--model", "qwen2.5-coder-0.5b", "--mode", "loop+verify", "--verify-prompt", prompt,
+         "--run-dir", str(root / f"vp-{prompt}"), "--json"]
+        for prompt in ("verify", "verify_substitute", "verify_resolve")  # section 4: verify-prompt precision
+    ]  # fmt: skip
+    return k1 + vp + k4
 
 
 def main(argv: list[str] | None = None) -> int:
