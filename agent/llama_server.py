@@ -183,6 +183,10 @@ atexit.register(_stop_all)
 class LlamaServer:
     """A llama.cpp server process on loopback; a context manager; stopped at exit at the latest."""
 
+    slots: int = 1
+    """Requests the server works on at once. llama-cpp-python's server takes one and queues the rest;
+    a queued request's timeout would tick while it waits, so clients keep no more than this in flight."""
+
     def __init__(
         self,
         model: str | os.PathLike[str] = "qwen2.5-coder-1.5b",

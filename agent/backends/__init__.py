@@ -51,6 +51,9 @@ def bundled_backend(model: str | os.PathLike[str] | None = None, **kw: Any) -> B
     server_kw.setdefault("n_ctx", DEFAULT_N_CTX)
     server = shared_server(name, **server_kw)
     kw.setdefault("context_window", server.n_ctx)
+    # Queue in the client, where no timeout ticks, not in the server: a request waiting behind three
+    # others on a busy machine would otherwise use up its request timeout before its first token.
+    kw.setdefault("max_concurrency", server.slots)
     kw.setdefault("chat_template", "chatml")
     kw.setdefault("default_system", DEFAULT_SYSTEM.get(name, QWEN_SYSTEM))
     return OpenAIBackend(

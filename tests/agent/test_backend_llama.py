@@ -116,11 +116,21 @@ def test_slow_but_working_generation_is_not_killed(server):
     assert took > timeout, (took, timeout, max_tokens)  # it did outlive its request timeout
 
 
-def test_parallel_streams_are_not_cut_short(backend):
-    """Two samples stream at once; llama.cpp must not end the first early for the waiting second."""
+def test_requests_queue_in_the_client_not_in_the_single_slot_server(server, backend):
+    """The bundled server works on one request at a time; the backend keeps at most that many in
+    flight, so a request's timeout never ticks while it waits in the server's queue."""
+    assert server.slots == 1 and backend.max_concurrency == server.slots
+    out = run(backend.generate(COUNT, GenerationParams(n=3, max_tokens=12, seed=5)))
+    assert len(out) == 3 and all(c.text for c in out) and not backend.retry_log
+
+
+def test_parallel_streams_are_not_cut_short(server):
+    """Two samples stream at once (a client that ignores the slot count): llama.cpp must not end the
+    first early for the waiting second."""
+    b = OpenAIBackend(model=server.alias, base_url=server.base_url, gguf_path=server.path, max_concurrency=2)
     params = GenerationParams(n=2, max_tokens=40, seed=3, stop=("11",))
-    out = run(backend.generate(COUNT, params))
-    assert len(out) == 2 and not backend.retry_log
+    out = run(b.generate(COUNT, params))
+    assert len(out) == 2 and not b.retry_log
     assert all(c.finish_reason == "stop" and "10" in c.text for c in out), [c.text for c in out]
 
 
