@@ -262,7 +262,9 @@ def extract_final(mode: str, text: str, last_output: str | None = None) -> str |
         return extract_answer(text[hits[-1].start() :]) if hits else None
     if mode == "last_number":
         num = last_number(text or "")
-        return normalize_answer(num) or None if num is not None else None
+        if num is None:
+            return None
+        return normalize_answer(num) or None
     raise PresetError(f"unknown answer mode {mode!r}; choose one of {', '.join(ANSWER_MODES)}")
 
 

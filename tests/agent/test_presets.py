@@ -265,3 +265,42 @@ def test_presets_command_lists_them(capsys):
     assert json.loads(capsys.readouterr().out)["stop"] == ["```output\n"]
     assert cli_presets.main(["nope"]) == 2
     assert "no preset named" in capsys.readouterr().err
+
+
+def test_markdown_preset_output_placement():
+    from mathagent.agent.formats import get_format
+    from mathagent.agent.trace import Step, StepKind
+
+    T, C, E, U = StepKind.TEXT, StepKind.CODE, StepKind.EXECUTION, StepKind.USER
+    steps = [Step(T, "Count."), Step(C, "print(9)"), Step(E, "9")]
+    as_user = parse_preset(
+        'format = "markdown"\noutput_template = "Output: {output}"\noutput_role = "user"\nuser_template = "Q: {problem}"'
+    )
+    msgs = get_format("markdown", as_user).build_prompt("How many?", steps, "sys")
+    assert msgs == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "Q: How many?"},
+        {"role": "assistant", "content": "Count.\n```python\nprint(9)\n```"},
+        {"role": "user", "content": "Output: 9"},
+    ]
+    qwen = get_format("markdown", load_preset("qwen2.5-math-tir"))
+    verify = [
+        *steps,
+        Step(T, " So \\boxed{18}."),
+        Step(U, "Check it."),
+        Step(C, "print(18 == 18)"),
+        Step(E, "True"),
+    ]
+    msgs = qwen.build_prompt("How many?", verify, "sys")
+    assert msgs[2] == {
+        "role": "assistant",
+        "content": "Count.```python\nprint(9)\n```\n```output\n9\n```\n So \\boxed{18}.",
+    }
+    assert msgs[3] == {"role": "user", "content": "Check it."}
+    assert msgs[4] == {
+        "role": "assistant",
+        "content": "```python\nprint(18 == 18)\n```\n```output\nTrue\n```\n",
+        "partial": True,
+    }
+    # without an output yet, the first call is the plain chat prompt (the server opens the turn)
+    assert qwen.build_prompt("How many?", [], "sys")[-1] == {"role": "user", "content": "How many?"}
