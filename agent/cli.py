@@ -17,6 +17,7 @@ from mathagent.agent import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "solve": ("mathagent.agent.cli_solve", "solve a problem (no problem: open the interactive REPL)"),
     "sandbox": ("mathagent.sandbox.cli", "inspect the sandbox: `mathagent sandbox check`"),
+    "presets": ("mathagent.agent.cli_presets", "list the model families' protocols that --preset takes"),
     "model": ("mathagent.agent.cli_model", "manage the bundled offline model (path, assemble, serve)"),
     "eval": ("mathagent.evals.cli_eval", "evaluate on a data set (resumable run folder)"),
     "replay": ("mathagent.evals.cli_replay", "replay published traces through the real loop and sandbox"),

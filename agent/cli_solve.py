@@ -19,9 +19,11 @@ from mathagent.agent.backends.base import Backend, BackendError
 from mathagent.agent.backends.scripted import script_backend
 from mathagent.agent.choose import add_vote_args, resolve_weights, vote_traces
 from mathagent.agent.config import AgentConfig
-from mathagent.agent.flags import add_agent_flags, default_temperature
+from mathagent.agent.flags import add_agent_flags, default_temperature, given
 from mathagent.agent.loop import solve_k
 from mathagent.agent.modes import add_mode_arg, split_mode
+from mathagent.agent.presets import apply_preset
+from mathagent.agent.prompts import load_prompt
 from mathagent.agent.render import print_trace, print_vote
 from mathagent.sandbox.pool import KernelPool
 from rich.console import Console
@@ -43,6 +45,7 @@ SOLVE_FLAGS = (
     "verify",
     "timeout",
     "system_prompt",
+    "preset",
     "vote",
     "script",
 )
@@ -67,13 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    """The AgentConfig the flags describe; ``--preset`` supplies the format and limits not given.
+
+    Raises :class:`~mathagent.agent.presets.PresetError` for an unknown preset or a conflicting format.
+    """
     temperature = default_temperature(args)
     mode, verify = split_mode(getattr(args, "mode", None), args.verify)
-    return AgentConfig(
+    config = AgentConfig(
         mode=mode,
-        format=args.format,
-        max_rounds=args.max_rounds,
-        max_tokens=args.max_tokens,
         temperature=temperature,
         seed=args.seed,
         cell_timeout=args.timeout,
@@ -81,23 +85,37 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         verify=verify,
         verify_prompt=getattr(args, "verify_prompt", None),
     )
+    return apply_preset(
+        config,
+        getattr(args, "preset", None),
+        format=args.format,
+        max_tokens=given(args.max_tokens),
+        max_rounds=given(args.max_rounds),
+    )
 
 
-def build_backend(args: argparse.Namespace) -> Backend:
-    """The backend the flags ask for (the bundled model by default; ``--script`` replays turns)."""
+def build_backend(args: argparse.Namespace, fmt: str | None = None) -> Backend:
+    """The backend the flags ask for (the bundled model by default; ``--script`` replays turns in
+    ``fmt``, default ``--format``)."""
     script = args.script or os.environ.get("MATHAGENT_SCRIPT")
     if script:
-        return script_backend(script, default_format=args.format, on_exhausted="empty")
+        return script_backend(script, default_format=fmt or args.format, on_exhausted="empty")
     return make_backend(
         model=args.model, base_url=args.base_url, backend=args.backend, request_timeout=args.request_timeout
     )
 
 
 async def run(args: argparse.Namespace, problem: str) -> int:
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+        if config.system_prompt:
+            load_prompt(config.system_prompt)  # a wrong name or file fails here, before the model starts
+    except ValueError as e:
+        print(f"mathagent solve: {e}", file=sys.stderr)
+        return 2
     err = Console(stderr=True)
     try:
-        backend = build_backend(args)
+        backend = build_backend(args, config.format)
     except (BackendError, OSError, ValueError) as e:
         print(f"mathagent solve: cannot start the model backend: {e}", file=sys.stderr)
         return 2

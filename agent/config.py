@@ -33,7 +33,8 @@ class AgentConfig:
     view_chars: int = 2000
     """Most characters of an execution result the model is shown (the trace keeps the full result)."""
     system_prompt: str | None = None
-    """Shipped prompt name (``agent/prompts/<name>.md``); None: the prompt named after the format."""
+    """Shipped prompt name (``agent/prompts/<name>.md``) or a prompt file's path; None: the preset's
+    system prompt, else the prompt named after the format."""
     max_text_blocks: int = 4
     """Most consecutive prose-only calls (mathcoder text blocks) before the message counts as ended."""
     verify: bool = True
@@ -44,6 +45,9 @@ class AgentConfig:
     """Shipped verification prompt name (``agent/prompts/<name>.md``); None: ``verify``."""
     mode: str = "loop"
     """``loop`` (multi-round; with ``verify``: ``loop+verify``), ``cot`` or ``pot`` (see ``agent/modes.py``)."""
+    preset: str | None = None
+    """A shipped preset name or a preset file (``agent/presets``): the authors' prompts, stop strings and
+    output blocks; None: mathagent's own. Its token and code-call limits are applied by :func:`with_preset`."""
 
     def __post_init__(self) -> None:
         if self.mode == "loop+verify":  # the user-facing name: the loop with verification on
@@ -59,6 +63,8 @@ class AgentConfig:
             del d["mode"]
         if d["verify_prompt"] is None:  # likewise
             del d["verify_prompt"]
+        if d["preset"] is None:  # likewise
+            del d["preset"]
         return d
 
     @classmethod

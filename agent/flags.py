@@ -24,6 +24,16 @@ BACKENDS = ("openai", "transformers", "llama", "scripted")
 VOTES = ("weighted", "majority")
 """How k samples are combined."""
 
+
+class FlagDefault(int):
+    """An integer default that remembers it was not typed (a preset's limit may replace it)."""
+
+
+def given(value: Any) -> Any:
+    """``value`` when the user typed it, None when it is a :class:`FlagDefault` (or None)."""
+    return None if isinstance(value, FlagDefault) else value
+
+
 _DEFAULTS = AgentConfig()
 
 
@@ -74,16 +84,16 @@ FLAGS: dict[str, Flag] = {
         {
             "dest": "max_rounds",
             "type": int,
-            "default": _DEFAULTS.max_rounds,
-            "help": f"most code executions per sample (default {_DEFAULTS.max_rounds})",
+            "default": FlagDefault(_DEFAULTS.max_rounds),
+            "help": f"most code executions per sample (default: the preset's, else {_DEFAULTS.max_rounds})",
         },
     ),
     "max_tokens": Flag(
         ("--max-tokens",),
         {
             "type": int,
-            "default": _DEFAULTS.max_tokens,
-            "help": f"most tokens per model call (default {_DEFAULTS.max_tokens})",
+            "default": FlagDefault(_DEFAULTS.max_tokens),
+            "help": f"most tokens per model call (default: the preset's, else {_DEFAULTS.max_tokens})",
         },
     ),
     "verify": Flag(
@@ -104,7 +114,21 @@ FLAGS: dict[str, Flag] = {
     ),
     "system_prompt": Flag(
         ("--system-prompt",),
-        {"default": None, "help": "shipped system prompt name (default: the format's own)"},
+        {
+            "default": None,
+            "metavar": "NAME|FILE",
+            "help": "system prompt: a shipped name (e.g. markdown, tools) or a text file (default: the "
+            "preset's, else the format's own)",
+        },
+    ),
+    "preset": Flag(
+        ("--preset",),
+        {
+            "default": None,
+            "metavar": "NAME|FILE",
+            "help": "a model family's own protocol: prompts, stop strings, how outputs are written back, "
+            "tokens per call and code calls (list them: mathagent presets; or a .toml file)",
+        },
     ),
     "concurrency": Flag(
         ("--concurrency",), {"type": int, "default": 4, "help": "samples solved at the same time (default 4)"}

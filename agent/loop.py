@@ -10,6 +10,7 @@ each in its own fresh sandbox. Progress is reported through the small frozen eve
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -28,8 +29,8 @@ from mathagent.agent.events import (
     VerificationEvent,
 )
 from mathagent.agent.formats import FormatError, TraceFormat, get_format
-from mathagent.agent.grading import extract_answer
 from mathagent.agent.modes import check_mode, default_prompt, run_single_call
+from mathagent.agent.presets import Preset, PresetError, extract_final, load_preset
 from mathagent.agent.prompts import SystemPrompt, load_prompt
 from mathagent.agent.trace import Step, StepKind, StopReason, Trace, VerificationRound
 from mathagent.agent.verification import TurnResult, load_phase_prompt, verify_and_revise
@@ -84,6 +85,9 @@ class Trajectory:
         self.budget = (
             config.context_budget or getattr(backend, "context_window", None) or DEFAULT_CONTEXT_BUDGET
         )
+        preset: Preset | None = getattr(fmt, "preset", None)
+        self.answer_mode = preset.answer if preset is not None else "default"
+        """How the final answer is read (:data:`mathagent.agent.presets.ANSWER_MODES`)."""
         self.steps: list[Step] = []
         self.tokens_in = self.tokens_out = self.calls = self.rounds = 0
         self.timings: dict[str, float] = {"model": 0.0, "exec": 0.0, "sandbox": 0.0}
@@ -171,7 +175,7 @@ class Trajectory:
         solve = [s for s in self.steps if s.phase == "solve"]
         text = "\n".join(s.content for s in solve if s.kind is StepKind.TEXT)
         try:
-            return extract_answer(text, last_output=last_output(solve))
+            return extract_final(self.answer_mode, text, last_output(solve))
         except Exception:  # noqa: BLE001
             log.exception("answer extraction failed")
             return None
@@ -254,7 +258,7 @@ class Trajectory:
 
     def _extract(self, text: str, steps: tuple[Step, ...] = ()) -> str | None:
         try:
-            return extract_answer(text, last_output=last_output(steps)) if text.strip() else None
+            return extract_final(self.answer_mode, text, last_output(steps)) if text.strip() else None
         except Exception:  # noqa: BLE001
             log.exception("answer extraction failed")
             return None
@@ -276,6 +280,18 @@ async def _verify(traj: Trajectory, answer: str) -> tuple[str, tuple[Verificatio
     for r in out.rounds:
         traj.emit(VerificationEvent(r, traj.sample_index))
     return out.answer or answer, out.rounds, {"verification_prompts": dict(out.prompt_hashes)}
+
+
+def _system_prompt(config: AgentConfig, mode: str, fmt: TraceFormat, preset: Preset | None) -> SystemPrompt:
+    """``--system-prompt`` (name or file), else a single-call mode's prompt, else the preset's, else the
+    shipped prompt named after the format."""
+    if config.system_prompt:
+        return load_prompt(config.system_prompt)
+    single = default_prompt(mode)
+    if single is None and preset is not None and preset.system is not None:
+        text = preset.system
+        return SystemPrompt(preset.system_prompt_name, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+    return load_prompt(single or fmt.name)
 
 
 async def solve(
@@ -308,12 +324,14 @@ async def solve(
         return out
 
     try:
-        fmt = get_format(config.format or getattr(backend, "default_format", None) or "markdown")
+        preset = load_preset(config.preset) if config.preset else None
+        fmt_name = config.format or (preset.format if preset else None)
+        fmt = get_format(fmt_name or getattr(backend, "default_format", None) or "markdown", preset)
         mode = config.mode if config.mode == "loop" else check_mode(config.mode, fmt)
-        prompt = load_prompt(config.system_prompt or default_prompt(mode) or fmt.name)
+        prompt = _system_prompt(config, mode, fmt, preset)
         if config.verify_prompt:
             load_prompt(config.verify_prompt)  # a wrong name fails the sample now, not silently later
-    except ValueError as e:
+    except (ValueError, PresetError) as e:
         return failed(str(e))
     base = base.with_(format=fmt.name, prompt_hash=prompt.sha256)
     if not isinstance(problem, str) or not problem.strip():
@@ -322,6 +340,8 @@ async def solve(
         problem, backend, sandbox_provider, config, fmt, prompt, on_event=on_event, sample_index=sample_index
     )
     meta: dict[str, Any] = {"prompt_name": prompt.name, "config": config.to_dict()}
+    if preset is not None:
+        meta.update(preset=preset.name, preset_sha256=preset.sha256)
     verification: tuple[VerificationRound, ...] = ()
     try:
         if mode != "loop":

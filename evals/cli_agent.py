@@ -19,7 +19,8 @@ from mathagent.agent.backends.scripted import ScriptBook
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.flags import add_agent_flags
 from mathagent.agent.modes import split_mode
-from mathagent.agent.prompts import prompt_hashes
+from mathagent.agent.presets import Preset, PresetError, apply_preset, load_preset
+from mathagent.agent.prompts import load_prompt, prompt_hashes
 from mathagent.agent.trace import Trace
 from mathagent.evals.datasets import Problem
 from mathagent.evals.runner import EvalConfig, make_provider, pool_size_for, run_eval_async, solve_with_loop
@@ -41,6 +42,8 @@ AGENT_FLAGS = (
     "seed",
     "max_rounds",
     "verify",
+    "preset",
+    "system_prompt",
 )
 """The shared agent flags (:mod:`mathagent.agent.flags`) that ``eval`` and ``generate`` take."""
 
@@ -93,6 +96,19 @@ class AgentSetup:
     model: str
     config: AgentConfig
     """The ``AgentConfig`` every sample is solved with."""
+    preset: Preset | None = None
+    """The preset the config runs (``--preset``), else None."""
+
+    def header_fields(self) -> dict[str, Any]:
+        """What the run header records about the preset and the system prompt (besides the identity)."""
+        out: dict[str, Any] = {}
+        if self.preset is not None:
+            p = self.preset
+            out["preset"] = {"name": p.name, "path": p.path, "sha256": p.sha256, "source": p.source}
+        if self.config.system_prompt:
+            sp = load_prompt(self.config.system_prompt)
+            out["system_prompt"] = {"name": sp.name, "sha256": sp.sha256}
+        return out
 
     def eval_config(self, args: argparse.Namespace, temperature: float, **fields: Any) -> EvalConfig:
         """The run's ``EvalConfig`` from the flags ``eval`` and ``generate`` share; ``fields`` adds the rest."""
@@ -124,18 +140,33 @@ class AgentSetup:
 
 
 def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
+    """The backend and ``AgentConfig`` the flags describe. Raises ``ValueError`` (before any backend
+    starts) for an unknown ``--preset``, a ``--format`` it does not write, or a missing ``--system-prompt``."""
+    preset_name = getattr(args, "preset", None)
+    preset = load_preset(preset_name) if preset_name else None
+    if preset is not None and args.format and preset.format and args.format != preset.format:
+        raise PresetError(f"--format {args.format} conflicts with preset {preset.name} ({preset.format})")
+    system_prompt = getattr(args, "system_prompt", None)
+    if system_prompt:
+        load_prompt(system_prompt)
     scripted = args.backend == "scripted"
     book = ScriptBook(args.script) if scripted else None
     backend = None if scripted else backend_from_args(args)
-    fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
+    fmt = (
+        args.format
+        or (preset.format if preset is not None else None)
+        or (getattr(backend, "default_format", None) if backend else "markdown")
+        or "markdown"
+    )
     model = args.model or (getattr(backend, "model", "") if backend else "scripted")
     mode, args.verify = split_mode(getattr(args, "mode", None), args.verify)
     cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify, mode=mode)
     if getattr(args, "verify_prompt", None):
         cfg = cfg.with_(verify_prompt=args.verify_prompt)
-    if args.max_rounds:
-        cfg = cfg.with_(max_rounds=args.max_rounds)
-    return AgentSetup(book, backend, fmt, model, cfg)
+    if system_prompt:
+        cfg = cfg.with_(system_prompt=system_prompt)
+    cfg = apply_preset(cfg, preset_name, format=fmt, max_rounds=args.max_rounds or None)
+    return AgentSetup(book, backend, fmt, model, cfg, preset)
 
 
 def header_extra(argv: Sequence[str]) -> dict[str, Any]:

@@ -91,7 +91,11 @@ def main(argv: list[str]) -> int:
     except DatasetError as e:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
-    setup = agent_setup(args, temperature)
+    try:
+        setup = agent_setup(args, temperature)
+    except ValueError as e:  # an unknown preset or system prompt, a conflicting --format
+        print(f"mathagent eval: {e}", file=sys.stderr)
+        return 2
     model, agent_cfg, fmt = setup.model, setup.config, setup.format
     # The run's identity keeps the weights string (default unless --weights); calibrated weights for
     # the model are used for an extra weighted column and recorded in the header and summary.
@@ -120,7 +124,12 @@ def main(argv: list[str]) -> int:
         "dataset": info,
         "grading_dataset": problems[0].dataset if problems else "",
     }
-    extra = {**header_extra(argv), "mode": config_mode(agent_cfg), "vote_weights": vote_weights.to_dict()}
+    extra = {
+        **header_extra(argv),
+        **setup.header_fields(),
+        "mode": config_mode(agent_cfg),
+        "vote_weights": vote_weights.to_dict(),
+    }
     try:
         run = RunDir.open(run_dir, identity, extra, force=args.force)
     except RunError as e:

@@ -63,6 +63,8 @@ def _common(p: argparse.ArgumentParser) -> None:
             "temperature",
             "max_rounds",
             "verify",
+            "preset",
+            "system_prompt",
         ),
         defaults={"verify": False},
         helps={
@@ -127,7 +129,11 @@ def run_main(argv: list[str]) -> int:
     if args.problem_jaccard > 0:
         problems, dup_problems = dedup_problems(problems, args.problem_jaccard)
     problems = [p for p in problems if shard.holds(p.id)]
-    setup = agent_setup(args, temperature)
+    try:
+        setup = agent_setup(args, temperature)
+    except ValueError as e:  # an unknown preset or system prompt, a conflicting --format
+        print(f"mathagent generate: {e}", file=sys.stderr)
+        return 2
     model, agent_cfg = setup.model, setup.config
     cfg = setup.eval_config(
         args,
@@ -145,6 +151,7 @@ def run_main(argv: list[str]) -> int:
     filters = _filters(args)
     extra = {
         **header_extra(argv),
+        **setup.header_fields(),
         "models": [model],
         "filters": filters.to_dict(),
         "mode": config_mode(agent_cfg),
@@ -355,6 +362,8 @@ def interpolate_main(argv: list[str]) -> int:
         "concurrency",
         "temperature",
         "max_rounds",
+        "preset",
+        "system_prompt",
         "agree",
         "max_tokens",
         "max_per_problem",

@@ -11,10 +11,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mathagent.agent.backends.base import Completion, Message, Prompt
 from mathagent.agent.trace import Step, StepKind, Trace
+
+if TYPE_CHECKING:
+    from mathagent.agent.presets import Preset
 
 RenderChat = Callable[[list[Message]], str]
 """A backend's chat template: messages ending with a user turn -> raw prompt opening the assistant turn."""
@@ -46,6 +49,13 @@ class TraceFormat(abc.ABC):
     """Stop strings to pass to the backend so that generation halts when a code block closes."""
     needs_tools: bool = False
     """True when the format relies on native tool calls (chat prompts with a tool schema)."""
+    preset: Preset | None = None
+    """The protocol that shapes the prompts (``mathagent.agent.presets``); None: the format's own."""
+
+    def __init__(self, preset: Preset | None = None) -> None:
+        self.preset = preset
+        if preset is not None and preset.stop is not None:
+            self.stop_strings = preset.stop
 
     @abc.abstractmethod
     def build_prompt(

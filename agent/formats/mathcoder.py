@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mathagent.agent.backends.base import Completion, Prompt
 from mathagent.agent.formats.base import FormatError, Generation, RenderChat, TraceFormat, completion_text
 from mathagent.agent.trace import Step, StepKind
+
+if TYPE_CHECKING:
+    from mathagent.agent.presets import Preset
 
 SYSTEM, USER, ASSISTANT = "<|system|>", "<|user|>", "<|assistant|>"
 TEXT, CODE, EXECUTION = "<|text|>", "<|code|>", "<|execution|>"
@@ -34,15 +37,18 @@ def _message(role: str, text: str) -> str:
     return f"{role}{TEXT}{text}{END_BLOCK}{END_MESSAGE}"
 
 
-def _block(s: Step) -> str:
+def _block(s: Step, preset: Preset | None = None) -> str:
     if s.kind is StepKind.USER:  # a harness message: close the assistant turn, reopen it after
         return f"{END_MESSAGE}{_message(USER, s.content)}{ASSISTANT}"
-    return f"{_MARK[s.kind]}{s.content}{END_BLOCK}"
+    content = (
+        preset.show_output(s.content) if preset is not None and s.kind is StepKind.EXECUTION else s.content
+    )
+    return f"{_MARK[s.kind]}{content}{END_BLOCK}"
 
 
-def blocks(steps: Iterable[Step]) -> str:
+def blocks(steps: Iterable[Step], preset: Preset | None = None) -> str:
     """The assistant's blocks for ``steps`` (no closing ``<|endofmessage|>``)."""
-    return "".join(_block(s) for s in steps)
+    return "".join(_block(s, preset) for s in steps)
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -62,7 +68,13 @@ class MathCoderFormat(TraceFormat):
     """MathCoder's ``<|text|>`` / ``<|code|>`` / ``<|execution|>`` blocks."""
 
     name = "mathcoder"
-    stop_strings = (END_BLOCK, END_MESSAGE)
+    stop_strings: tuple[str, ...] = (END_BLOCK, END_MESSAGE)
+
+    def _head(self, problem: str, system_prompt: str) -> str:
+        p = self.preset
+        keep = system_prompt or (p is not None and p.keep_empty_system)
+        head = _message(SYSTEM, system_prompt) if keep else ""
+        return head + _message(USER, p.user(problem) if p is not None else problem) + ASSISTANT
 
     def build_prompt(
         self,
@@ -72,8 +84,7 @@ class MathCoderFormat(TraceFormat):
         *,
         render_chat: RenderChat | None = None,
     ) -> Prompt:
-        head = _message(SYSTEM, system_prompt) if system_prompt else ""
-        return head + _message(USER, problem) + ASSISTANT + blocks(steps)
+        return self._head(problem, system_prompt) + blocks(steps, self.preset)
 
     def parse_generation(self, gen: str | Completion) -> Generation:
         text, stop, finish = completion_text(gen)
@@ -97,8 +108,7 @@ class MathCoderFormat(TraceFormat):
         return Generation(text=joined, finished=finished)
 
     def render_steps(self, problem: str, steps: Sequence[Step], system_prompt: str = "") -> str:
-        head = _message(SYSTEM, system_prompt) if system_prompt else ""
-        return head + _message(USER, problem) + ASSISTANT + blocks(steps) + END_MESSAGE
+        return self._head(problem, system_prompt) + blocks(steps, self.preset) + END_MESSAGE
 
     def parse(self, rendered: str) -> list[Step]:
         return parse_mathcoder(rendered)

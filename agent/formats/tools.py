@@ -96,7 +96,7 @@ class ToolsFormat(TraceFormat):
         msgs: list[Message] = []
         if system_prompt:
             msgs.append({"role": "system", "content": system_prompt})
-        msgs.append({"role": "user", "content": problem})
+        msgs.append({"role": "user", "content": self.preset.user(problem) if self.preset else problem})
         n_calls = 0
         current: Message | None = None
         for s in steps:
@@ -120,8 +120,9 @@ class ToolsFormat(TraceFormat):
                 ]
                 n_calls += 1
             else:
+                content = self.preset.show_output(s.content) if self.preset else s.content
                 msgs.append(
-                    {"role": "tool", "tool_call_id": _call_id(max(n_calls - 1, 0)), "content": s.content}
+                    {"role": "tool", "tool_call_id": _call_id(max(n_calls - 1, 0)), "content": content}
                 )
                 current = None
         return msgs

@@ -1,7 +1,7 @@
 """System prompts shipped with mathagent, loaded with importlib.resources and identified by sha256.
 
 Each prompt is a Markdown file in this package (``<name>.md``); by default the prompt named after the
-trace format is used. Every trace records the sha256 of the prompt text it ran with.
+trace format is used. ``--system-prompt`` also takes a path to a text file. Every trace records the sha256 of the prompt text it ran with.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,24 @@ def available() -> list[str]:
 
 
 def load_prompt(name: str) -> SystemPrompt:
-    """Load a shipped prompt by name; raises ``ValueError`` naming the available ones."""
+    """Load a shipped prompt by name, or a prompt file by path (a name with ``/`` or a file that exists);
+    raises ``ValueError`` naming the available ones."""
     path = resources.files(__name__) / f"{name}.md"
-    if not path.is_file():
-        raise ValueError(f"no system prompt named {name!r}; available: {', '.join(available())}")
-    text = path.read_text(encoding="utf-8").rstrip()
-    return SystemPrompt(name, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+    if "/" not in name and path.is_file():
+        text = path.read_text(encoding="utf-8").rstrip()
+        return SystemPrompt(name, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+    file = Path(name).expanduser()
+    if name and file.is_file():
+        try:
+            text = file.read_text(encoding="utf-8").rstrip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"system prompt file {name}: cannot be read: {e}") from None
+        if not text:
+            raise ValueError(f"system prompt file {name} is empty")
+        return SystemPrompt(str(file), text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+    raise ValueError(
+        f"no system prompt named {name!r} and no such file; shipped prompts: {', '.join(available())}"
+    )
 
 
 def prompt_hashes() -> dict[str, str]:

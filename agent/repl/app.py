@@ -23,8 +23,10 @@ from mathagent.agent.choose import resolve_weights, vote_traces
 from mathagent.agent.cli_solve import build_parser
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.events import Event
+from mathagent.agent.flags import given
 from mathagent.agent.loop import solve, solve_k
 from mathagent.agent.modes import split_mode
+from mathagent.agent.presets import apply_preset
 from mathagent.agent.render import answer_renderable, footer
 from mathagent.agent.repl.commands import CommandError, completions, help_rows, is_command, run_command
 from mathagent.agent.repl.display import StreamView, TableView, badge
@@ -42,15 +44,16 @@ PROMPT = "math> "
 
 
 def settings_from_args(args: argparse.Namespace) -> ReplSettings:
+    preset = _preset_config(args)
     return ReplSettings(
         k=max(1, args.k),
         model=args.model,
         backend=args.backend,
         base_url=args.base_url,
         temperature=args.temperature if args.temperature is not None else 0.0,
-        format=args.format,
+        format=preset.format,
         verify=_split_mode(args)[1],
-        rounds=args.max_rounds,
+        rounds=preset.max_rounds,
         vote=args.vote,
         seed=args.seed,
         script=args.script or os.environ.get("MATHAGENT_SCRIPT") or None,
@@ -61,14 +64,27 @@ def _split_mode(args: argparse.Namespace) -> tuple[str, bool]:
     return split_mode(getattr(args, "mode", None), args.verify)
 
 
+def _preset_config(args: argparse.Namespace) -> AgentConfig:
+    """Format, tokens per call and code calls from ``--preset`` and the explicit flags."""
+    return apply_preset(
+        AgentConfig(),
+        getattr(args, "preset", None),
+        format=args.format,
+        max_tokens=given(getattr(args, "max_tokens", None)),
+        max_rounds=given(args.max_rounds),
+    )
+
+
 def base_config(args: argparse.Namespace) -> AgentConfig:
     """AgentConfig fields the REPL has no command for, taken from the flags once."""
+    preset = _preset_config(args)
     changes = {
-        "max_tokens": args.max_tokens,
+        "max_tokens": preset.max_tokens,
         "cell_timeout": args.timeout,
         "system_prompt": args.system_prompt,
         "mode": _split_mode(args)[0],
         "verify_prompt": args.verify_prompt,
+        "preset": preset.preset,
     }
     return AgentConfig().with_(**{k: v for k, v in changes.items() if v is not None})
 
@@ -389,8 +405,11 @@ def main(argv: list[str] | None = None) -> int:
 
         faulthandler.register(signal.SIGUSR1, all_threads=True)
     console = Console(highlight=False)
-    repl = Repl(
-        settings_from_args(args), console, pool_size=max(1, args.pool_size), base_config=base_config(args)
-    )
+    try:
+        settings, base = settings_from_args(args), base_config(args)
+    except ValueError as e:  # an unknown preset, or --format conflicting with it
+        print(f"mathagent: {e}", file=sys.stderr)
+        return 2
+    repl = Repl(settings, console, pool_size=max(1, args.pool_size), base_config=base)
     repl.vote_weights, repl.prune = args.weights, args.prune
     return asyncio.run(repl.run())
