@@ -1,0 +1,288 @@
+"""``--config FILE``: a command's flags from a YAML, TOML or JSON file, or from a run's ``header.json``.
+
+Keys are the flags' destinations (``max_rounds``; ``max-rounds`` is accepted too), so every flag a
+command has, including one added to :data:`mathagent.agent.flags.FLAGS` later, works in a file with no
+further edit. The file's values become the parser's defaults before the command line is parsed, so
+flags given on the command line override the file. A key the command has no flag for is an error that
+names the file and the key (with the nearest flag names); a value of the wrong type is an error too.
+
+A run folder's ``header.json`` (``mathagent eval``, ``mathagent generate``) is read as the settings
+that run was made with: its ``settings`` (every flag's value, recorded since this module exists), or,
+for older headers, its ``identity`` mapped onto flag names (:func:`header_settings`). What a header
+holds besides settings is ignored: see :data:`HEADER_NOT_SETTINGS` and :data:`NOT_REPRODUCED`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mathagent.agent.config import AgentConfig
+
+log = logging.getLogger(__name__)
+
+NOT_REPRODUCED = frozenset({"config", "run_dir", "out", "force", "json", "retry_failed", "help"})
+"""Flags a header's recorded settings leave out: where a run writes and how it prints are not how it
+runs (give ``--run-dir`` / ``--out`` on the command line; reusing the old folder would only resume it)."""
+
+HEADER_NOT_SETTINGS = (
+    "schema_version",
+    "created",
+    "cwd",
+    "resumed",
+    "git_revision",
+    "package_versions",
+    "prompt_hashes",
+    "argv",
+    "sandbox_level",
+    "mode",
+    "vote_weights",
+    "models",
+    "identity.dataset",
+    "identity.grading_dataset",
+    "identity.kind",
+)
+"""Header fields that are records, not settings, and are ignored: times, code and package versions,
+prompt hashes (the prompts are the installed package's), the data file's hash, and values derived from
+the settings (``mode``, the vote weights resolved for the model)."""
+
+AGENT_FIELD_FLAGS = {"cell_timeout": "timeout"}
+""":class:`AgentConfig` fields whose flag has another name (old headers only)."""
+
+
+class ConfigError(ValueError):
+    """A config file cannot be used; the message names the file and the key."""
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` (shown in ``--help``; read by :func:`parse_args`)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="read flags from a YAML/TOML/JSON file or a run's header.json; command-line flags win",
+    )
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` with the ``--config`` file's values as defaults.
+
+    A parser with subcommands (``train sft``) applies the file to the subcommand named in ``argv``.
+    Errors (unreadable file, unknown key, wrong type) exit with status 2 like any bad flag.
+    """
+    argv = list(argv)
+    target, offset = _target(parser, argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv[offset:])
+    if known.config:
+        try:
+            apply_config(target, load_config(known.config, target), known.config)
+        except ConfigError as e:
+            target.error(str(e))
+    return parser.parse_args(argv)
+
+
+def _target(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.ArgumentParser, int]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for i, tok in enumerate(argv):
+                if tok in action.choices:
+                    return action.choices[tok], i + 1
+    return parser, 0
+
+
+def _dests(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {
+        a.dest: a
+        for a in parser._actions
+        if a.dest not in ("help", argparse.SUPPRESS) and not isinstance(a, argparse._SubParsersAction)
+    }
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """The mapping a config file holds (by suffix: ``.toml``, ``.yaml``/``.yml``, ``.json``)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"--config {p}: cannot read it ({e.strerror or e})") from None
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data = _toml().loads(raw.decode("utf-8"))
+        elif suffix in (".yaml", ".yml"):
+            import yaml  # lazy: only YAML config files need it
+
+            data = yaml.safe_load(raw.decode("utf-8"))
+        elif suffix == ".json":
+            data = json.loads(raw.decode("utf-8"))
+        else:
+            raise ConfigError(f"--config {p}: unknown file type {suffix!r} (use .toml, .yaml, .yml or .json)")
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every parser's own error type, reported the same way
+        raise ConfigError(f"--config {p}: not valid {suffix[1:].upper()}: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {p}: the file must hold a mapping of flag names to values")
+    return data
+
+
+def _toml() -> Any:
+    try:
+        import tomllib  # lazy: Python 3.11+
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib  # lazy: the backport (a dependency on Python 3.10)
+        except ModuleNotFoundError:
+            raise ConfigError("TOML config files need Python 3.11+ or `pip install tomli`") from None
+    return tomllib
+
+
+def is_run_header(data: Mapping[str, Any]) -> bool:
+    return isinstance(data.get("identity"), dict) and "schema_version" in data
+
+
+def load_config(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The file's settings keyed by ``parser``'s destinations (a run header is mapped first)."""
+    data = read_file(path)
+    if not is_run_header(data):
+        return data
+    settings = header_settings(data)
+    dests = _dests(parser)
+    keep = {k: v for k, v in settings.items() if k in dests and k not in NOT_REPRODUCED}
+    other = sorted(set(settings) - set(keep) - NOT_REPRODUCED)
+    if other:
+        log.info("--config %s: settings this command has no flag for, ignored: %s", path, ", ".join(other))
+    return keep
+
+
+def header_settings(header: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a run header records, keyed by flag destination.
+
+    New headers carry ``settings`` (the parsed flags). Older ones are mapped from ``identity.config``
+    (and its ``extra``, ``extra.agent``) and ``filters``; an agent setting that differs from the
+    default and has no flag is logged as a warning (the reproduced run may differ there).
+    """
+    cwd = header.get("cwd")
+    if isinstance(header.get("settings"), dict):
+        out = dict(header["settings"])
+    else:
+        out = _identity_settings(header)
+    return {k: _rebase(v, cwd) for k, v in out.items()}
+
+
+def _identity_settings(header: Mapping[str, Any]) -> dict[str, Any]:
+    ident = header.get("identity") or {}
+    config = dict(ident.get("config") or {})
+    extra = dict(config.pop("extra", None) or {})
+    agent = dict(extra.pop("agent", None) or {})
+    out: dict[str, Any] = {}
+    defaults = AgentConfig().to_dict()
+    for name, value in agent.items():  # lowest priority: the resolved agent config
+        dest = AGENT_FIELD_FLAGS.get(name, name)
+        out[dest] = value
+        if name not in ("format", "temperature", "seed", "verify", "max_rounds", "mode", "verify_prompt"):
+            if name in defaults and value != defaults[name]:
+                log.warning(
+                    "run header: agent setting %s=%r was recorded; pass it if this command can", name, value
+                )
+    for key in ("filters",):
+        for name, value in (header.get(key) or {}).items():
+            out[name] = value
+    out.update(extra)
+    out.update(config)
+    dataset = ident.get("dataset") or {}
+    if ident.get("kind") == "mathagent-generate":  # generate records the file's name; its path is the setting
+        path = dataset.get("path")
+        out["problems"] = path if path and config.get("dataset") == Path(path).stem else config.get("dataset")
+    return out
+
+
+def _rebase(value: Any, cwd: str | None) -> Any:
+    """A relative file path recorded in a header, made absolute against the run's working directory
+    when it does not exist here but does there."""
+    if not (isinstance(value, str) and cwd) or not value or Path(value).is_absolute():
+        return value
+    if not ("/" in value or Path(value).suffix):
+        return value
+    there = Path(cwd) / value
+    return str(there) if not Path(value).exists() and there.exists() else value
+
+
+def apply_config(parser: argparse.ArgumentParser, values: Mapping[str, Any], source: str | Path) -> None:
+    """Validate ``values`` against ``parser``'s flags and make them its defaults (a flag given by the
+    file is no longer required on the command line)."""
+    dests = _dests(parser)
+    for key, value in values.items():
+        dest = str(key).replace("-", "_").lstrip("_")
+        if dest == "config":
+            raise ConfigError(f"{source}: key 'config': a config file cannot name another config file")
+        action = dests.get(dest)
+        if action is None:
+            near = difflib.get_close_matches(dest, [d for d in dests if d != "config"], n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""
+            raise ConfigError(f"{source}: unknown key {key!r} for `{parser.prog}`{hint}")
+        action.default = _convert(action, value, f"{source}: key {key!r}")
+        action.required = False
+
+
+def _convert(action: argparse.Action, value: Any, where: str) -> Any:
+    if value is None:  # "not given": every flag's own default may be None
+        return None
+    if isinstance(action, argparse._StoreConstAction) or isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        if isinstance(action, argparse._StoreConstAction) and not isinstance(action.const, bool):
+            raise ConfigError(f"{where}: this flag takes no value in a file")
+        return value
+    if action.nargs in ("+", "*") or isinstance(action.nargs, int):
+        items = value if isinstance(value, list) else None
+        if items is None:
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_scalar(action, v, where) for v in items]
+    return _scalar(action, value, where)
+
+
+def _scalar(action: argparse.Action, value: Any, where: str) -> Any:
+    kind = action.type
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{where}: expected a single value, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        value = float(value)
+    elif callable(kind):
+        try:
+            value = kind(value if isinstance(value, str) else str(value))
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: {e}") from None
+    elif not isinstance(value, str) or isinstance(value, bool):
+        raise ConfigError(f"{where}: expected text, got {value!r}")
+    if action.choices is not None and value not in action.choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def recorded_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed flags as a run header records them (``settings``), for ``--config header.json``."""
+    out = {}
+    for k, v in sorted(vars(args).items()):
+        if k in NOT_REPRODUCED:
+            continue
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            continue
+        out[k] = v
+    return out
