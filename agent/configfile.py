@@ -61,12 +61,13 @@ class ConfigError(ValueError):
 
 def add_config_flag(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` (shown in ``--help``; read by :func:`parse_args`)."""
-    parser.add_argument(
+    action = parser.add_argument(
         "--config",
         metavar="FILE",
         default=None,
         help="read flags from a YAML/TOML/JSON file or a run's header.json; command-line flags win",
     )
+    action.config_layer = True  # type: ignore[attr-defined]  # marks the parsers parse_args fills
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
@@ -80,7 +81,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv[offset:])
-    if known.config:
+    if known.config and any(getattr(a, "config_layer", False) for a in target._actions):
         try:
             apply_config(target, load_config(known.config, target), known.config)
         except ConfigError as e:
@@ -286,3 +287,100 @@ def recorded_settings(args: argparse.Namespace) -> dict[str, Any]:
             continue
         out[k] = v
     return out
+
+
+# -- flags derived from a config dataclass -------------------------------------------------------
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under a dataclass's fields (the string right after ``name: type = ...``)."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    out: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            out[node.target.id] = " ".join(nxt.value.value.split())
+    return out
+
+
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    exclude: Sequence[str] = (),
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
+    """One ``--field-name`` flag per field of the dataclass ``cls``: type, default and help from the
+    field (its annotation, default and docstring), so a new field is one edit. Fields without a default
+    are required; a bool field is ``--x`` (default false) or ``--x/--no-x`` (default true).
+    ``overrides`` adds or replaces ``add_argument`` keywords per field. Returns the field names added."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    names = []
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        kind = hints.get(f.name)
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        base = args[0] if len(args) == 1 else kind
+        kwargs: dict[str, Any] = {"help": re_backticks(docs.get(f.name, "")) or None}
+        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        if has_default:
+            kwargs["default"] = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        else:
+            kwargs["required"] = True
+        if base is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction if kwargs.get("default") else "store_true"
+        elif base in (int, float):
+            kwargs["type"] = base
+        kwargs.update((overrides or {}).get(f.name, {}))
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, **kwargs)
+        names.append(f.name)
+    return names
+
+
+def re_backticks(doc: str) -> str:
+    """reStructuredText double backticks as single ones, and ``%`` escaped, for ``--help``."""
+    return doc.replace("``", "`").replace("%", "%%")
+
+
+def check_dataclass_values(cls: type, data: Mapping[str, Any], source: str | Path) -> None:
+    """Raise :class:`ConfigError` for a key that is not a field of ``cls`` (with the nearest names) or
+    a value whose type does not fit the field's annotation (bool, int, float, str, and ``X | None``)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key, value in data.items():
+        if key not in hints or key not in names:
+            near = difflib.get_close_matches(str(key), names, n=3, cutoff=0.6)
+            hint = f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+        kind = hints[key]
+        options = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+        if value is None and type(None) in typing.get_args(kind):
+            continue
+        base = options[0] if len(options) == 1 else None
+        ok = {
+            bool: lambda v: isinstance(v, bool),
+            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            str: lambda v: isinstance(v, str),
+        }.get(base)  # type: ignore[call-overload]
+        if ok is not None and not ok(value):
+            raise ConfigError(f"{source}: key {key!r}: expected {base.__name__}, got {value!r}")  # type: ignore[union-attr]

@@ -50,7 +50,8 @@ def main(argv: list[str]) -> int:
     records = merged_records(runs, checked["problems"], k)
     first = runs[0].header
     extra = {
-        key: first[key] for key in ("git_revision", "package_versions", "prompt_hashes", "mode", "vote_weights")
+        key: first[key]
+        for key in ("git_revision", "package_versions", "prompt_hashes", "mode", "vote_weights")
     }
     extra.update(
         merged_from=[str(r.path) for r in runs],
@@ -82,7 +83,11 @@ def main(argv: list[str]) -> int:
                 checked["total"] * k,
                 {
                     key: sum(int((s.get("counts") or {}).get(src, 0)) for s in shard_summaries)
-                    for key, src in (("ran", "ran"), ("skipped", "skipped"), ("failed", "failed_this_invocation"))
+                    for key, src in (
+                        ("ran", "ran"),
+                        ("skipped", "skipped"),
+                        ("failed", "failed_this_invocation"),
+                    )
                 },
                 sum(int((s.get("counts") or {}).get("invocations", 1)) for s in shard_summaries),
             ),
