@@ -156,7 +156,8 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
     data = read_file(path)
     if not is_run_header(data):
         return data
-    settings = header_settings(data)
+    summary = Path(path).with_name("summary.json")
+    settings = header_settings(data, _read_json(summary) if summary.is_file() else None)
     dests = _dests(parser)
     keep = {k: v for k, v in settings.items() if k in dests and k not in NOT_REPRODUCED}
     other = sorted(set(settings) - set(keep) - NOT_REPRODUCED)
@@ -165,18 +166,30 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser) -> dict[str, 
     return keep
 
 
-def header_settings(header: Mapping[str, Any]) -> dict[str, Any]:
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def header_settings(header: Mapping[str, Any], summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The settings a run header records, keyed by flag destination.
 
     New headers carry ``settings`` (the parsed flags). Older ones are mapped from ``identity.config``
-    (and its ``extra``, ``extra.agent``) and ``filters``; an agent setting that differs from the
-    default and has no flag is logged as a warning (the reproduced run may differ there).
+    (and its ``extra``, ``extra.agent``) and ``filters``, and ``--prune`` from the run's ``summary``
+    when given (it is not part of the identity); an agent setting that differs from the default and
+    has no flag is logged as a warning (the reproduced run may differ there).
     """
     cwd = header.get("cwd")
     if isinstance(header.get("settings"), dict):
         out = dict(header["settings"])
     else:
         out = _identity_settings(header)
+        prune = ((summary or {}).get("prune") or {}).get("on")
+        if isinstance(prune, bool):
+            out["prune"] = prune
     return {k: _rebase(v, cwd) for k, v in out.items()}
 
 
