@@ -141,7 +141,7 @@ def _toml() -> Any:
         import tomllib  # lazy: Python 3.11+
     except ModuleNotFoundError:  # pragma: no cover - Python 3.10
         try:
-            import tomli as tomllib  # lazy: the backport (a dependency on Python 3.10)
+            import tomli as tomllib  # type: ignore[no-redef]  # lazy: the backport (a dependency on 3.10)
         except ModuleNotFoundError:
             raise ConfigError("TOML config files need Python 3.11+ or `pip install tomli`") from None
     return tomllib
@@ -201,7 +201,7 @@ def _identity_settings(header: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     defaults = AgentConfig().to_dict()
     for name, value in agent.items():  # lowest priority: the resolved agent config
-        dest = AGENT_FIELD_FLAGS.get(name, name)
+        dest = str(AGENT_FIELD_FLAGS.get(str(name)) or name)
         out[dest] = value
         if name not in ("format", "temperature", "seed", "verify", "max_rounds", "mode", "verify_prompt"):
             if name in defaults and value != defaults[name]:
@@ -353,7 +353,8 @@ def add_dataclass_flags(
         kwargs: dict[str, Any] = {"help": re_backticks(docs.get(f.name, "")) or None}
         has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         if has_default:
-            kwargs["default"] = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            factory: Any = f.default_factory
+            kwargs["default"] = f.default if f.default is not dataclasses.MISSING else factory()
         else:
             kwargs["required"] = True
         if base is bool:
@@ -388,12 +389,12 @@ def check_dataclass_values(cls: type, data: Mapping[str, Any], source: str | Pat
         options = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
         if value is None and type(None) in typing.get_args(kind):
             continue
-        base = options[0] if len(options) == 1 else None
+        base: Any = options[0] if len(options) == 1 else None
         ok = {
             bool: lambda v: isinstance(v, bool),
             int: lambda v: isinstance(v, int) and not isinstance(v, bool),
             float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
             str: lambda v: isinstance(v, str),
-        }.get(base)  # type: ignore[call-overload]
+        }.get(base)
         if ok is not None and not ok(value):
-            raise ConfigError(f"{source}: key {key!r}: expected {base.__name__}, got {value!r}")  # type: ignore[union-attr]
+            raise ConfigError(f"{source}: key {key!r}: expected {base.__name__}, got {value!r}")

@@ -39,7 +39,13 @@ def _write(path, text: str):
 def test_each_format_fills_the_flags_and_the_command_line_wins(tmp_path, name, text):
     cfg = _write(tmp_path / name, text)
     args = parse_args(solve_parser(), ["--config", cfg, "what is 2+2?"])
-    assert (args.model, args.k, args.temperature, args.verify, args.max_rounds) == ("smollm2-135m", 3, 0.5, False, 2)
+    assert (args.model, args.k, args.temperature, args.verify, args.max_rounds) == (
+        "smollm2-135m",
+        3,
+        0.5,
+        False,
+        2,
+    )
     assert args.problem == "what is 2+2?"
     args = parse_args(solve_parser(), ["-k", "5", f"--config={cfg}", "--verify", "--temperature", "0"])
     assert (args.k, args.verify, args.temperature, args.model) == (5, True, 0.0, "smollm2-135m")
@@ -97,7 +103,9 @@ def test_required_flags_may_come_from_the_file(tmp_path):
 def test_train_sft_reads_the_subcommand_config(tmp_path, capsys):
     from mathagent.training import cli_train
 
-    cfg = _write(tmp_path / "sft.yaml", "data: d.jsonl\nmodel: smollm2-135m\nout: o\nlora: true\nlora_dropout: 0.1\n")
+    cfg = _write(
+        tmp_path / "sft.yaml", "data: d.jsonl\nmodel: smollm2-135m\nout: o\nlora: true\nlora_dropout: 0.1\n"
+    )
     with pytest.raises(SystemExit) as e:  # parsing works; --help shows the file-given defaults
         cli_train.main(["sft", "--config", cfg, "--lr", "0.001", "--help"])
     assert e.value.code == 0
