@@ -19,6 +19,7 @@ from mathagent.agent.backends.base import Backend, BackendError
 from mathagent.agent.backends.scripted import script_backend
 from mathagent.agent.choose import add_vote_args, resolve_weights, vote_traces
 from mathagent.agent.config import AgentConfig
+from mathagent.agent.configfile import add_config_flag, parse_args
 from mathagent.agent.flags import add_agent_flags, default_temperature, given
 from mathagent.agent.loop import solve_k
 from mathagent.agent.modes import add_mode_arg, split_mode
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_vote_args(p)
     p.add_argument("--json", action="store_true", help="print the trace record(s) as JSON lines")
     p.add_argument("--pool-size", type=int, default=2, help="REPL: warm kernels kept ready (default 2)")
+    add_config_flag(p)
     return p
 
 
@@ -150,7 +152,7 @@ async def run(args: argparse.Namespace, problem: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     problem = args.problem
     if problem == "-":
         problem = sys.stdin.read()

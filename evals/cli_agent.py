@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from mathagent.agent.prompts import load_prompt, prompt_hashes
 from mathagent.agent.trace import Trace
 from mathagent.evals.datasets import Problem
 from mathagent.evals.runner import EvalConfig, make_provider, pool_size_for, run_eval_async, solve_with_loop
-from mathagent.evals.runs import RunDir, git_revision, package_versions
+from mathagent.evals.runs import RunDir, RunWriteError, git_revision, package_versions, stop_message
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 AGENT_FLAGS = (
@@ -169,13 +170,15 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
     return AgentSetup(book, backend, fmt, model, cfg, preset)
 
 
-def header_extra(argv: Sequence[str]) -> dict[str, Any]:
-    """What a run header records besides its identity: code revision, versions, prompts, command."""
+def header_extra(argv: Sequence[str], settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run header records besides its identity: code revision, versions, prompts, command, and
+    the parsed flags (``settings``: ``--config header.json`` reads them back)."""
     return {
         "git_revision": git_revision(),
         "package_versions": package_versions(),
         "prompt_hashes": prompt_hashes(),
         "argv": list(argv),
+        **({"settings": settings} if settings is not None else {}),
     }
 
 
@@ -221,9 +224,39 @@ def run_agent(
     seed: int | None,
     retry_failed: bool,
     progress: bool,
-) -> dict[str, int]:
+    prog: str,
+    argv: Sequence[str],
+) -> dict[str, int] | None:
     """Solve every pending (problem, sample) of ``run`` with the agent, then close the sandboxes and
-    the backend; returns the runner's counts."""
+    the backend; returns the runner's counts. When the run folder cannot be written (a full disk) it
+    prints what is saved and the command that resumes (``prog`` + ``argv``) and returns None."""
+    try:
+        return _run_agent(
+            problems,
+            run,
+            setup,
+            k=k,
+            concurrency=concurrency,
+            seed=seed,
+            retry_failed=retry_failed,
+            progress=progress,
+        )
+    except RunWriteError as e:
+        print(stop_message(prog, e, argv), file=sys.stderr)
+        return None
+
+
+def _run_agent(
+    problems: Sequence[Problem],
+    run: RunDir,
+    setup: AgentSetup,
+    *,
+    k: int,
+    concurrency: int,
+    seed: int | None,
+    retry_failed: bool,
+    progress: bool,
+) -> dict[str, int]:
     provider = make_provider(pool_size_for(concurrency))
     run.header["sandbox_level"] = str(getattr(getattr(provider, "level", None), "value", None))
 

@@ -5,6 +5,9 @@ Examples::
     mathagent eval --dataset gsm8k --limit 50 --k 4 --temperature 0.7 --base-url http://127.0.0.1:8080/v1
     mathagent eval --dataset math500 --run-dir runs/m500      # run again: resumes
     mathagent eval --replay traces.jsonl                       # same as `mathagent replay`
+    mathagent eval --config eval.toml --limit 20               # flags from a file (or a run's header.json)
+    mathagent eval --dataset math500 --shard 0/4 --run-dir runs/s0   # one machine's quarter
+    mathagent eval merge runs/s0 runs/s1 runs/s2 runs/s3 --out runs/all
 
 ``--backend scripted --script FILE.jsonl`` replays given turns (one line per problem:
 ``{"problem_id": ..., "turns": [...], "error": "...", "latency_s": 0.1}``) for tests and demos.
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mathagent.agent.choose import resolve_weights
+from mathagent.agent.configfile import add_config_flag, parse_args, recorded_settings
 from mathagent.agent.flags import default_temperature
 from mathagent.agent.grading.voting import Weights
 from mathagent.agent.modes import add_mode_arg, config_mode
@@ -32,7 +36,8 @@ from mathagent.evals.cli_agent import (
 )
 from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
 from mathagent.evals.runs import RunDir, RunError, RunWriteError, default_run_dir, stop_message
-from mathagent.evals.summary import run_counts, summarize, summary_rows
+from mathagent.evals.shards import Shard
+from mathagent.evals.summary import eval_summary, run_counts, summary_rows
 from mathagent.evals.validate import check_args
 
 
@@ -63,15 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="votes drop samples with no answer, no executed code or invented outputs (summary only)",
     )
+    p.add_argument(
+        "--shard",
+        default=None,
+        help="i/n: only the problems whose id hashes to shard i of n (see `eval merge`)",
+    )
     p.add_argument("--run-dir", default=None, help="run folder (default: $MATHAGENT_RUNS_DIR/<name>)")
     p.add_argument("--retry-failed", action="store_true", help="re-run samples that ended in a backend error")
     p.add_argument("--force", action="store_true", help="start afresh when the folder holds another config")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
+    add_config_flag(p)
     return p
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    if argv and argv[0] == "merge":
+        from mathagent.evals.cli_merge import main as merge_main  # lazy: only `eval merge` needs it
+
+        return merge_main(argv[1:])
+    args = parse_args(build_parser(), argv)
+    settings = recorded_settings(args)
     err = check_args(args, script_required=args.backend == "scripted" and not args.replay)
     if err:
         print(f"mathagent eval: {err}", file=sys.stderr)
@@ -86,11 +102,14 @@ def main(argv: list[str]) -> int:
     if args.weights is None:
         args.weights = str(Weights())
     try:
+        shard = Shard.parse(args.shard)
         problems = load_problems(args.dataset, limit=args.limit, seed=args.seed, shuffle=args.shuffle)
         info = dataset_info(args.dataset)
-    except DatasetError as e:
+    except (DatasetError, ValueError) as e:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
+    n_total = len(problems)
+    problems = [p for p in problems if shard.holds(p.id)]
     try:
         setup = agent_setup(args, temperature)
     except ValueError as e:  # an unknown preset or system prompt, a conflicting --format
@@ -110,7 +129,12 @@ def main(argv: list[str]) -> int:
         temperature,
         dataset=args.dataset,
         weights=args.weights,
-        extra={"shuffle": args.shuffle, "script": args.script, "agent": agent_cfg.to_dict()},
+        extra={
+            "shuffle": args.shuffle,
+            "script": args.script,
+            "agent": agent_cfg.to_dict(),
+            **({"shard": str(shard)} if args.shard else {}),  # unsharded runs keep their identity
+        },
     )
     run_dir = (
         Path(args.run_dir)
@@ -125,10 +149,11 @@ def main(argv: list[str]) -> int:
         "grading_dataset": problems[0].dataset if problems else "",
     }
     extra = {
-        **header_extra(argv),
+        **header_extra(argv, settings),
         **setup.header_fields(),
         "mode": config_mode(agent_cfg),
         "vote_weights": vote_weights.to_dict(),
+        "problems": {"total": n_total, "ids": [p.id for p in problems]},
     }
     try:
         run = RunDir.open(run_dir, identity, extra, force=args.force)
@@ -136,29 +161,32 @@ def main(argv: list[str]) -> int:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    try:
-        counts = run_agent(
-            problems,
-            run,
-            setup,
-            k=args.k,
-            concurrency=args.concurrency,
-            seed=args.seed,
-            retry_failed=args.retry_failed,
-            progress=not args.json,
-        )
-    except RunWriteError as e:  # a full disk: say what is saved and how to resume
-        print(stop_message("mathagent eval", e, argv), file=sys.stderr)
+    counts = run_agent(
+        problems,
+        run,
+        setup,
+        k=args.k,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        retry_failed=args.retry_failed,
+        progress=not args.json,
+        prog="mathagent eval",
+        argv=argv,
+    )
+    if counts is None:  # the run folder could not be written; what is saved and how to resume are printed
         return 1
     keys = {(p.id, i) for p in problems for i in range(args.k)}
     records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
     dataset = problems[0].dataset if problems else "math"
-    summary = summarize(records, k=args.k, weights=args.weights, dataset=dataset, prune=args.prune)
-    summary["vote_weights"] = vote_weights.to_dict()
-    summary["mode"] = config_mode(agent_cfg)
-    if vote_weights.source == "calibrated":
-        cal = summarize(records, k=args.k, weights=vote_weights.weights, dataset=dataset, prune=args.prune)
-        summary["overall"]["weighted_calibrated_at_k"] = cal["overall"].get("weighted_at_k")
+    summary = eval_summary(
+        records,
+        k=args.k,
+        weights=args.weights,
+        dataset=dataset,
+        prune=args.prune,
+        vote_weights=vote_weights.to_dict(),
+        mode=config_mode(agent_cfg),
+    )
     counts = run_counts(records, len(keys), counts, 1 + len(run.header.get("resumed", [])))
     summary.update(run_dir=str(run.path), wall_s=round(time.perf_counter() - t0, 2), counts=counts)
     try:

@@ -143,6 +143,29 @@ def summarize(
     }
 
 
+def eval_summary(
+    records: Sequence[dict[str, Any]],
+    *,
+    k: int,
+    weights: Any,
+    dataset: str,
+    prune: bool,
+    vote_weights: dict[str, Any],
+    mode: str,
+) -> dict[str, Any]:
+    """An evaluation run's summary, the same for one run and for merged shards: :func:`summarize` over
+    the records in key order (so the sums do not depend on which sample finished first), the vote
+    weights and mode, and weighted@k under calibrated weights when the run used them."""
+    records = sorted(records, key=lambda r: (str(r["problem_id"]), int(r.get("sample_index", 0))))
+    summary = summarize(records, k=k, weights=weights, dataset=dataset, prune=prune)
+    summary["vote_weights"] = dict(vote_weights)
+    summary["mode"] = mode
+    if vote_weights.get("source") == "calibrated":
+        cal = summarize(records, k=k, weights=vote_weights["weights"], dataset=dataset, prune=prune)
+        summary["overall"]["weighted_calibrated_at_k"] = cal["overall"].get("weighted_at_k")
+    return summary
+
+
 def run_counts(
     records: Sequence[dict[str, Any]], total: int, invocation: dict[str, int], invocations: int = 1
 ) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mathagent.agent.backends.scripted import ScriptedBackend
+from mathagent.agent.configfile import add_config_flag, parse_args, recorded_settings
 from mathagent.agent.flags import add_agent_flags, default_temperature, plain
 from mathagent.agent.modes import add_mode_arg, config_mode
 from mathagent.evals.cli_agent import (
@@ -33,6 +34,7 @@ from mathagent.evals.cli_agent import (
 from mathagent.evals.datafiles import DatasetError, sha256_file
 from mathagent.evals.datasets import STANDARD, dataset_info
 from mathagent.evals.runs import RunDir, RunError, RunWriteError, stop_message
+from mathagent.evals.shards import Shard
 from mathagent.evals.summary import run_counts
 from mathagent.evals.validate import check_args
 from mathagent.training import dedup
@@ -40,7 +42,6 @@ from mathagent.training import interpolate as I
 from mathagent.training.filters import FilterConfig
 from mathagent.training.generate import (
     DatasetInfo,
-    Shard,
     build_dataset,
     dedup_problems,
     load_generation_problems,
@@ -82,6 +83,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--force", action="store_true", help="start afresh when OUT holds another configuration")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
+    add_config_flag(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +103,8 @@ def _filters(args: argparse.Namespace) -> FilterConfig:
 
 
 def run_main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
+    settings = recorded_settings(args)
     err = check_args(args)
     if err:
         print(f"mathagent generate: {err}", file=sys.stderr)
@@ -150,7 +153,7 @@ def run_main(argv: list[str]) -> int:
     identity = {"kind": KIND, "config": cfg.identity(), "dataset": info}
     filters = _filters(args)
     extra = {
-        **header_extra(argv),
+        **header_extra(argv, settings),
         **setup.header_fields(),
         "models": [model],
         "filters": filters.to_dict(),
@@ -163,19 +166,19 @@ def run_main(argv: list[str]) -> int:
         return 2
     keys = {(p.id, i) for p in problems for i in range(args.k)}
     t0 = time.perf_counter()
-    try:
-        counts = run_agent(
-            problems,
-            run,
-            setup,
-            k=args.k,
-            concurrency=args.concurrency,
-            seed=args.seed,
-            retry_failed=True,
-            progress=not args.json,
-        )
-    except RunWriteError as e:  # a full disk: say what is saved and how to resume
-        print(stop_message("mathagent generate", e, argv), file=sys.stderr)
+    counts = run_agent(
+        problems,
+        run,
+        setup,
+        k=args.k,
+        concurrency=args.concurrency,
+        seed=args.seed,
+        retry_failed=True,
+        progress=not args.json,
+        prog="mathagent generate",
+        argv=argv,
+    )
+    if counts is None:  # the run folder could not be written; what is saved and how to resume are printed
         return 1
     records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
     problem_stats = {
@@ -284,7 +287,7 @@ def interpolate_main(argv: list[str]) -> int:
     )
     p.add_argument("--no-solve", action="store_true", help="only write OUT/problems.jsonl")
     _common(p)
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     err = check_args(args, script_required=False)
     if err:
         print(f"mathagent generate interpolate: {err}", file=sys.stderr)

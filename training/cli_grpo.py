@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from mathagent.agent.configfile import check_dataclass_values, read_file
 from mathagent.training.grpo import GRPORunConfig, train
 from mathagent.training.rewards import RewardWeights
 
@@ -23,7 +23,7 @@ from mathagent.training.rewards import RewardWeights
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("grpo", help="GRPO with the interpreter in the loop (TRL's GRPOTrainer)")
     a = p.add_argument
-    a("--config", help="JSON file of GRPORunConfig fields (flags given here override it)")
+    a("--config", help="JSON, YAML or TOML file of GRPORunConfig fields (flags given here override it)")
     a(
         "--data",
         help="training problems: JSONL (GSM8K rows, question/problem + answer/gold) or a data set name",
@@ -87,10 +87,9 @@ _FIELDS = (
 def config_from_args(args: argparse.Namespace) -> Any:
     """A :class:`GRPORunConfig` from the config file (if any) and the flags."""
     base: dict[str, Any] = {}
-    if args.config:
-        base = json.loads(Path(args.config).read_text(encoding="utf-8"))
-        if not isinstance(base, dict):
-            raise ValueError(f"{args.config}: expected a JSON object of GRPO config fields")
+    if args.config:  # GRPORunConfig fields, as JSON, YAML or TOML
+        base = read_file(args.config)
+        check_dataclass_values(GRPORunConfig, base, args.config)
     for name in _FIELDS:
         value = getattr(args, name, None)
         if value is not None:

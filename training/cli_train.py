@@ -14,52 +14,34 @@ import argparse
 import json
 import sys
 
+from mathagent.agent.configfile import add_config_flag, add_dataclass_flags, parse_args
 from mathagent.training.cli_grpo import add_parser as _grpo_parser
 from mathagent.training.cli_grpo import run as run_grpo
 from mathagent.training.export import AUTO_SYSTEM, export_traces, read_traces
 from mathagent.training.sft import SFTRunConfig, train
 
+SFT_EXCLUDE = ("merge_lora",)
+""":class:`SFTRunConfig` fields without a flag of their own (``--no-merge`` sets ``merge_lora``)."""
 
-def _sft_parser(sub: argparse._SubParsersAction) -> None:
+
+def _sft_parser(sub: argparse._SubParsersAction) -> list[str]:
+    """``train sft``: one flag per :class:`SFTRunConfig` field (a new field gets its flag by itself)."""
     p = sub.add_parser("sft", help="supervised fine-tuning with TRL's SFTTrainer")
-    p.add_argument("--data", required=True, help="JSONL file or folder: exported rows or raw traces")
-    p.add_argument(
-        "--model", required=True, help="model directory, .gguf file, or bundled name (smollm2-135m)"
+    names = add_dataclass_flags(
+        p,
+        SFTRunConfig,
+        exclude=SFT_EXCLUDE,
+        overrides={
+            "format": {"choices": ("mathcoder", "chat")},
+            "precision": {"choices": ("auto", "bf16", "fp32")},
+            "lora": {"help": "train LoRA adapters instead of all weights"},
+            "system": {"help": "system prompt for raw traces (auto: the agent's prompt for the format)"},
+        },
     )
-    p.add_argument("--format", choices=("mathcoder", "chat"), default="mathcoder")
-    p.add_argument(
-        "--out", required=True, help="output directory (model, tokenizer, mathagent.json, checkpoints/)"
-    )
-    p.add_argument("--max-steps", type=int, default=-1)
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--lr", type=float, default=2e-5)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=2048)
-    p.add_argument("--lora", action="store_true", help="train LoRA adapters instead of all weights")
-    p.add_argument("--lora-r", type=int, default=16)
-    p.add_argument("--lora-alpha", type=int, default=32)
     p.add_argument("--no-merge", action="store_true", help="save base + adapter instead of the merged model")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
-    p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (fix it, with --seed, to repeat a CPU run)",
-    )
-    p.add_argument("--eval-fraction", type=float, default=0.0)
-    p.add_argument("--save-steps", type=int, default=500)
-    p.add_argument("--logging-steps", type=int, default=10)
-    p.add_argument("--warmup-ratio", type=float, default=0.0)
-    p.add_argument(
-        "--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints"
-    )
-    p.add_argument("--report-to", default="none", help="none, tensorboard (OUT/logs), wandb, trackio")
-    p.add_argument("--system", default=AUTO_SYSTEM, help="system prompt for raw traces")
-    p.add_argument("--chat-template", default=None, help="Jinja template with {%% generation %%} markers")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_config_flag(p)
+    return names
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
@@ -75,10 +57,10 @@ def main(argv: list[str]) -> int:
         prog="mathagent train", description="export traces and fine-tune with TRL"
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    _sft_parser(sub)
+    sft_fields = _sft_parser(sub)
     _export_parser(sub)
     _grpo_parser(sub)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.cmd == "grpo":
         return run_grpo(args)
     if args.cmd == "export":
@@ -86,34 +68,8 @@ def main(argv: list[str]) -> int:
         print(f"wrote {n} {args.format} rows to {args.out}")
         return 0 if n else 1
 
-    cfg = SFTRunConfig(
-        data=args.data,
-        model=args.model,
-        out=args.out,
-        format=args.format,
-        max_steps=args.max_steps,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        max_length=args.max_length,
-        lora=args.lora,
-        lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        merge_lora=not args.no_merge,
-        precision=args.precision,
-        gradient_checkpointing=args.gradient_checkpointing,
-        seed=args.seed,
-        threads=args.threads,
-        eval_fraction=args.eval_fraction,
-        save_steps=args.save_steps,
-        logging_steps=args.logging_steps,
-        warmup_ratio=args.warmup_ratio,
-        resume=args.resume,
-        report_to=args.report_to,
-        system=args.system or None,
-        chat_template=args.chat_template,
-    )
+    fields = {name: getattr(args, name) for name in sft_fields}
+    cfg = SFTRunConfig(**{**fields, "system": args.system or None}, merge_lora=not args.no_merge)
     try:
         result = train(cfg)
     except (ValueError, FileNotFoundError) as e:

@@ -16,7 +16,6 @@ Sharding: ``--shard i/n`` keeps the problems whose stable hash (sha256 of the id
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -30,6 +29,7 @@ from typing import Any
 from mathagent.agent.grading import last_boxed
 from mathagent.agent.trace import Trace
 from mathagent.evals.datasets import STANDARD, DatasetError, Problem, load_problems, read_jsonl
+from mathagent.evals.shards import Shard, shard_of  # noqa: F401 - re-exported: generate's --shard
 from mathagent.training import dedup
 from mathagent.training.export import export_traces
 from mathagent.training.filters import FilterConfig, select, solve_steps
@@ -57,37 +57,6 @@ MODEL_LICENCES = {
     "qwen2.5-coder-0.5b": "Apache-2.0 (Qwen2.5-Coder-0.5B-Instruct)",
     "smollm2-135m": "Apache-2.0 (SmolLM2-135M-Instruct)",
 }
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` of ``count`` (``0 <= index < count``)."""
-
-    index: int = 0
-    count: int = 1
-
-    @classmethod
-    def parse(cls, text: str | None) -> Shard:
-        if not text:
-            return cls()
-        try:
-            i, n = (int(x) for x in text.split("/"))
-        except ValueError:
-            raise ValueError(f"--shard expects i/n (e.g. 0/4), got {text!r}") from None
-        if n < 1 or not 0 <= i < n:
-            raise ValueError(f"--shard {text}: need 0 <= i < n")
-        return cls(i, n)
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-    def holds(self, problem_id: str) -> bool:
-        return shard_of(problem_id, self.count) == self.index
-
-
-def shard_of(problem_id: str, count: int) -> int:
-    """Stable shard of a problem id: sha256 of the id, modulo ``count`` (same on every machine)."""
-    return int.from_bytes(hashlib.sha256(str(problem_id).encode()).digest()[:8], "big") % max(1, count)
 
 
 # -- problems ------------------------------------------------------------------------------------

@@ -14,13 +14,13 @@ merge:
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mathagent.evals.runs import RunDir, identity_diff
+from mathagent.evals.shards import without_fields
 from mathagent.training import dedup
 from mathagent.training.filters import FilterConfig
 from mathagent.training.generate import DatasetInfo, build_dataset
@@ -44,14 +44,7 @@ class MergeError(ValueError):
 
 def merge_identity(identity: dict[str, Any]) -> dict[str, Any]:
     """``identity`` without the fields shards may differ in."""
-    out = copy.deepcopy(identity)
-    for path in SHARD_FIELDS:
-        d = out
-        for part in path[:-1]:
-            d = d.get(part, {}) if isinstance(d, dict) else {}
-        if isinstance(d, dict):
-            d.pop(path[-1], None)
-    return out
+    return without_fields(identity, SHARD_FIELDS)
 
 
 def _shard(identity: dict[str, Any]) -> str | None:

@@ -22,6 +22,7 @@ from mathagent.agent.backends.openai_backend import REQUEST_TIMEOUT_ENV
 from mathagent.agent.choose import resolve_weights, vote_traces
 from mathagent.agent.cli_solve import build_parser
 from mathagent.agent.config import AgentConfig
+from mathagent.agent.configfile import parse_args
 from mathagent.agent.events import Event
 from mathagent.agent.flags import given
 from mathagent.agent.loop import solve, solve_k
@@ -397,7 +398,7 @@ class Repl:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parse_args(build_parser(), list(sys.argv[1:] if argv is None else argv))
     if args.request_timeout is not None:  # every backend this REPL builds reads it
         os.environ[REQUEST_TIMEOUT_ENV] = str(args.request_timeout)
     if os.environ.get("MATHAGENT_REPL_DEBUG"):  # `kill -USR1 PID` dumps every thread's stack
