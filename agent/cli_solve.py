@@ -34,6 +34,7 @@ SOLVE_FLAGS = (
     "base_url",
     "backend",
     "request_timeout",
+    "continue_mode",
     "format",
     "max_rounds",
     "max_tokens",
@@ -89,7 +90,11 @@ def build_backend(args: argparse.Namespace) -> Backend:
     if script:
         return script_backend(script, default_format=args.format, on_exhausted="empty")
     return make_backend(
-        model=args.model, base_url=args.base_url, backend=args.backend, request_timeout=args.request_timeout
+        model=args.model,
+        base_url=args.base_url,
+        backend=args.backend,
+        request_timeout=args.request_timeout,
+        continue_mode=getattr(args, "continue_mode", None) or "auto",
     )
 
 

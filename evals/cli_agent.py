@@ -9,12 +9,13 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mathagent.agent.backends import make_backend
-from mathagent.agent.backends.base import Backend
+from mathagent.agent.backends.base import Backend, BackendError
 from mathagent.agent.backends.scripted import ScriptBook
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.flags import add_agent_flags
@@ -31,6 +32,7 @@ AGENT_FLAGS = (
     "model",
     "base_url",
     "request_timeout",
+    "continue_mode",
     "format",
     "script",
     "k",
@@ -77,8 +79,33 @@ def backend_from_args(args: argparse.Namespace) -> Backend:
     """The backend ``--model`` / ``--base-url`` / ``--backend`` name (no flags: the bundled model)."""
     backend = None if args.backend in (None, "", "auto") else args.backend
     return make_backend(
-        args.model or None, args.base_url or None, backend=backend, request_timeout=args.request_timeout
+        args.model or None,
+        args.base_url or None,
+        backend=backend,
+        request_timeout=args.request_timeout,
+        continue_mode=getattr(args, "continue_mode", None) or "auto",
     )
+
+
+def describe_backend(backend: Backend | None, prog: str = "mathagent") -> dict[str, Any]:
+    """Probe how ``backend`` continues a partial assistant turn and its context length (OpenAI-compatible
+    backends), print one line about it to stderr, and return it for the run header. A server that
+    cannot be probed ends the command (exit 2) with the reason."""
+    prepare = getattr(backend, "prepare", None)
+    if backend is None or not callable(prepare):
+        return {}
+    try:
+        cont = prepare()
+    except BackendError as e:
+        print(f"{prog}: cannot probe the model server: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    where = getattr(backend, "base_url", None) or "OpenAI"
+    print(f"{prog}: {backend.model or 'default model'} at {where}: {cont.describe()}", file=sys.stderr)
+    return {
+        "continuation": cont.to_dict(),
+        "context_window": getattr(backend, "context_window", None),
+        "context_source": getattr(backend, "context_source", ""),
+    }
 
 
 @dataclass(frozen=True)
@@ -93,6 +120,8 @@ class AgentSetup:
     model: str
     config: AgentConfig
     """The ``AgentConfig`` every sample is solved with."""
+    backend_info: dict[str, Any] = field(default_factory=dict)
+    """How the backend continues a partial assistant turn and its context length (run header)."""
 
     def eval_config(self, args: argparse.Namespace, temperature: float, **fields: Any) -> EvalConfig:
         """The run's ``EvalConfig`` from the flags ``eval`` and ``generate`` share; ``fields`` adds the rest."""
@@ -127,6 +156,7 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
     scripted = args.backend == "scripted"
     book = ScriptBook(args.script) if scripted else None
     backend = None if scripted else backend_from_args(args)
+    info = describe_backend(backend)
     fmt = args.format or (getattr(backend, "default_format", None) if backend else "markdown") or "markdown"
     model = args.model or (getattr(backend, "model", "") if backend else "scripted")
     mode, args.verify = split_mode(getattr(args, "mode", None), args.verify)
@@ -135,7 +165,7 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
         cfg = cfg.with_(verify_prompt=args.verify_prompt)
     if args.max_rounds:
         cfg = cfg.with_(max_rounds=args.max_rounds)
-    return AgentSetup(book, backend, fmt, model, cfg)
+    return AgentSetup(book, backend, fmt, model, cfg, info)
 
 
 def header_extra(argv: Sequence[str]) -> dict[str, Any]:

@@ -120,7 +120,12 @@ def main(argv: list[str]) -> int:
         "dataset": info,
         "grading_dataset": problems[0].dataset if problems else "",
     }
-    extra = {**header_extra(argv), "mode": config_mode(agent_cfg), "vote_weights": vote_weights.to_dict()}
+    extra = {
+        **header_extra(argv),
+        "backend": setup.backend_info,
+        "mode": config_mode(agent_cfg),
+        "vote_weights": vote_weights.to_dict(),
+    }
     try:
         run = RunDir.open(run_dir, identity, extra, force=args.force)
     except RunError as e:

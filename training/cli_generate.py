@@ -145,6 +145,7 @@ def run_main(argv: list[str]) -> int:
     filters = _filters(args)
     extra = {
         **header_extra(argv),
+        "backend": setup.backend_info,
         "models": [model],
         "filters": filters.to_dict(),
         "mode": config_mode(agent_cfg),
