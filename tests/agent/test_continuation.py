@@ -365,3 +365,30 @@ def test_gguf_template_equals_the_former_chatml_renderer(name):
     for msgs in CASES:
         assert tmpl.render(msgs) == chatml_reference(msgs), msgs
     assert tmpl.render(CASES[0], add_generation_prompt=False) == chatml_reference(CASES[0], False)
+
+
+# -- the run header --------------------------------------------------------------------------------
+
+
+def test_eval_records_and_prints_how_it_continued(tmp_path, capsys, shared_data):
+    """`mathagent eval --base-url ... --continue-mode chat` on a fake vLLM: the run header records the
+    mode, the reason and the server's context length, and the terminal says it."""
+    import json
+
+    from mathagent.evals.cli_eval import main as eval_main
+    from mathagent.evals.datasets import load_problems
+
+    gold = load_problems("gsm8k", limit=1)[0].gold
+    answer = f"Let me compute.\n```python\nprint({gold})\n```\nSo \\boxed{{{gold}}}."
+    with vllm_server(completions=[answer]) as srv:
+        args = ["--dataset", "gsm8k", "--limit", "1", "--base-url", srv.base_url, "--model", MODEL]
+        args += ["--continue-mode", "chat", "--no-verify", "--run-dir", str(tmp_path / "run"), "--json"]
+        assert eval_main(args) == 0
+    err = capsys.readouterr().err
+    assert "continue mode chat-continue (asked for with --continue-mode chat)" in err
+    assert "context 32768 tokens (vLLM /v1/models max_model_len)" in err
+    header = json.loads((tmp_path / "run" / "header.json").read_text())
+    assert header["backend"]["continuation"]["mode"] == "chat"
+    assert header["backend"]["context_window"] == 32768
+    rec = json.loads((tmp_path / "run" / "samples.jsonl").read_text().splitlines()[0])
+    assert rec["trace"]["meta"]["continuation"]["label"] == "chat-continue"
