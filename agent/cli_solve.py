@@ -106,6 +106,15 @@ async def run(args: argparse.Namespace, problem: str) -> int:
     except (BackendError, OSError, ValueError) as e:
         print(f"mathagent solve: cannot start the model backend: {e}", file=sys.stderr)
         return 2
+    prepare = getattr(backend, "prepare", None)
+    if callable(prepare):  # how the assistant turn goes on after a code output, and the context length
+        try:
+            cont = await asyncio.to_thread(prepare)
+        except BackendError as e:
+            await close_backend(backend)
+            print(f"mathagent solve: cannot probe the model server: {e}", file=sys.stderr)
+            return 2
+        print(f"mathagent solve: {cont.describe()}", file=sys.stderr)
     try:
         with KernelPool(size=max(1, min(args.k, 4))) as pool:
             if args.json or not sys.stderr.isatty():

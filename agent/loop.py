@@ -331,9 +331,9 @@ async def solve(
         problem, backend, sandbox_provider, config, fmt, prompt, on_event=on_event, sample_index=sample_index
     )
     meta: dict[str, Any] = {"prompt_name": prompt.name, "config": config.to_dict()}
-    continuation = getattr(backend, "continuation", None)
-    if hasattr(continuation, "to_dict"):
-        meta["continuation"] = continuation.to_dict()
+    continuation_dict = getattr(getattr(backend, "continuation", None), "to_dict", None)
+    if callable(continuation_dict):  # how the assistant turn went on after code outputs
+        meta["continuation"] = continuation_dict()
     verification: tuple[VerificationRound, ...] = ()
     try:
         if mode != "loop":

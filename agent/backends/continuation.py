@@ -94,14 +94,16 @@ class ChatTemplate:
         from transformers.utils.chat_template_utils import render_jinja_template
 
         partial = is_partial(messages)
+        kwargs: dict[str, Any] = dict(self.special_tokens)  # as transformers passes special_tokens_map
         try:
-            rendered, _ = render_jinja_template(
+            out: Any = render_jinja_template(
                 conversations=[template_messages(messages)],
                 chat_template=self.template,
                 continue_final_message=partial,
                 add_generation_prompt=add_generation_prompt and not partial,
-                **dict(self.special_tokens),
+                **kwargs,
             )
+            rendered = out[0]
         except Exception as e:  # noqa: BLE001 - jinja errors, raise_exception() in templates
             raise BackendError(f"the chat template from {self.source or 'the model'} failed: {e}") from e
         return str(rendered[0])
@@ -455,12 +457,6 @@ def _decide(
         ctx, ctx_src = (
             (context_length, context_source) if context_length else (info.context_length, info.context_source)
         )
-        common = {
-            "requested": requested,
-            "server": info.kind,
-            "context_length": ctx,
-            "context_source": ctx_src,
-        }
         tmpl = template
         if tmpl is None and template_hint:
             tmpl = template_from(template_hint)
@@ -470,8 +466,20 @@ def _decide(
         tmpl = tmpl or info.template
         src = tmpl.source if tmpl else None
 
+        def made(mode: str, reason: str, with_template: bool = False) -> Continuation:
+            return Continuation(
+                mode,
+                reason,
+                requested=requested,
+                template_source=src,
+                server=info.kind,
+                context_length=ctx,
+                context_source=ctx_src,
+                template=tmpl if with_template else None,
+            )
+
         if requested == "user":
-            return Continuation("user", "asked for with --continue-mode user", template_source=src, **common)
+            return made("user", "asked for with --continue-mode user")
         if requested == "completions":
             if tmpl is None:
                 raise BackendError(
@@ -480,11 +488,9 @@ def _decide(
                     + (f" (nor vLLM's root {info.root!r})" if info.root else "")
                     + ", and the server's /props has none"
                 )
-            return Continuation(
-                "completions", f"asked for; template from {src}", template_source=src, template=tmpl, **common
-            )
+            return made("completions", f"asked for; template from {src}", True)
         if requested == "chat":
-            return Continuation("chat", "asked for with --continue-mode chat", template_source=src, **common)
+            return made("chat", "asked for with --continue-mode chat")
 
         # auto
         why: list[str] = []
@@ -494,13 +500,7 @@ def _decide(
             else:
                 ok, err = completions_answer(client, base_url, model)
             if ok:
-                return Continuation(
-                    "completions",
-                    f"/v1/completions with the chat template from {src}",
-                    template_source=src,
-                    template=tmpl,
-                    **common,
-                )
+                return made("completions", f"/v1/completions with the chat template from {src}", True)
             why.append(err)
         else:
             why.append(
@@ -513,17 +513,12 @@ def _decide(
         else:
             ok, err = chat_continue_honoured(client, base_url, model)
             if ok:
-                return Continuation(
-                    "chat", "the chat endpoint honours continue_final_message", template_source=src, **common
-                )
+                return made("chat", "the chat endpoint honours continue_final_message")
             why.append(err)
-        return Continuation(
+        reasons = "; ".join(w for w in why if w)
+        return made(
             "user",
-            "cannot continue the assistant turn: "
-            + "; ".join(w for w in why if w)
-            + "; code outputs go back as new user messages",
-            template_source=src,
-            **common,
+            f"cannot continue the assistant turn: {reasons}; code outputs go back as new user messages",
         )
 
 

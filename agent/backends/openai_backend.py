@@ -355,7 +355,9 @@ class OpenAIBackend:
         model = await self._resolve_model()
         extra: dict[str, Any] = {}
         if not isinstance(prompt, str) and is_partial(prompt):
-            cont = self.continuation or await asyncio.to_thread(self.prepare)
+            cont = (
+                self.continuation if self.continuation is not None else await asyncio.to_thread(self.prepare)
+            )
             if cont.mode == "completions" and cont.template is not None:
                 prompt = cont.template.render(prompt)
                 if cont.server == "vllm":  # the template already holds the special tokens
