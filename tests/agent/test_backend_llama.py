@@ -192,6 +192,7 @@ def test_bundled_backend_continues_through_its_gguf_template(backend):
     assert backend.continues_partial and callable(backend.render_chat)
 
 
+@pytest.mark.slow  # up to 400 generated tokens on the shared 2-core machine (~1-2 min)
 def test_a_trajectory_continues_its_own_assistant_message(backend):
     """On the real server: after a code cell runs, the next request is the same assistant message,
     rendered by the model's template and left open, with the output block appended."""
