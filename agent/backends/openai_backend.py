@@ -242,6 +242,7 @@ class OpenAIBackend:
         self.continuation: Continuation | None = None
         """How a partial assistant turn goes on; set by :meth:`prepare` (``None`` before)."""
         self._prepare_lock = threading.Lock()
+        self._warned_partial = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._stale: list[Any] = []
@@ -367,6 +368,14 @@ class OpenAIBackend:
                     extra.update(continue_final_message=True, add_generation_prompt=False)
                 else:  # nothing to continue yet: a plain new assistant turn
                     prompt = list(prompt[:-1])
+            elif not self._warned_partial:
+                self._warned_partial = True
+                log.warning(
+                    "%s: a partial assistant message goes to the chat endpoint as a finished one (continue "
+                    "mode %s): the server will not continue it",
+                    self.base_url or "OpenAI",
+                    cont.label,
+                )
         n = max(1, params.n)
         if self.native_n and n > 1 and on_text is None:
             out = await self._request(model, prompt, params, n=n, seed=params.seed, index=0, extra=extra)
