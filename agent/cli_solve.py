@@ -37,6 +37,7 @@ SOLVE_FLAGS = (
     "base_url",
     "backend",
     "request_timeout",
+    "continue_mode",
     "format",
     "max_rounds",
     "max_tokens",
@@ -103,7 +104,11 @@ def build_backend(args: argparse.Namespace, fmt: str | None = None) -> Backend:
     if script:
         return script_backend(script, default_format=fmt or args.format, on_exhausted="empty")
     return make_backend(
-        model=args.model, base_url=args.base_url, backend=args.backend, request_timeout=args.request_timeout
+        model=args.model,
+        base_url=args.base_url,
+        backend=args.backend,
+        request_timeout=args.request_timeout,
+        continue_mode=getattr(args, "continue_mode", None) or "auto",
     )
 
 
@@ -121,6 +126,15 @@ async def run(args: argparse.Namespace, problem: str) -> int:
     except (BackendError, OSError, ValueError) as e:
         print(f"mathagent solve: cannot start the model backend: {e}", file=sys.stderr)
         return 2
+    prepare = getattr(backend, "prepare", None)
+    if callable(prepare):  # how the assistant turn goes on after a code output, and the context length
+        try:
+            cont = await asyncio.to_thread(prepare)
+        except BackendError as e:
+            await close_backend(backend)
+            print(f"mathagent solve: cannot probe the model server: {e}", file=sys.stderr)
+            return 2
+        print(f"mathagent solve: {cont.describe()}", file=sys.stderr)
     try:
         with KernelPool(size=max(1, min(args.k, 4))) as pool:
             if args.json or not sys.stderr.isatty():

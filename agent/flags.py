@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mathagent.agent.backends.continuation import CONTINUE_MODES
 from mathagent.agent.backends.openai_backend import REQUEST_TIMEOUT_HELP, positive_seconds
 from mathagent.agent.config import AgentConfig
 
@@ -68,6 +69,17 @@ FLAGS: dict[str, Flag] = {
     "request_timeout": Flag(
         ("--request-timeout",),
         {"type": positive_seconds, "default": None, "help": REQUEST_TIMEOUT_HELP},
+    ),
+    "continue_mode": Flag(
+        ("--continue-mode",),
+        {
+            "choices": CONTINUE_MODES,
+            "default": "auto",
+            "help": "how the model's turn goes on after a code output, on an OpenAI-compatible server: "
+            "chat (continue_final_message, vLLM), completions (/v1/completions with the model's own chat "
+            "template), user (the output as a new user message; a fallback, logged), auto (probe the "
+            "server; default)",
+        },
     ),
     "format": Flag(
         ("--format",),

@@ -14,9 +14,10 @@ n_ctx_train (0)`` to stderr even with ``verbose=False``, in the middle of the mo
 
 Facts this module builds on (llama-cpp-python 0.3.x): the server defaults to one thread, so we pass
 ``--n_threads``; it ignores ``n > 1`` (one choice); it uses the chat template stored in the GGUF when
-no ``--chat_format`` is given; its chat endpoint cannot continue a partial assistant message, which
-is why :func:`apply_chat_template` exists — render the ChatML prompt by hand and continue through
-``/v1/completions``.
+no ``--chat_format`` is given; its chat endpoint cannot continue a partial assistant message, so a
+trajectory goes on through ``/v1/completions`` with the GGUF's own chat template rendered by
+:mod:`mathagent.agent.backends.continuation`; it does not report its context length (no ``/props``):
+the backend takes it from the ``n_ctx`` the server was started with.
 """
 
 from __future__ import annotations
@@ -41,48 +42,6 @@ from mathagent.agent.models import is_bundled, model_path
 log = logging.getLogger(__name__)
 
 DEFAULT_N_CTX = 4096
-
-
-QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-DEFAULT_SYSTEM: dict[str, str] = {
-    "qwen2.5-coder-1.5b": QWEN_SYSTEM,
-    "qwen2.5-coder-0.5b": QWEN_SYSTEM,
-    "smollm2-135m": "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
-}
-"""The system prompt each bundled model's own template inserts when a conversation has none."""
-
-
-def apply_chat_template(
-    messages: Sequence[dict[str, Any]],
-    add_generation_prompt: bool = True,
-    *,
-    default_system: str | None = QWEN_SYSTEM,
-) -> str:
-    """Render messages in the ChatML template used by Qwen2.5 and SmolLM2 (``<|im_start|>role\\n...<|im_end|>\\n``).
-
-    When the last message is an unfinished assistant turn (``{"role": "assistant", "partial": True}``)
-    it is left open so that a completion continues it. Otherwise, with ``add_generation_prompt``, an
-    open assistant header is appended. Qwen2.5's template adds a default system prompt when none is
-    given (``default_system``; ``None`` adds none); we do the same so prompts match what the chat
-    endpoint would build.
-    """
-    msgs = list(messages)
-    out: list[str] = []
-    if default_system is not None and (not msgs or msgs[0].get("role") != "system"):
-        out.append(f"<|im_start|>system\n{default_system}<|im_end|>\n")
-    for i, m in enumerate(msgs):
-        content = m.get("content") or ""
-        role = m.get("role", "user")
-        if role == "tool":
-            role, content = "user", f"<tool_response>\n{content}\n</tool_response>"
-        last_open = i == len(msgs) - 1 and role == "assistant" and m.get("partial")
-        if last_open:
-            out.append(f"<|im_start|>assistant\n{content}")
-            return "".join(out)
-        out.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
-    if add_generation_prompt:
-        out.append("<|im_start|>assistant\n")
-    return "".join(out)
 
 
 def _safe(name: str) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mathagent.agent.backends.base import Backend, BackendError, Completion, GenerationParams
+from mathagent.agent.backends.continuation import partial_messages
 from mathagent.agent.backends.scripted import prompt_text
 from mathagent.agent.config import DEFAULT_CONTEXT_BUDGET, AgentConfig
 from mathagent.agent.events import (
@@ -108,10 +109,12 @@ class Trajectory:
             log.exception("on_event handler failed")
 
     def build_prompt(self, steps: list[Step] | None = None) -> Any:
+        steps = self.steps if steps is None else steps
+        if getattr(self.backend, "continues_partial", False):
+            # the backend continues the open assistant message itself (its chat template or the server's)
+            return partial_messages(self.fmt, self.problem, steps, self.prompt.text)
         render_chat = getattr(self.backend, "render_chat", None)
-        return self.fmt.build_prompt(
-            self.problem, self.steps if steps is None else steps, self.prompt.text, render_chat=render_chat
-        )
+        return self.fmt.build_prompt(self.problem, steps, self.prompt.text, render_chat=render_chat)
 
     async def call_model(self, prompt: Any) -> Completion | str:
         """One backend call; returns an error message (str) instead of raising."""
@@ -333,6 +336,12 @@ async def solve(
             load_prompt(config.verify_prompt)  # a wrong name fails the sample now, not silently later
     except (ValueError, PresetError) as e:
         return failed(str(e))
+    prepare = getattr(backend, "prepare", None)
+    if callable(prepare):  # how a partial assistant turn goes on (a probe, once per server)
+        try:
+            await asyncio.to_thread(prepare)
+        except BackendError as e:
+            return failed(str(e))
     base = base.with_(format=fmt.name, prompt_hash=prompt.sha256)
     if not isinstance(problem, str) or not problem.strip():
         return failed("empty problem")
@@ -342,6 +351,9 @@ async def solve(
     meta: dict[str, Any] = {"prompt_name": prompt.name, "config": config.to_dict()}
     if preset is not None:
         meta.update(preset=preset.name, preset_sha256=preset.sha256)
+    continuation_dict = getattr(getattr(backend, "continuation", None), "to_dict", None)
+    if callable(continuation_dict):  # how the assistant turn went on after code outputs
+        meta["continuation"] = continuation_dict()
     verification: tuple[VerificationRound, ...] = ()
     try:
         if mode != "loop":

@@ -11,11 +11,11 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mathagent.agent.backends import make_backend
-from mathagent.agent.backends.base import Backend
+from mathagent.agent.backends.base import Backend, BackendError
 from mathagent.agent.backends.scripted import ScriptBook
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.flags import add_agent_flags
@@ -33,6 +33,7 @@ AGENT_FLAGS = (
     "model",
     "base_url",
     "request_timeout",
+    "continue_mode",
     "format",
     "script",
     "k",
@@ -81,8 +82,33 @@ def backend_from_args(args: argparse.Namespace) -> Backend:
     """The backend ``--model`` / ``--base-url`` / ``--backend`` name (no flags: the bundled model)."""
     backend = None if args.backend in (None, "", "auto") else args.backend
     return make_backend(
-        args.model or None, args.base_url or None, backend=backend, request_timeout=args.request_timeout
+        args.model or None,
+        args.base_url or None,
+        backend=backend,
+        request_timeout=args.request_timeout,
+        continue_mode=getattr(args, "continue_mode", None) or "auto",
     )
+
+
+def describe_backend(backend: Backend | None, prog: str = "mathagent") -> dict[str, Any]:
+    """Probe how ``backend`` continues a partial assistant turn and its context length (OpenAI-compatible
+    backends), print one line about it to stderr, and return it for the run header. A server that
+    cannot be probed ends the command (exit 2) with the reason."""
+    prepare = getattr(backend, "prepare", None)
+    if backend is None or not callable(prepare):
+        return {}
+    try:
+        cont = prepare()
+    except BackendError as e:
+        print(f"{prog}: cannot probe the model server: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    where = getattr(backend, "base_url", None) or "OpenAI"
+    print(f"{prog}: {backend.model or 'default model'} at {where}: {cont.describe()}", file=sys.stderr)
+    return {
+        "continuation": cont.to_dict(),
+        "context_window": getattr(backend, "context_window", None),
+        "context_source": getattr(backend, "context_source", ""),
+    }
 
 
 @dataclass(frozen=True)
@@ -110,6 +136,8 @@ class AgentSetup:
             sp = load_prompt(self.config.system_prompt)
             out["system_prompt"] = {"name": sp.name, "sha256": sp.sha256}
         return out
+    backend_info: dict[str, Any] = field(default_factory=dict)
+    """How the backend continues a partial assistant turn and its context length (run header)."""
 
     def eval_config(self, args: argparse.Namespace, temperature: float, **fields: Any) -> EvalConfig:
         """The run's ``EvalConfig`` from the flags ``eval`` and ``generate`` share; ``fields`` adds the rest."""
@@ -153,6 +181,7 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
     scripted = args.backend == "scripted"
     book = ScriptBook(args.script) if scripted else None
     backend = None if scripted else backend_from_args(args)
+    info = describe_backend(backend)
     fmt = (
         args.format
         or (preset.format if preset is not None else None)
@@ -167,7 +196,7 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
     if system_prompt:
         cfg = cfg.with_(system_prompt=system_prompt)
     cfg = apply_preset(cfg, preset_name, format=fmt, max_rounds=args.max_rounds or None)
-    return AgentSetup(book, backend, fmt, model, cfg, preset)
+    return AgentSetup(book, backend, fmt, model, cfg, preset=preset, backend_info=info)
 
 
 def header_extra(argv: Sequence[str], settings: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -151,6 +151,7 @@ def main(argv: list[str]) -> int:
     extra = {
         **header_extra(argv, settings),
         **setup.header_fields(),
+        "backend": setup.backend_info,
         "mode": config_mode(agent_cfg),
         "vote_weights": vote_weights.to_dict(),
         "problems": {"total": n_total, "ids": [p.id for p in problems]},

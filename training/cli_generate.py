@@ -155,6 +155,7 @@ def run_main(argv: list[str]) -> int:
     extra = {
         **header_extra(argv, settings),
         **setup.header_fields(),
+        "backend": setup.backend_info,
         "models": [model],
         "filters": filters.to_dict(),
         "mode": config_mode(agent_cfg),

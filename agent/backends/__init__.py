@@ -11,7 +11,8 @@ Resolution order of ``make_backend(model, base_url, backend=...)``:
    OpenAI-compatible backend in front — unless ``OPENAI_BASE_URL`` is set and ``model`` is ``None``.
 5. otherwise (``OPENAI_BASE_URL`` or OpenAI itself) → OpenAI-compatible backend.
 
-``request_timeout`` / ``stall_timeout`` (``None``: the default) reach OpenAI-compatible backends only.
+``request_timeout`` / ``stall_timeout`` (``None``: the default) and ``continue_mode`` (how a partial
+assistant turn goes on, :mod:`.continuation`) reach OpenAI-compatible backends only.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from mathagent.agent.backends import scripted
 from mathagent.agent.backends.base import Backend, BackendError, Completion, GenerationParams, ToolCall
 from mathagent.agent.backends.openai_backend import OpenAIBackend
 from mathagent.agent.backends.transformers_backend import TransformersBackend
-from mathagent.agent.llama_server import DEFAULT_N_CTX, DEFAULT_SYSTEM, QWEN_SYSTEM, shared_server
+from mathagent.agent.llama_server import DEFAULT_N_CTX, shared_server
 from mathagent.agent.models import DEFAULT_MODEL, is_bundled, model_path
 
 __all__ = [
@@ -40,8 +41,9 @@ __all__ = [
 ]
 
 SERVER_KEYS = ("n_ctx", "n_threads", "startup_timeout", "port", "chat_format")
-TIMEOUT_KEYS = ("timeout",)
-"""Older keyword for ``request_timeout``; like it, only OpenAI-compatible backends take it."""
+TIMEOUT_KEYS = ("timeout", "continue_mode")
+"""``timeout`` (older keyword for ``request_timeout``) and ``continue_mode``: like the timeouts,
+only OpenAI-compatible backends take them."""
 
 
 def bundled_backend(model: str | os.PathLike[str] | None = None, **kw: Any) -> Backend:
@@ -54,10 +56,13 @@ def bundled_backend(model: str | os.PathLike[str] | None = None, **kw: Any) -> B
     # Queue in the client, where no timeout ticks, not in the server: a request waiting behind three
     # others on a busy machine would otherwise use up its request timeout before its first token.
     kw.setdefault("max_concurrency", server.slots)
-    kw.setdefault("chat_template", "chatml")
-    kw.setdefault("default_system", DEFAULT_SYSTEM.get(name, QWEN_SYSTEM))
     return OpenAIBackend(
-        model=server.alias, base_url=server.base_url, gguf_path=server.path, server=server, **kw
+        model=server.alias,
+        base_url=server.base_url,
+        gguf_path=server.path,
+        server=server,
+        server_kind="llama-cpp-python",
+        **kw,
     )
 
 

@@ -1,9 +1,14 @@
 """The OpenAI-compatible backend: OpenAI, vLLM, llama.cpp's server, Ollama — anything speaking ``/v1``.
 
-* A ``str`` prompt goes to ``/v1/completions`` (raw-prompt models, continuing a hand-rendered chat);
+* A ``str`` prompt goes to ``/v1/completions`` (raw-prompt models, continuing a rendered chat);
   a message list goes to ``/v1/chat/completions``. A message list whose last message is
-  ``{"role": "assistant", "partial": True, ...}`` is rendered with :meth:`render_chat` and continued
-  through ``/v1/completions`` when the backend knows the model's chat template (bundled models).
+  ``{"role": "assistant", "partial": True, ...}`` is continued as :meth:`prepare` decided
+  (:mod:`.continuation`: ``continue_mode`` ``auto`` probes the server once): ``completions``
+  renders it with the model's own chat template (:attr:`render_chat`) and sends it to
+  ``/v1/completions``; ``chat`` sends it to ``/v1/chat/completions`` with
+  ``continue_final_message=true, add_generation_prompt=false``; ``user`` (logged as a WARNING) leaves
+  the trace format to send code outputs as user messages. :meth:`prepare` also reads the server's
+  context length when ``context_window`` is not given.
 * Native tool calls: ``params.tools`` are passed through; ``Completion.tool_calls`` comes back.
 * k samples: servers that honour ``n`` (OpenAI) get one request; others (llama.cpp ignores ``n``) get
   ``n`` parallel requests, with ``seed + i`` for sample ``i`` when a seed is given. Missing choices
@@ -29,10 +34,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import logging
 import math
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -49,6 +54,14 @@ from mathagent.agent.backends.base import (
     TokenCallback,
     ToolCall,
 )
+from mathagent.agent.backends.continuation import (
+    ChatTemplate,
+    Continuation,
+    check_mode,
+    is_partial,
+    probe,
+    template_from_vocab,
+)
 from mathagent.agent.backends.retry import (
     GarbageResponse,
     RetryEvent,
@@ -57,7 +70,7 @@ from mathagent.agent.backends.retry import (
     call_with_retries,
 )
 from mathagent.agent.backends.streaming import Deadline, StreamState
-from mathagent.agent.llama_server import apply_chat_template, load_vocab
+from mathagent.agent.llama_server import load_vocab
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +166,11 @@ class OpenAIBackend:
         retry: RetryPolicy | None = None,
         wait: WaitFn | None = None,
         native_n: bool | None = None,
-        chat_template: str | None = None,
-        default_system: str | None = None,
+        chat_template: str | os.PathLike[str] | ChatTemplate | None = None,
+        continue_mode: str | None = "auto",
         gguf_path: str | os.PathLike[str] | None = None,
         server: Any = None,
+        server_kind: str | None = None,
     ) -> None:
         """
         Args:
@@ -172,10 +186,15 @@ class OpenAIBackend:
             stream: stream every request (progress tells slow from stuck); ``False`` for servers
                 that cannot stream (then ``request_timeout`` bounds the whole request).
             native_n: whether the server honours ``n``; ``None``: only api.openai.com is trusted.
-            chat_template: ``"chatml"`` when the model's template is known, enabling :meth:`render_chat`.
-            default_system: system prompt the model's template inserts when none is given.
-            gguf_path: the served GGUF file, for exact ``count_tokens``.
+            chat_template: the model's chat template: a :class:`ChatTemplate`, or where to find it (a
+                ``.gguf`` or ``.jinja`` file, a tokenizer folder, a cached hub id); ``None``: the
+                served GGUF's, else the probe looks for it (model id, vLLM's ``root``, ``/props``).
+            continue_mode: how a partial assistant turn goes on: ``auto`` (probe the server),
+                ``chat``, ``completions`` or ``user`` (see :mod:`.continuation`).
+            gguf_path: the served GGUF file, for exact ``count_tokens`` and its chat template.
             server: a :class:`~mathagent.agent.llama_server.LlamaServer` this backend keeps alive.
+            server_kind: the kind of a server mathagent started itself (``llama-cpp-python``): no
+                probing over HTTP.
             timeout: seconds one request may take; ``None``: env ``MATHAGENT_REQUEST_TIMEOUT``, else 300
                 (a busy 2-core machine can need more for one long call, e.g. ``--mode cot``).
         """
@@ -192,6 +211,8 @@ class OpenAIBackend:
         self.model = model or os.environ.get("OPENAI_MODEL") or ""
         self.default_format = default_format
         self.context_window = context_window
+        self.context_source = "given" if context_window else ""
+        """Where ``context_window`` came from (the constructor, the server, ...)."""
         explicit = request_timeout if request_timeout is not None else timeout
         self.request_timeout: float | None = (
             check_seconds(explicit, "request_timeout")
@@ -215,9 +236,13 @@ class OpenAIBackend:
         """Ask for token usage in streams (``stream_options``); not every server knows the option."""
         self.gguf_path = Path(gguf_path) if gguf_path else None
         self.server = server
-        if chat_template == "chatml":
-            # An instance attribute, so ``hasattr(backend, "render_chat")`` tells whether it is usable.
-            self.render_chat = functools.partial(apply_chat_template, default_system=default_system)
+        self.server_kind = server_kind
+        self.continue_mode = check_mode(continue_mode)
+        self.chat_template = chat_template
+        self.continuation: Continuation | None = None
+        """How a partial assistant turn goes on; set by :meth:`prepare` (``None`` before)."""
+        self._prepare_lock = threading.Lock()
+        self._warned_partial = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._stale: list[Any] = []
@@ -232,6 +257,58 @@ class OpenAIBackend:
     def first_token_timeout(self, max_tokens: int) -> float:
         """Seconds a call of ``max_tokens`` may wait for its first token."""
         return self.request_timeout or default_request_timeout(max_tokens)
+
+    # -- continuing a partial assistant turn ------------------------------------------------------
+
+    def prepare(self) -> Continuation:
+        """Decide (once; the probe is cached per process and base URL) how a partial assistant turn
+        goes on, and take the context length from the server when none was given. Blocking (a few
+        small HTTP requests on the first call); ``BackendError`` when the server cannot be probed."""
+        with self._prepare_lock:
+            if self.continuation is not None:
+                return self.continuation
+            tmpl = self.chat_template if isinstance(self.chat_template, ChatTemplate) else None
+            hint = None if tmpl is not None or self.chat_template is None else str(self.chat_template)
+            if tmpl is None and hint is None and self.gguf_path is not None:
+                vocab = self._load_vocab()
+                if vocab is not None:
+                    tmpl = template_from_vocab(vocab, f"GGUF metadata of {self.gguf_path.name}")
+            ctx_src = self.context_source
+            if self.server is not None and self.context_window:
+                ctx_src = "the n_ctx mathagent started the llama.cpp server with"
+            cont = probe(
+                self.base_url or "https://api.openai.com/v1",
+                self.model,
+                requested=self.continue_mode,
+                api_key=self.api_key,
+                template=tmpl,
+                template_hint=hint,
+                known_server=self.server_kind,
+                context_length=self.context_window,
+                context_source=ctx_src,
+                timeout=min(self.stall_timeout, 30.0),
+            )
+            if self.context_window is None and cont.context_length:
+                self.context_window = cont.context_length
+            self.context_source = cont.context_source
+            self.continuation = cont
+            return cont
+
+    @property
+    def render_chat(self) -> ChatTemplate:
+        """The model's chat template as ``render_chat(messages) -> str`` (a final ``partial`` assistant
+        message is left open), when partial turns continue through ``/v1/completions``; otherwise
+        ``AttributeError`` (``getattr(backend, "render_chat", None)`` is ``None``)."""
+        cont = self.continuation or self.prepare()
+        if cont.mode != "completions" or cont.template is None:
+            raise AttributeError(f"render_chat: the continue mode is {cont.label}")
+        return cont.template
+
+    @property
+    def continues_partial(self) -> bool:
+        """Whether this backend continues a message list ending in a ``partial`` assistant message
+        itself (``chat`` or ``completions`` mode); the loop then sends it such lists."""
+        return (self.continuation or self.prepare()).mode in ("chat", "completions")
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -277,16 +354,31 @@ class OpenAIBackend:
         self, prompt: Prompt, params: GenerationParams, *, on_text: TokenCallback | None = None
     ) -> list[Completion]:
         model = await self._resolve_model()
-        if (
-            not isinstance(prompt, str)
-            and prompt
-            and prompt[-1].get("partial")
-            and hasattr(self, "render_chat")
-        ):
-            prompt = self.render_chat(prompt)
+        extra: dict[str, Any] = {}
+        if not isinstance(prompt, str) and is_partial(prompt):
+            cont = (
+                self.continuation if self.continuation is not None else await asyncio.to_thread(self.prepare)
+            )
+            if cont.mode == "completions" and cont.template is not None:
+                prompt = cont.template.render(prompt)
+                if cont.server == "vllm":  # the template already holds the special tokens
+                    extra["add_special_tokens"] = False
+            elif cont.mode == "chat":
+                if str(prompt[-1].get("content") or ""):
+                    extra.update(continue_final_message=True, add_generation_prompt=False)
+                else:  # nothing to continue yet: a plain new assistant turn
+                    prompt = list(prompt[:-1])
+            elif not self._warned_partial:
+                self._warned_partial = True
+                log.warning(
+                    "%s: a partial assistant message goes to the chat endpoint as a finished one (continue "
+                    "mode %s): the server will not continue it",
+                    self.base_url or "OpenAI",
+                    cont.label,
+                )
         n = max(1, params.n)
         if self.native_n and n > 1 and on_text is None:
-            out = await self._request(model, prompt, params, n=n, seed=params.seed, index=0)
+            out = await self._request(model, prompt, params, n=n, seed=params.seed, index=0, extra=extra)
         else:
             out = []
         missing = n - len(out)
@@ -301,6 +393,7 @@ class OpenAIBackend:
                     seed=None if params.seed is None else params.seed + i,
                     index=i,
                     on_text=on_text if i == 0 else None,
+                    extra=extra,
                 )
                 for i in range(start, start + missing)
             ]
@@ -358,9 +451,12 @@ class OpenAIBackend:
         seed: int | None,
         index: int,
         on_text: TokenCallback | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> list[Completion]:
         client, sem = self._bind()
         kw = self._kwargs(model, params, n, seed)
+        if extra:
+            kw["extra_body"] = dict(extra)
         chat = not isinstance(prompt, str)
         if chat:
             kw["messages"] = [_clean_message(m) for m in prompt]  # type: ignore[union-attr,arg-type]

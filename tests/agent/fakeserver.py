@@ -13,7 +13,8 @@ API::
         srv.connections   # TCP connections accepted
         srv.faults        # Counter of the faults injected at random (fault_rate), by kind
 
-Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions``, ``POST /v1/completions`` (both with
+Endpoints: ``GET /v1/models`` (extra fields of its entry from ``model_card``), ``GET /props`` (when
+``props`` is set, like llama.cpp's own server), ``POST /v1/chat/completions``, ``POST /v1/completions`` (both with
 ``stream: true`` as server-sent events, sent piece by piece with chunked transfer encoding), and
 ``POST /extras/tokenize/count``.
 
@@ -107,6 +108,12 @@ class FakeOpenAIServer:
     seed: int = 0
     hang_s: float = 600.0
     retry_after_s: float = 3.0
+    model_card: dict[str, Any] = field(default_factory=dict)
+    """Extra fields of the model's ``/v1/models`` entry (vLLM: ``owned_by``, ``max_model_len``, ``root``)."""
+    props: dict[str, Any] | None = None
+    """Served at ``GET /props`` (llama.cpp's own server) when set; else 404."""
+    prompt_tokens: Callable[[dict[str, Any]], int] | None = None
+    """``usage.prompt_tokens`` of an unstreamed answer from the request (default: JSON length / 4)."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     hits: int = 0
     connections: int = 0
@@ -150,7 +157,10 @@ class FakeOpenAIServer:
 
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.rstrip("/") == "/v1/models":
-                    self._json(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                    card = {"id": server.model, "object": "model", **server.model_card}
+                    self._json(200, {"object": "list", "data": [card]})
+                elif self.path.rstrip("/") == "/props" and server.props is not None:
+                    self._json(200, server.props)
                 else:
                     self._json(404, {"error": {"message": "not found"}})
 
@@ -297,6 +307,8 @@ class FakeOpenAIServer:
             else:
                 choices.append({"index": idx, "text": text, "finish_reason": reply.finish_reason or finish})
         prompt_len = len(json.dumps(body.get("messages") or body.get("prompt") or ""))
+        if self.prompt_tokens is not None:
+            prompt_len = 4 * self.prompt_tokens(body)
         data = json.dumps(
             {
                 "id": f"fake-{uuid.uuid4().hex[:8]}",

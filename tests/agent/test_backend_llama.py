@@ -187,3 +187,70 @@ def test_server_dies_with_a_killed_parent(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+# -- continuing the assistant turn (issue 14 §2) -----------------------------------------------------
+
+
+def test_bundled_backend_continues_through_its_gguf_template(backend):
+    """A server mathagent started: the probe needs no request; the GGUF's own template renders the
+    prompt for /v1/completions, and the context is the n_ctx the server was started with."""
+    cont = backend.prepare()
+    assert (cont.mode, cont.server) == ("completions", "llama-cpp-python")
+    assert cont.template_source == f"GGUF metadata of {backend.gguf_path.name}"
+    assert backend.context_window == N_CTX and "n_ctx mathagent started" in backend.context_source
+    assert backend.continues_partial and callable(backend.render_chat)
+
+
+@pytest.mark.slow  # up to 400 generated tokens on the shared 2-core machine (~1-2 min)
+def test_a_trajectory_continues_its_own_assistant_message(backend):
+    """On the real server: after a code cell runs, the next request is the same assistant message,
+    rendered by the model's template and left open, with the output block appended."""
+    from mathagent.agent.config import AgentConfig
+    from mathagent.agent.loop import solve
+    from mathagent.agent.trace import StepKind
+    from mathagent.sandbox import KernelPool
+
+    sent: list = []
+    request = backend._request
+
+    async def recording(model, prompt, params, **kw):
+        sent.append(prompt)
+        return await request(model, prompt, params, **kw)
+
+    backend._request = recording
+    problem = "Compute 1234 * 5678. Answer with one short Python code block only, no explanation."
+    cfg = AgentConfig(verify=False, cell_timeout=10, max_rounds=1, max_tokens=400)
+    with KernelPool(size=1) as pool:
+        trace = run(solve(problem, backend, pool, cfg))
+    assert trace.meta["continuation"]["mode"] == "completions"
+    executions = [s for s in trace.steps if s.kind is StepKind.EXECUTION]
+    assert executions, f"the model wrote no code: {trace.steps}"
+    assert len(sent) >= 2 and all(isinstance(p, str) for p in sent), sent
+    first, second = sent[0], sent[1]
+    system = "<|im_start|>system\nYou are a careful mathematician"
+    assert first.startswith(system) and first.endswith(f"{problem}<|im_end|>\n<|im_start|>assistant\n")
+    # the second request continues the first: same head, the model's own text, then the output block
+    assert second.startswith(first) and "<|im_end|>" not in second[len(first) :]
+    assert second.endswith(f"```output\n{executions[0].content.strip()}\n```\n")
+
+
+def test_probe_of_a_llama_cpp_python_server_mathagent_did_not_start(server, caplog):
+    """Seen from outside (only its URL): llama-cpp-python's chat endpoint cannot continue an assistant
+    message and it reports no context length; without a template the fallback is logged, with the
+    GGUF named as the template it is completions-template (after a real one-token /v1/completions)."""
+    import logging
+
+    from mathagent.agent.backends.continuation import clear_cache
+
+    clear_cache()
+    with caplog.at_level(logging.WARNING):
+        b = OpenAIBackend(model=server.alias, base_url=server.base_url)
+        cont = b.prepare()
+    assert cont.mode == "user" and cont.server == "llama-cpp-python"
+    assert "llama-cpp-python's chat endpoint cannot continue" in cont.reason
+    assert b.context_window is None
+    assert any(r.levelno == logging.WARNING and "user-message fallback" in r.message for r in caplog.records)
+    b2 = OpenAIBackend(model=server.alias, base_url=server.base_url, chat_template=str(server.path))
+    cont2 = b2.prepare()
+    assert cont2.mode == "completions" and cont2.reason.startswith("/v1/completions with the chat template")

@@ -8,6 +8,7 @@ import time
 import pytest
 from fakeserver import FakeOpenAIServer, Reply, closed_port
 from mathagent.agent.backends.base import Backend, BackendError, GenerationParams
+from mathagent.agent.backends.continuation import ChatTemplate
 from mathagent.agent.backends.openai_backend import OpenAIBackend
 from mathagent.agent.backends.retry import RetryPolicy
 
@@ -172,7 +173,13 @@ def test_concurrency_limit(srv):
 
 
 def test_partial_assistant_turn_continues_through_completions(srv):
-    b = OpenAIBackend(base_url=srv.base_url, model="m", chat_template="chatml", default_system=None)
+    chatml = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    b = OpenAIBackend(
+        base_url=srv.base_url, model="m", chat_template=ChatTemplate(chatml), continue_mode="completions"
+    )
     msgs = [*CHAT, {"role": "assistant", "content": "Let me compute.\n", "partial": True}]
     run(b.generate(msgs, GenerationParams()))
     assert srv.requests[-1]["prompt"] == (
