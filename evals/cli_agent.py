@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,8 @@ from mathagent.agent.modes import split_mode
 from mathagent.agent.prompts import prompt_hashes
 from mathagent.agent.trace import Trace
 from mathagent.evals.datasets import Problem
-from mathagent.evals.runner import EvalConfig, make_provider, pool_size_for, run_eval_async, solve_with_loop
+from mathagent.evals.limits import Limits, derive_limits, machine
+from mathagent.evals.runner import EvalConfig, make_provider, run_eval_async, solve_with_loop
 from mathagent.evals.runs import RunDir, git_revision, package_versions
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -40,6 +42,9 @@ AGENT_FLAGS = (
     "shuffle",
     "seed",
     "max_rounds",
+    "max_tokens",
+    "max_inflight",
+    "pool_size",
     "verify",
 )
 """The shared agent flags (:mod:`mathagent.agent.flags`) that ``eval`` and ``generate`` take."""
@@ -60,6 +65,7 @@ def add_run_agent_flags(
         "base_url": os.environ.get("OPENAI_BASE_URL"),
         "seed": 0,
         "max_rounds": None,
+        "concurrency": None,
     }
     add_agent_flags(
         parser,
@@ -67,7 +73,8 @@ def add_run_agent_flags(
         defaults={k: v for k, v in {**base, **(defaults or {})}.items() if k in names},
         helps={
             "seed": "base seed: sample i of a problem uses seed+i; also seeds --shuffle (default 0)",
-            "max_rounds": "most code executions per sample (default 6)",
+            "max_rounds": "most code executions (code calls) per sample (default 6)",
+            "concurrency": "trajectories solved at the same time (default: --max-inflight plus a quarter)",
             **(helps or {}),
         },
     )
@@ -93,6 +100,8 @@ class AgentSetup:
     model: str
     config: AgentConfig
     """The ``AgentConfig`` every sample is solved with."""
+    limits: Limits
+    """Requests in flight, trajectories at once and ready kernels (given or derived)."""
 
     def eval_config(self, args: argparse.Namespace, temperature: float, **fields: Any) -> EvalConfig:
         """The run's ``EvalConfig`` from the flags ``eval`` and ``generate`` share; ``fields`` adds the rest."""
@@ -135,7 +144,31 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
         cfg = cfg.with_(verify_prompt=args.verify_prompt)
     if args.max_rounds:
         cfg = cfg.with_(max_rounds=args.max_rounds)
-    return AgentSetup(book, backend, fmt, model, cfg)
+    if getattr(args, "max_tokens", None):
+        cfg = cfg.with_(max_tokens=args.max_tokens)
+    limits = run_limits(args, backend)
+    args.concurrency = limits.concurrency
+    return AgentSetup(book, backend, fmt, model, cfg, limits)
+
+
+def run_limits(args: argparse.Namespace, backend: Backend | None) -> Limits:
+    """The run's limits from ``--max-inflight`` / ``--concurrency`` / ``--pool-size`` and this machine;
+    the backend's request cap is set to ``max_inflight``. A backend that talks to a server this
+    process did not start counts as remote (see :mod:`mathagent.evals.limits`)."""
+    remote = (
+        backend is not None and hasattr(backend, "max_concurrency") and getattr(backend, "server", 0) is None
+    )
+    limits = derive_limits(
+        machine(),
+        remote=remote,
+        max_inflight=getattr(args, "max_inflight", None),
+        concurrency=args.concurrency,
+        pool_size=getattr(args, "pool_size", None),
+    )
+    if backend is not None and hasattr(backend, "max_concurrency"):
+        # OpenAIBackend builds its semaphore from this attribute at the first request
+        backend.max_concurrency = limits.max_inflight
+    return limits
 
 
 def header_extra(argv: Sequence[str]) -> dict[str, Any]:
@@ -193,7 +226,8 @@ def run_agent(
 ) -> dict[str, int]:
     """Solve every pending (problem, sample) of ``run`` with the agent, then close the sandboxes and
     the backend; returns the runner's counts."""
-    provider = make_provider(pool_size_for(concurrency))
+    provider = make_provider(setup.limits.pool_size)
+    print(setup.limits.describe(), file=sys.stderr)
     run.header["sandbox_level"] = str(getattr(getattr(provider, "level", None), "value", None))
 
     async def solve_fn(problem: Problem, i: int, seed: int | None) -> Trace:

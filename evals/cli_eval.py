@@ -78,7 +78,9 @@ def main(argv: list[str]) -> int:
         return 2
     if args.replay:
         return cli_replay.main(
-            [*args.replay, "--concurrency", str(args.concurrency)]
+            [*args.replay]
+            + (["--concurrency", str(args.concurrency)] if args.concurrency else [])
+            + (["--pool-size", str(args.pool_size)] if args.pool_size else [])
             + (["--limit", str(args.limit)] if args.limit else [])
             + (["--json"] if args.json else [])
         )
@@ -120,7 +122,12 @@ def main(argv: list[str]) -> int:
         "dataset": info,
         "grading_dataset": problems[0].dataset if problems else "",
     }
-    extra = {**header_extra(argv), "mode": config_mode(agent_cfg), "vote_weights": vote_weights.to_dict()}
+    extra = {
+        **header_extra(argv),
+        "mode": config_mode(agent_cfg),
+        "vote_weights": vote_weights.to_dict(),
+        "limits": setup.limits.to_dict(),
+    }
     try:
         run = RunDir.open(run_dir, identity, extra, force=args.force)
     except RunError as e:
