@@ -114,7 +114,7 @@ class TestMatch:
 
     def describe(self) -> str:
         if self.whole_file:
-            return f"it is byte for byte the {self.whole_file} test file"
+            return f"it is the {self.whole_file} test set, byte for byte"
         rows = _index()[2]
         parts = [f"{n} of its {self.total} problems are {name} test questions (of {rows[name]})" for name, n in self.counts.items()]
         return "; ".join(parts)
