@@ -83,18 +83,19 @@ def build_fingerprints(names: Sequence[str] = TEST_SETS) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def _index() -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
-    """(fingerprint -> set name, file sha256 -> set name, set name -> rows) from the shipped file."""
+def _index() -> tuple[dict[str, list[str]], dict[str, str], dict[str, int]]:
+    """(fingerprint -> set names, file sha256 -> set name, set name -> rows) from the shipped file
+    (a question may be in several sets: MATH-500 is a subset of MATH)."""
     raw = (resources.files("mathagent.evals") / "data" / FINGERPRINTS_FILE).read_text(encoding="utf-8")
     data = json.loads(raw)
-    by_print: dict[str, str] = {}
+    by_print: dict[str, list[str]] = {}
     by_file: dict[str, str] = {}
     rows: dict[str, int] = {}
     for name, s in data["sets"].items():
         rows[name] = int(s["rows"])
         by_file[s["file_sha256"]] = name
         for fp in s["fingerprints"]:
-            by_print.setdefault(fp, name)
+            by_print.setdefault(fp, []).append(name)
     return by_print, by_file, rows
 
 
@@ -128,8 +129,7 @@ def match_test(questions: Iterable[str], file_sha256: str | None = None) -> Test
     total = 0
     for q in questions:
         total += 1
-        name = by_print.get(fingerprint(q))
-        if name is not None:
+        for name in by_print.get(fingerprint(q), ()):
             counts[name] = counts.get(name, 0) + 1
     return TestMatch(whole, dict(sorted(counts.items(), key=lambda kv: -kv[1])), total)
 
