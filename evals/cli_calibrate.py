@@ -92,9 +92,7 @@ def _sample(args: argparse.Namespace, dataset: str) -> Path:
     model = args.model or "default"
     stem = dataset if dataset in SPLIT else Path(dataset).stem
     run_dir = (
-        Path(args.run_dir)
-        if args.run_dir
-        else default_runs_dir() / f"calibrate-{model}-{stem}-k{args.k}"
+        Path(args.run_dir) if args.run_dir else default_runs_dir() / f"calibrate-{model}-{stem}-k{args.k}"
     )
     argv = [
         "--dataset", dataset, "--k", str(args.k), "--limit", str(args.limit), "--shuffle",

@@ -79,7 +79,12 @@ def build_fingerprints(names: Sequence[str] = TEST_SETS) -> dict[str, Any]:
             "file_sha256": dataset_info(name)["sha256"],
             "fingerprints": sorted({fingerprint(p.question) for p in problems}),
         }
-    return {"schema_version": 1, "digits": DIGITS, "normalisation": "NFKC, lower, collapse spaces", "sets": sets}
+    return {
+        "schema_version": 1,
+        "digits": DIGITS,
+        "normalisation": "NFKC, lower, collapse spaces",
+        "sets": sets,
+    }
 
 
 @lru_cache(maxsize=1)
@@ -117,7 +122,10 @@ class TestMatch:
         if self.whole_file:
             return f"it is the {self.whole_file} test set, byte for byte"
         rows = _index()[2]
-        parts = [f"{n} of its {self.total} problems are {name} test questions (of {rows[name]})" for name, n in self.counts.items()]
+        parts = [
+            f"{n} of its {self.total} problems are {name} test questions (of {rows[name]})"
+            for name, n in self.counts.items()
+        ]
         return "; ".join(parts)
 
 

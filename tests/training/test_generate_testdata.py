@@ -54,7 +54,9 @@ def test_a_reserialised_mixed_subset_is_caught_question_by_question(tmp_path, ca
     """Other keys, other order, changed case and spacing, a few test questions among new ones."""
     gsm = read_jsonl(shipped_path("gsm8k"))[:7]
     m500 = read_jsonl(shipped_path("math500"))[:3]
-    rows = [{"gold": r["answer"].split("####")[-1].strip(), "problem": "  " + r["question"].upper()} for r in gsm]
+    rows = [
+        {"gold": r["answer"].split("####")[-1].strip(), "problem": "  " + r["question"].upper()} for r in gsm
+    ]
     rows += [{"problem": r["problem"].replace(" ", "\n  "), "gold": r["answer"]} for r in m500]
     rows += [{"problem": f"What is {i} plus {i}?", "gold": str(2 * i)} for i in range(20)]
     path = tmp_path / "train_mix.jsonl"

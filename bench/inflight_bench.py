@@ -1,0 +1,180 @@
+"""Requests in flight: does ``mathagent eval`` keep ``--max-inflight`` requests going, with real kernels?
+
+A loopback fake OpenAI-compatible server (tests/agent/fakeserver.py) answers every request after a
+fixed latency (0.5 s by default) and counts the requests it holds at each moment. Each trajectory is
+two model calls: a code turn (```python print(6 * 7)```) that a real sandboxed kernel runs, then the
+final answer once the prompt holds the output. ``mathagent eval`` runs in this process over N such
+problems, with verification off, at ``--max-inflight`` M (its other limits derived as usual).
+
+Printed per level: requests in flight (max, and the time-weighted mean over the run), trajectories/s,
+wall time against the ideal (N x 2 calls x latency / M: the server's time if M requests were always in
+flight) as the agent's overhead ratio, this process's CPU seconds and the load average.
+
+    python bench/inflight_bench.py --max-inflight 64 --n 400
+    python bench/inflight_bench.py --max-inflight 256 --n 800 [--latency 0.5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "agent"))
+
+from fakeserver import FakeOpenAIServer  # noqa: E402
+
+CODE_TURN = "Let me compute it.\n```python\nprint(6 * 7)\n```\n"
+ANSWER_TURN = "The result is $\\boxed{42}$."
+
+
+def responder(body: dict[str, Any]) -> str:
+    """A code turn first; the final answer once the model has spoken (its code ran)."""
+    msgs = body.get("messages")
+    if msgs:
+        answered = any(m.get("role") == "assistant" for m in msgs)
+    else:
+        answered = str(body.get("prompt", "")).count("assistant") > 1
+    return ANSWER_TURN if answered else CODE_TURN
+
+
+@dataclass
+class CountingServer(FakeOpenAIServer):
+    """:class:`FakeOpenAIServer` that counts the completion requests it holds at each moment.
+
+    ``gate``: hold every request until that many are held at once (at most ``gate_timeout_s``), so a
+    test can check that a client reaches a concurrency level without depending on timing.
+    """
+
+    gate: int | None = None
+    gate_timeout_s: float = 60.0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    served: int = 0
+    _area: float = 0.0
+    _first: float | None = None
+    _last: float = 0.0
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def _change(self, delta: int) -> None:
+        now = time.monotonic()
+        if self._first is None:
+            self._first = now
+        else:
+            self._area += self.in_flight * (now - self._last)
+        self._last = now
+        self.in_flight += delta
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.served += delta < 0
+        self._cond.notify_all()
+
+    def _handle(self, h: Any, body: dict[str, Any], *, chat: bool) -> None:
+        with self._cond:
+            self._change(+1)
+            if self.gate:
+                self._cond.wait_for(lambda: self.max_in_flight >= (self.gate or 0), self.gate_timeout_s)
+        try:
+            super()._handle(h, body, chat=chat)
+        finally:
+            with self._cond:
+                self._change(-1)
+
+    def mean_in_flight(self) -> float:
+        """Time-weighted mean of the requests held, from the first request to the last answer."""
+        span = self._last - (self._first or self._last)
+        return self._area / span if span > 0 else 0.0
+
+
+def write_problems(path: Path, n: int) -> Path:
+    rows = [{"question": f"What is 6 times 7? (copy {i})", "answer": "42"} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run_level(
+    max_inflight: int, n: int, latency: float, workdir: Path, extra: list[str] | None = None
+) -> dict:
+    """One eval at ``max_inflight`` against a counting fake server; the figures as a dict."""
+    from mathagent.evals import cli_eval
+
+    problems = write_problems(workdir / f"problems-{max_inflight}.jsonl", n)
+    with CountingServer(responder=responder, latency=latency, model="fake") as srv:
+        argv = ["--dataset", str(problems), "--backend", "openai", "--base-url", srv.base_url,
+                "--model", "fake", "--max-inflight", str(max_inflight), "--no-verify", "--max-rounds", "2",
+                "--run-dir", str(workdir / f"run-{max_inflight}"), "--json", *(extra or [])]  # fmt: skip
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = cli_eval.main(argv)
+        wall = time.perf_counter() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    if rc != 0:
+        raise SystemExit(f"eval failed with exit {rc}")
+    summary = json.loads(out.getvalue())
+    header = json.loads((workdir / f"run-{max_inflight}" / "header.json").read_text())
+    calls = srv.served
+    ideal = calls * latency / max_inflight
+    return {
+        "max_inflight": max_inflight,
+        "limits": header.get("limits"),
+        "trajectories": n,
+        "model_calls": calls,
+        "latency_s": latency,
+        "accuracy": summary["overall"].get("accuracy"),
+        "failed": summary["n_failed"],
+        "wall_s": round(wall, 2),
+        "trajectories_per_s": round(n / wall, 2),
+        "in_flight_max": srv.max_in_flight,
+        "in_flight_mean": round(srv.mean_in_flight(), 1),
+        "ideal_wall_s": round(ideal, 2),
+        "overhead_ratio": round(wall / ideal, 2),
+        "process_cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        "cores": len(os.sched_getaffinity(0)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--max-inflight", type=int, nargs="+", default=[64])
+    p.add_argument("--n", type=int, default=400, help="trajectories (problems) per level")
+    p.add_argument("--latency", type=float, default=0.5, help="server seconds per call (default 0.5)")
+    p.add_argument("--pool-size", type=int, default=None, help="passed to eval (default: derived)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    extra = ["--pool-size", str(args.pool_size)] if args.pool_size else []
+    results = []
+    with tempfile.TemporaryDirectory(prefix="inflight-bench-") as tmp:
+        for m in args.max_inflight:
+            r = run_level(m, args.n, args.latency, Path(tmp), extra)
+            results.append(r)
+            if not args.json:
+                lim = r["limits"] or {}
+                print(
+                    f"max-inflight {m}: concurrency {lim.get('concurrency')}, pool {lim.get('pool_size')} | "
+                    f"{r['trajectories']} trajectories, {r['model_calls']} calls, accuracy {r['accuracy']}, "
+                    f"failed {r['failed']} | in flight max {r['in_flight_max']} mean {r['in_flight_mean']} | "
+                    f"{r['trajectories_per_s']} traj/s | wall {r['wall_s']} s vs ideal {r['ideal_wall_s']} s "
+                    f"(overhead ratio {r['overhead_ratio']}) | process CPU {r['process_cpu_s']} s, "
+                    f"load {r['loadavg_1m_after']} on {r['cores']} cores",
+                    flush=True,
+                )
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
