@@ -37,6 +37,7 @@ from fakeserver import FakeOpenAIServer  # noqa: E402
 
 CODE_TURN = "Let me compute it.\n```python\nprint(6 * 7)\n```\n"
 ANSWER_TURN = "The result is $\\boxed{42}$."
+BACKLOG = 1024
 
 
 def responder(body: dict[str, Any]) -> str:
@@ -66,6 +67,14 @@ class CountingServer(FakeOpenAIServer):
     _first: float | None = None
     _last: float = 0.0
     _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def start(self) -> CountingServer:
+        super().start()
+        assert self._httpd is not None
+        # socketserver listens with a backlog of 5: hundreds of clients connecting at once would be
+        # refused (the client retries, which hides the concurrency being measured)
+        self._httpd.socket.listen(BACKLOG)
+        return self
 
     def _change(self, delta: int) -> None:
         now = time.monotonic()

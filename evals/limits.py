@@ -43,6 +43,9 @@ LOCAL_INFLIGHT = 4
 """Requests in flight for a model this process runs itself (one decode at a time)."""
 POOL_PER_CORE = 8
 """Most ready kernels per core."""
+MIN_POOL = 4
+"""Fewest ready kernels (when the trajectories allow): the pool starts this many kernels in parallel,
+and a smaller pool starved 64 trajectories on 2 busy cores (kernels not ready within 60 s)."""
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,12 @@ def derive_limits(
         concurrency = max(1, min(max_inflight + math.ceil(max_inflight / 4), max(budget, max_inflight)))
         reasons["concurrency"] = "max-inflight + 1/4 (trajectories executing code hold no request)"
     if pool_size is None:
-        pool_size = max(1, min(concurrency, POOL_PER_CORE * cores, budget - concurrency))
-        reasons["pool_size"] = f"one per trajectory, at most {POOL_PER_CORE}/core and the kernel memory left"
+        pool_size = max(
+            min(concurrency, MIN_POOL), min(concurrency, POOL_PER_CORE * cores, budget - concurrency)
+        )
+        reasons["pool_size"] = (
+            f"one per trajectory, at most {POOL_PER_CORE}/core and the kernel memory left, at least {MIN_POOL}"
+        )
     return Limits(max_inflight, concurrency, pool_size, tuple(reasons), machine, reasons)
 
 

@@ -18,6 +18,7 @@ from mathagent.evals.limits import (
     KERNEL_MB,
     LOCAL_INFLIGHT,
     MAX_INFLIGHT,
+    MIN_POOL,
     POOL_PER_CORE,
     Machine,
     derive_limits,
@@ -47,11 +48,11 @@ TINY = Machine(cores=2, mem_available_mb=1_000)
         # a served model on a big host: capped at vLLM's default 256 in flight
         (BIG, True, {}, (MAX_INFLIGHT, 320, POOL_PER_CORE * 16)),
         # 2 cores, 8 GB: 64 by cores, but the kernel memory (4000 MB / 113 MB = 35) is less
-        (SMALL, True, {}, (35, 35, 1)),
+        (SMALL, True, {}, (35, 35, 4)),
         (Machine(2, 64_000), True, {}, (INFLIGHT_PER_CORE * 2, 80, POOL_PER_CORE * 2)),
         # a model this process runs decodes one request at a time: the old 4, a fifth trajectory
         (BIG, False, {}, (LOCAL_INFLIGHT, 5, 5)),
-        (TINY, True, {}, (4, 4, 1)),
+        (TINY, True, {}, (4, 4, 4)),
         # given values are kept; the rest follow from them
         (BIG, True, {"max_inflight": 64}, (64, 80, 80)),
         (BIG, True, {"concurrency": 8}, (8, 8, 8)),
@@ -74,7 +75,7 @@ def test_the_kernel_budget_bounds_what_is_derived():
         lim = derive_limits(Machine(4, mem), remote=True)
         budget = max(1, mem // 2 // KERNEL_MB)
         assert lim.max_inflight <= budget and lim.concurrency <= max(budget, lim.max_inflight)
-        assert lim.concurrency + lim.pool_size <= max(budget, lim.concurrency) + 1
+        assert lim.pool_size <= max(MIN_POOL, budget - lim.concurrency)
 
 
 @pytest.mark.parametrize("name", ["max_inflight", "concurrency", "pool_size"])
