@@ -125,3 +125,13 @@ def test_eval_holds_the_requested_number_of_requests_in_flight(tmp_path, capsys)
     assert header["limits"]["max_inflight"] == 16 and header["limits"]["concurrency"] == 20
     assert header["limits"]["pool_size"] == 1 and header["limits"]["derived"] == ["concurrency"]
     assert "limits on" in capsys.readouterr().err  # the run header line is printed
+
+
+def test_max_code_calls_is_the_round_cap_everywhere():
+    from mathagent.agent import cli_solve
+    from mathagent.training import cli_generate
+
+    assert cli_eval.build_parser().parse_args(["--max-code-calls", "3"]).max_rounds == 3
+    gen = cli_generate.build_parser().parse_args(["--problems", "p", "--out", "o", "--max-code-calls", "2"])
+    assert gen.max_rounds == 2
+    assert cli_solve.build_parser().parse_args(["--max-code-calls", "5", "x"]).max_rounds == 5
