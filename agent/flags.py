@@ -92,12 +92,12 @@ FLAGS: dict[str, Flag] = {
     ),
     "seed": Flag(("--seed",), {"type": int, "default": None, "help": "sampling seed (sample i uses seed+i)"}),
     "max_rounds": Flag(
-        ("--max-rounds", "--rounds"),
+        ("--max-rounds", "--rounds", "--max-code-calls"),
         {
             "dest": "max_rounds",
             "type": int,
             "default": FlagDefault(_DEFAULTS.max_rounds),
-            "help": f"most code executions per sample (default: the preset's, else {_DEFAULTS.max_rounds})",
+            "help": f"most code executions (code calls) per sample (default: the preset's, else {_DEFAULTS.max_rounds})",
         },
     ),
     "max_tokens": Flag(
@@ -144,6 +144,23 @@ FLAGS: dict[str, Flag] = {
     ),
     "concurrency": Flag(
         ("--concurrency",), {"type": int, "default": 4, "help": "samples solved at the same time (default 4)"}
+    ),
+    "max_inflight": Flag(
+        ("--max-inflight",),
+        {
+            "type": int,
+            "default": None,
+            "help": "most model requests in flight (default: derived from the machine, printed in the run "
+            "header; see mathagent.evals.limits)",
+        },
+    ),
+    "pool_size": Flag(
+        ("--pool-size",),
+        {
+            "type": int,
+            "default": None,
+            "help": "kernels kept ready (default: derived from the machine, printed in the run header)",
+        },
     ),
     "limit": Flag(("--limit",), {"type": int, "default": None, "help": "only the first N problems"}),
     "shuffle": Flag(

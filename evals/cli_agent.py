@@ -18,13 +18,14 @@ from mathagent.agent.backends import make_backend
 from mathagent.agent.backends.base import Backend, BackendError
 from mathagent.agent.backends.scripted import ScriptBook
 from mathagent.agent.config import AgentConfig
-from mathagent.agent.flags import add_agent_flags
+from mathagent.agent.flags import add_agent_flags, given
 from mathagent.agent.modes import split_mode
 from mathagent.agent.presets import Preset, PresetError, apply_preset, load_preset
 from mathagent.agent.prompts import load_prompt, prompt_hashes
 from mathagent.agent.trace import Trace
 from mathagent.evals.datasets import Problem
-from mathagent.evals.runner import EvalConfig, make_provider, pool_size_for, run_eval_async, solve_with_loop
+from mathagent.evals.limits import Limits, derive_limits, machine
+from mathagent.evals.runner import EvalConfig, make_provider, run_eval_async, solve_with_loop
 from mathagent.evals.runs import RunDir, RunWriteError, git_revision, package_versions, stop_message
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -43,6 +44,9 @@ AGENT_FLAGS = (
     "shuffle",
     "seed",
     "max_rounds",
+    "max_tokens",
+    "max_inflight",
+    "pool_size",
     "verify",
     "preset",
     "system_prompt",
@@ -65,6 +69,7 @@ def add_run_agent_flags(
         "base_url": os.environ.get("OPENAI_BASE_URL"),
         "seed": 0,
         "max_rounds": None,
+        "concurrency": None,
     }
     add_agent_flags(
         parser,
@@ -72,7 +77,8 @@ def add_run_agent_flags(
         defaults={k: v for k, v in {**base, **(defaults or {})}.items() if k in names},
         helps={
             "seed": "base seed: sample i of a problem uses seed+i; also seeds --shuffle (default 0)",
-            "max_rounds": "most code executions per sample (default 6)",
+            "max_rounds": "most code executions (code calls) per sample (default 6)",
+            "concurrency": "trajectories solved at the same time (default: --max-inflight plus a quarter)",
             **(helps or {}),
         },
     )
@@ -123,6 +129,8 @@ class AgentSetup:
     model: str
     config: AgentConfig
     """The ``AgentConfig`` every sample is solved with."""
+    limits: Limits
+    """Requests in flight, trajectories at once and ready kernels (given or derived)."""
     preset: Preset | None = None
     """The preset the config runs (``--preset``), else None."""
 
@@ -136,6 +144,7 @@ class AgentSetup:
             sp = load_prompt(self.config.system_prompt)
             out["system_prompt"] = {"name": sp.name, "sha256": sp.sha256}
         return out
+
     backend_info: dict[str, Any] = field(default_factory=dict)
     """How the backend continues a partial assistant turn and its context length (run header)."""
 
@@ -195,8 +204,37 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
         cfg = cfg.with_(verify_prompt=args.verify_prompt)
     if system_prompt:
         cfg = cfg.with_(system_prompt=system_prompt)
-    cfg = apply_preset(cfg, preset_name, format=fmt, max_rounds=args.max_rounds or None)
-    return AgentSetup(book, backend, fmt, model, cfg, preset=preset, backend_info=info)
+    cfg = apply_preset(
+        cfg,
+        preset_name,
+        format=fmt,
+        max_rounds=given(args.max_rounds),
+        max_tokens=given(getattr(args, "max_tokens", None)),
+    )
+    limits = run_limits(args, backend)
+    args.concurrency = limits.concurrency
+    return AgentSetup(book, backend, fmt, model, cfg, limits, preset=preset, backend_info=info)
+
+
+def run_limits(args: argparse.Namespace, backend: Backend | None) -> Limits:
+    """The run's limits from ``--max-inflight`` / ``--concurrency`` / ``--pool-size`` and this machine;
+    the backend's request cap is set to ``max_inflight``. A backend that talks to a server this
+    process did not start counts as remote (see :mod:`mathagent.evals.limits`)."""
+    remote = (
+        backend is not None and hasattr(backend, "max_concurrency") and getattr(backend, "server", 0) is None
+    )
+    limits = derive_limits(
+        machine(),
+        remote=remote,
+        max_inflight=getattr(args, "max_inflight", None),
+        concurrency=args.concurrency,
+        pool_size=getattr(args, "pool_size", None),
+        server_slots=getattr(getattr(backend, "server", None), "slots", None),
+    )
+    if backend is not None and hasattr(backend, "max_concurrency"):
+        # OpenAIBackend builds its semaphore from this attribute at the first request
+        backend.max_concurrency = limits.max_inflight
+    return limits
 
 
 def header_extra(argv: Sequence[str], settings: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -286,7 +324,8 @@ def _run_agent(
     retry_failed: bool,
     progress: bool,
 ) -> dict[str, int]:
-    provider = make_provider(pool_size_for(concurrency))
+    provider = make_provider(setup.limits.pool_size)
+    print(setup.limits.describe(), file=sys.stderr)
     run.header["sandbox_level"] = str(getattr(getattr(provider, "level", None), "value", None))
 
     async def solve_fn(problem: Problem, i: int, seed: int | None) -> Trace:

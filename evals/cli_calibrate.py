@@ -25,11 +25,10 @@ from typing import Any
 from mathagent.agent import calibrate
 from mathagent.agent.config import AgentConfig
 from mathagent.evals import cli_eval
-from mathagent.evals.datasets import LOCAL, SHIPPED, STANDARD, _find_local, sha256_file, shipped_path
+from mathagent.evals.datafiles import DatasetError
+from mathagent.evals.datasets import GRADING_KIND, load_problems, resolve, sha256_file
 from mathagent.evals.runs import RunDir, default_runs_dir
-
-TRAIN_SETS = {"gsm8k-train": ("gsm8k_train.jsonl", "gsm8k"), "math-train": ("math_train.jsonl", "math")}
-"""Split name -> (file searched in the data folders, grading policy)."""
+from mathagent.evals.testsets import SPLIT, match_test
 
 
 class CalibrateError(ValueError):
@@ -56,50 +55,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _test_files() -> dict[str, str]:
-    """sha256 -> name of every test set that can be found here."""
-    out = {}
-    for name in SHIPPED:
-        out[sha256_file(shipped_path(name))] = name
-    for name, fname in LOCAL.items():
-        p = _find_local(fname)
-        if p is not None:
-            out[sha256_file(p)] = name
-    return out
+def _is_test(name: str) -> bool:
+    return SPLIT.get(name) == "test"
 
 
-def resolve_train(dataset: str) -> tuple[Path, str]:
-    """(file, grading policy) of a train split; :class:`CalibrateError` for test sets or missing files."""
-    if dataset in STANDARD:
+def resolve_train(dataset: str) -> tuple[str, str]:
+    """(what ``eval --dataset`` gets, grading policy) of a train split: a registered train set by name
+    (from the data folders, the cache or its pinned hub source), or a file that is not test data
+    (:mod:`mathagent.evals.testsets`); :class:`CalibrateError` otherwise."""
+    if _is_test(dataset):
         raise CalibrateError(
             f"{dataset!r} is a test set; calibrate only on a train split (gsm8k-train, math-train, FILE)"
         )
-    if dataset in TRAIN_SETS:
-        fname, policy = TRAIN_SETS[dataset]
-        found = _find_local(fname)
-        if found is None:
-            raise CalibrateError(f"{dataset}: {fname} not found in the data folders (set MATHAGENT_DATA_DIR)")
-        return found, policy
+    if SPLIT.get(dataset) == "train":
+        try:
+            resolve(dataset)
+        except DatasetError as e:
+            raise CalibrateError(str(e)) from None
+        return dataset, GRADING_KIND[dataset]
     p = Path(dataset)
     if not p.is_file():
         raise CalibrateError(f"{dataset!r} is neither gsm8k-train, math-train nor a file")
     if "test" in p.name.lower():
         raise CalibrateError(f"{p.name} looks like a test split; calibrate only on train data")
-    name = _test_files().get(sha256_file(p))
-    if name is not None:
-        raise CalibrateError(f"{p} is the {name} test set; calibrate only on train data")
-    return p, "math"
+    try:
+        questions = [q.question for q in load_problems(str(p))]
+    except DatasetError as e:
+        raise CalibrateError(str(e)) from None
+    found = match_test(questions, sha256_file(p))
+    if found:
+        raise CalibrateError(f"{p}: {found.describe()}; calibrate only on train data")
+    return str(p), "math"
 
 
-def _sample(args: argparse.Namespace, path: Path) -> Path:
+def _sample(args: argparse.Namespace, dataset: str) -> Path:
     model = args.model or "default"
+    stem = dataset if dataset in SPLIT else Path(dataset).stem
     run_dir = (
-        Path(args.run_dir)
-        if args.run_dir
-        else default_runs_dir() / f"calibrate-{model}-{path.stem}-k{args.k}"
+        Path(args.run_dir) if args.run_dir else default_runs_dir() / f"calibrate-{model}-{stem}-k{args.k}"
     )
     argv = [
-        "--dataset", str(path), "--k", str(args.k), "--limit", str(args.limit), "--shuffle",
+        "--dataset", dataset, "--k", str(args.k), "--limit", str(args.limit), "--shuffle",
         "--seed", str(args.seed), "--concurrency", str(args.concurrency), "--mode", "loop+verify",
         "--run-dir", str(run_dir), "--json",
     ]  # fmt: skip
@@ -129,7 +125,7 @@ def fit_runs(run_dirs: list[Path], strength: float | None = None) -> Any:
         run = RunDir.read(d)
         cfg = run.header.get("identity", {}).get("config", {})
         ds = run.header.get("identity", {}).get("dataset", {}).get("name", "")
-        if cfg.get("dataset") in STANDARD or ds in STANDARD:
+        if _is_test(str(cfg.get("dataset"))) or _is_test(ds):
             raise CalibrateError(
                 f"{d} ran on the test set {ds or cfg.get('dataset')}; calibrate only on train data"
             )
@@ -183,8 +179,8 @@ def main(argv: list[str]) -> int:
                 raise CalibrateError("give --dataset gsm8k-train|math-train|FILE (or --from-run RUN_DIR)")
             if args.k < 2:
                 raise CalibrateError("--k must be at least 2: weights matter only when samples vote")
-            path, _policy = resolve_train(args.dataset)
-            run_dirs = [_sample(args, path)]
+            dataset, _policy = resolve_train(args.dataset)
+            run_dirs = [_sample(args, dataset)]
         cal = fit_runs(run_dirs, args.strength)
     except (CalibrateError, FileNotFoundError) as e:
         print(f"mathagent calibrate: {e}", file=sys.stderr)

@@ -94,7 +94,9 @@ def main(argv: list[str]) -> int:
         return 2
     if args.replay:
         return cli_replay.main(
-            [*args.replay, "--concurrency", str(args.concurrency)]
+            [*args.replay]
+            + (["--concurrency", str(args.concurrency)] if args.concurrency else [])
+            + (["--pool-size", str(args.pool_size)] if args.pool_size else [])
             + (["--limit", str(args.limit)] if args.limit else [])
             + (["--json"] if args.json else [])
         )
@@ -155,6 +157,7 @@ def main(argv: list[str]) -> int:
         "mode": config_mode(agent_cfg),
         "vote_weights": vote_weights.to_dict(),
         "problems": {"total": n_total, "ids": [p.id for p in problems]},
+        "limits": setup.limits.to_dict(),
     }
     try:
         run = RunDir.open(run_dir, identity, extra, force=args.force)

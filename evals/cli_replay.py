@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from mathagent.agent.flags import plain
+from mathagent.evals.limits import derive_limits, machine
 from mathagent.evals.replay import (
     REPORT_HEADER,
     build_report,
@@ -36,8 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mathagent replay", description=plain(__doc__.splitlines()[0]))
     p.add_argument("files", nargs="+", help="ToRA or MathCoder trace JSONL files (auto-detected)")
     p.add_argument("--limit", type=int, default=None, help="first N rows of each file")
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--pool-size", type=int, default=None, help="pre-started kernels (default: concurrency)")
+    p.add_argument(
+        "--concurrency",
+        "--max-inflight",
+        dest="concurrency",
+        type=int,
+        default=None,
+        help="traces replayed at once (replay sends no model request, so --max-inflight is the same; "
+        "default: derived from the machine, printed)",
+    )
+    p.add_argument(
+        "--pool-size", type=int, default=None, help="pre-started kernels (default: derived from the machine)"
+    )
     p.add_argument("--cell-timeout", type=float, default=10.0)
     p.add_argument("--out", default="replay_out", help="folder for replay_report.json")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -60,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        limits = derive_limits(
+            machine(), remote=False, concurrency=args.concurrency, pool_size=args.pool_size
+        )
+    except ValueError as e:
+        print(f"mathagent replay: {e}", file=sys.stderr)
+        return 2
     items = []
     try:
         for f in args.files:
@@ -75,12 +93,13 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    provider = make_provider(args.pool_size or args.concurrency)
+    print(limits.describe(), file=sys.stderr)
+    provider = make_provider(limits.pool_size)
     t0 = time.perf_counter()
     try:
         if args.json:
             results = asyncio.run(
-                replay_async(items, provider, concurrency=args.concurrency, cell_timeout=args.cell_timeout)
+                replay_async(items, provider, concurrency=limits.concurrency, cell_timeout=args.cell_timeout)
             )
         else:
             from rich.progress import Progress
@@ -91,7 +110,7 @@ def main(argv: list[str]) -> int:
                     replay_async(
                         items,
                         provider,
-                        concurrency=args.concurrency,
+                        concurrency=limits.concurrency,
                         cell_timeout=args.cell_timeout,
                         on_result=lambda r: progress.advance(task),
                     )

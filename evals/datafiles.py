@@ -12,6 +12,8 @@ LOCAL = {
     "svamp": "svamp_test.jsonl",
     "aime24": "aime24_test.jsonl",
     "amc23": "amc23_test.jsonl",
+    "gsm8k-train": "gsm8k_train.jsonl",
+    "math-train": "math_train.jsonl",
 }
 """Data set name -> file name, for the sets loaded from a local folder (or the hub cache)."""
 MARIO_FILE = "math_test_answer_annotation_mario.json"

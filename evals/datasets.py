@@ -2,7 +2,9 @@
 
 Standard sets: ``gsm8k`` and ``math500`` ship inside the package (``evals/data/``, byte-identical
 copies, sha256 in ``SHA256SUMS``, licences in ``NOTICE.md``). ``math`` (5000, gold = the MARIO
-human-checked answers), ``gsm-hard``, ``svamp``, ``aime24`` and ``amc23`` load from a local folder:
+human-checked answers), ``gsm-hard``, ``svamp``, ``aime24`` and ``amc23`` (test sets), and the
+training sets ``gsm8k-train`` (7473) and ``math-train`` (7500, gold = the last ``\boxed{}`` of the
+reference solution, which is kept in ``meta["solution"]``) load from a local folder:
 ``$MATHAGENT_DATA_DIR``, else ``../shared/data/datasets`` next to the checkout or the working dir.
 When none holds the file, :mod:`mathagent.evals.hub` loads it once through ``datasets`` from a
 pinned hub repo and caches it (off with ``MATHAGENT_NO_HUB=1``; ``math`` never comes from the hub).
@@ -23,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.grading import find_boxed
 from mathagent.evals import hub
 from mathagent.evals.datafiles import LOCAL, MARIO_FILE, DatasetError, sha256_file
 
@@ -40,6 +43,8 @@ GRADING_KIND = {
     "math500": "math",
     "aime24": "math",
     "amc23": "math",
+    "gsm8k-train": "gsm8k",
+    "math-train": "math",
 }
 """Data set name -> the grading policy it uses (``gsm8k``: numbers; ``math``: expressions)."""
 
@@ -137,13 +142,40 @@ def _gsm8k_gold(answer: str) -> str:
     return answer.split("####")[-1].strip().replace(",", "")
 
 
+def _gsm8k_meta(name: str, r: dict[str, Any]) -> dict[str, Any]:
+    """Training rows keep their worked solution (the ``answer`` text before ``####``)."""
+    return {"solution": r["answer"].split("####")[0].strip()} if name == "gsm8k-train" else {}
+
+
+def _math_train(r: dict[str, Any], i: int, where: str) -> Problem:
+    """A MATH training row (problem, level, type, solution): gold = the solution's last ``\boxed{}``."""
+    solution = r["solution"]
+    boxes = find_boxed(solution)
+    if not boxes:
+        raise DatasetError(f"{where}: the solution has no \\boxed{{}} answer")
+    level = str(r.get("level", "")).replace("Level ", "") or None
+    return Problem(
+        str(r.get("idx", i)),
+        r["problem"],
+        boxes[-1],
+        "math-train",
+        level=level,
+        subject=r.get("type"),
+        meta={"solution": solution},
+    )
+
+
 def _convert(name: str, rows: list[dict[str, Any]], path: Path) -> list[Problem]:
     out: list[Problem] = []
     for i, r in enumerate(rows):
         where = f"{path}: row {i + 1}"
         try:
-            if name == "gsm8k":
-                out.append(Problem(str(i), r["question"], _gsm8k_gold(r["answer"]), name))
+            if name in ("gsm8k", "gsm8k-train"):
+                out.append(
+                    Problem(str(i), r["question"], _gsm8k_gold(r["answer"]), name, meta=_gsm8k_meta(name, r))
+                )
+            elif name == "math-train":
+                out.append(_math_train(r, i, where))
             elif name == "math500":
                 out.append(
                     Problem(

@@ -26,6 +26,7 @@ holds. The order is: the local data folders, then our converted cache, then the 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -82,6 +83,10 @@ def _amc23(r: Row, i: int) -> Row | None:
     return {"id": r.get("id", i), "problem": r["problem"], "answer": r["answer"], "url": url}
 
 
+def _math_train(r: Row, i: int) -> Row:
+    return {k: r[k] for k in ("problem", "level", "type", "solution") if k in r}
+
+
 @dataclass(frozen=True)
 class HubSource:
     """Where one standard set lives on the hub and how its rows map onto our local layout."""
@@ -98,7 +103,13 @@ class HubSource:
     """``datasets`` config name, when the repo has several."""
     revision: str = "main"
     """Commit sha where one has been checked, else a branch (the resolved commit is recorded)."""
+    sha256: str | None = None
+    """sha256 the converted JSONL must have, where known (a local reference copy); any other is an error."""
 
+
+GSM8K_TRAIN_SHA256 = "6043ef64147b59871f4fd3adf669c306fe0a4c27e5a5c4bfb761f3f084895a13"
+"""sha256 of the reference gsm8k_train.jsonl (openai/grade-school-math @ 3101c7d) after our conversion
+(one ``{"question", "answer"}`` object a line): the hub rows must be exactly the reference rows."""
 
 SOURCES: dict[str, HubSource] = {
     "gsm8k": HubSource(
@@ -115,6 +126,19 @@ SOURCES: dict[str, HubSource] = {
     "svamp": HubSource(
         "tongyx361/svamp", "test", 1000, _svamp, revision="b1659891d2fadaf805de8ff31f46a3e2cdd2966c"
     ),
+    "gsm8k-train": HubSource(
+        "openai/gsm8k",
+        "train",
+        7473,
+        _gsm8k,
+        config="main",
+        revision="e53f048856ff4f594e959d75785d2c2d37b678ee",
+        sha256=GSM8K_TRAIN_SHA256,
+    ),
+    # MATH train is in no local reference folder; this repo holds the 7500 training problems with their
+    # reference solutions (fields problem, level, type, solution). Its commit could not be looked up
+    # from this machine (no hub access), so the branch is named and the resolved commit is recorded.
+    "math-train": HubSource("DigitalLearningGmbH/MATH-lighteval", "train", 7500, _math_train),
     "gsm-hard": HubSource("reasoning-machines/gsm-hard", "train", 1319, _gsm_hard),
     "aime24": HubSource("HuggingFaceH4/aime_2024", "train", 30, _aime24),
     "amc23": HubSource(
@@ -258,6 +282,11 @@ def fetch(name: str) -> Path:
             f"{src.repo_id}@{commit[:12]} gave {len(rows)} {name} problems, expected {src.rows}; not caching it"
         )
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    if src.sha256 is not None and hashlib.sha256(data).hexdigest() != src.sha256:
+        raise DatasetError(
+            f"{src.repo_id}@{commit[:12]} converted to a {name} file with sha256 "
+            f"{hashlib.sha256(data).hexdigest()[:16]}..., not the pinned {src.sha256[:16]}...; not caching it"
+        )
     path = cache_dir() / f"{name}.jsonl"
     _write_atomic(path, data)
     record = {

@@ -161,16 +161,6 @@ async def run_eval_async(
 
 
 # -- the real agent ------------------------------------------------------------------------------
-MAX_POOL = 16
-"""Most ready kernels a run keeps: each ready kernel holds a sandbox slot (~110 MB with its zygote)."""
-
-
-def pool_size_for(concurrency: int) -> int:
-    """Ready kernels for ``concurrency`` trajectories at once: one each, so none waits for a fork
-    (measured: pool 8 for 16 trajectories cost 15% over the model's time, pool 16 cost 5%)."""
-    return max(1, min(concurrency, MAX_POOL))
-
-
 def make_provider(size: int = 2) -> KernelPool:
     """The sandbox provider of a run: a kernel pool keeping ``size`` kernels ready."""
     return KernelPool(size=size)

@@ -17,7 +17,19 @@ from typing import Any
 
 from mathagent.agent.grading.voting import Weights
 
-POSITIVE_INT = ("k", "limit", "concurrency", "max_rounds", "agree", "max_tokens", "max_per_problem", "n")
+POSITIVE_INT = (
+    "k",
+    "limit",
+    "concurrency",
+    "max_rounds",
+    "agree",
+    "max_tokens",
+    "max_trace_tokens",
+    "max_per_problem",
+    "n",
+    "max_inflight",
+    "pool_size",
+)
 """Flags (``args`` attribute names) that, when given, must be integers >= 1."""
 NON_NEGATIVE_FLOAT = ("temperature", "interp_temperature")
 """Flags that, when given, must be finite numbers >= 0."""

@@ -485,12 +485,21 @@ def _ns_pid(pid: int) -> int | None:
     return None
 
 
+def wait_readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` became readable within ``timeout`` seconds. ``poll``, not ``select``: a process
+    holding many kernels (zmq sockets, pipes) has descriptors past 1024, which ``select`` refuses
+    ("filedescriptor out of range in select()": no kernel could start at 64 trajectories at once)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
 def _read_child_pid(fd: int, deadline: float) -> int:
     buf = b""
     try:
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0 or not wait_readable(fd, left):
                 raise SandboxStartError("bubblewrap did not report its child pid in time")
             chunk = os.read(fd, 4096)
             buf += chunk

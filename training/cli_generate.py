@@ -22,7 +22,7 @@ from typing import Any
 
 from mathagent.agent.backends.scripted import ScriptedBackend
 from mathagent.agent.configfile import add_config_flag, parse_args, recorded_settings
-from mathagent.agent.flags import add_agent_flags, default_temperature, plain
+from mathagent.agent.flags import add_agent_flags, default_temperature, given, plain
 from mathagent.agent.modes import add_mode_arg, config_mode
 from mathagent.evals.cli_agent import (
     add_run_agent_flags,
@@ -30,12 +30,14 @@ from mathagent.evals.cli_agent import (
     backend_from_args,
     header_extra,
     run_agent,
+    run_limits,
 )
 from mathagent.evals.datafiles import DatasetError, sha256_file
 from mathagent.evals.datasets import STANDARD, dataset_info
 from mathagent.evals.runs import RunDir, RunError, RunWriteError, stop_message
 from mathagent.evals.shards import Shard
 from mathagent.evals.summary import run_counts
+from mathagent.evals.testsets import refuse_test_data
 from mathagent.evals.validate import check_args
 from mathagent.training import dedup
 from mathagent.training import interpolate as I
@@ -63,6 +65,9 @@ def _common(p: argparse.ArgumentParser) -> None:
             "concurrency",
             "temperature",
             "max_rounds",
+            "max_tokens",
+            "max_inflight",
+            "pool_size",
             "verify",
             "preset",
             "system_prompt",
@@ -77,9 +82,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (run folder + data/ + README.md)")
     add_mode_arg(p)
     p.add_argument("--agree", type=int, default=3, help="no gold: samples that must share the answer")
-    p.add_argument("--max-tokens", type=int, default=4096, help="length budget of a kept trace")
+    p.add_argument(
+        "--max-trace-tokens",
+        type=int,
+        default=4096,
+        help="length budget of a kept trace, problem and all steps, as characters / 4 (default 4096); "
+        "not --max-tokens, the model's limit per call",
+    )
     p.add_argument(
         "--max-per-problem", type=int, default=None, help="most traces kept per problem (default: all)"
+    )
+    p.add_argument(
+        "--allow-test",
+        action="store_true",
+        help="allow problems from an evaluation test set (refused by default: training on them leaks them "
+        "into every later evaluation)",
     )
     p.add_argument("--force", action="store_true", help="start afresh when OUT holds another configuration")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")
@@ -99,12 +116,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _filters(args: argparse.Namespace) -> FilterConfig:
-    return FilterConfig(agree=args.agree, max_tokens=args.max_tokens, max_per_problem=args.max_per_problem)
+    return FilterConfig(
+        agree=args.agree, max_tokens=args.max_trace_tokens, max_per_problem=args.max_per_problem
+    )
 
 
-def run_main(argv: list[str]) -> int:
+RENAMED_NOTE = (
+    "note: --max-tokens is the model's limit per call (as in eval and solve); the kept-trace length "
+    "filter it named before is now --max-trace-tokens"
+)
+
+
+def _warn_renamed(argv: list[str]) -> None:
+    """``--max-tokens`` changed meaning in ``generate``: say so when it is given (not an error: the
+    spelling is the per-call limit everywhere now, and a run with it is valid)."""
+    if any(a == "--max-tokens" or a.startswith("--max-tokens=") for a in argv):
+        print(RENAMED_NOTE, file=sys.stderr)
+
+
+def run_main(argv: list[str], *, warn: bool = True) -> int:
     args = parse_args(build_parser(), argv)
     settings = recorded_settings(args)
+    if warn:
+        _warn_renamed(argv)
     err = check_args(args)
     if err:
         print(f"mathagent generate: {err}", file=sys.stderr)
@@ -124,6 +158,8 @@ def run_main(argv: list[str]) -> int:
                 "sha256": sha256_file(Path(args.problems)),
             }
         )
+        if not args.allow_test:
+            refuse_test_data(args.problems, (p.question for p in problems), file_sha256=info["sha256"])
     except (DatasetError, ValueError) as e:
         print(f"mathagent generate: {e}", file=sys.stderr)
         return 2
@@ -159,6 +195,8 @@ def run_main(argv: list[str]) -> int:
         "models": [model],
         "filters": filters.to_dict(),
         "mode": config_mode(agent_cfg),
+        "limits": setup.limits.to_dict(),
+        "allow_test": args.allow_test,
     }
     try:
         run = RunDir.open(args.out, identity, extra, force=args.force)
@@ -252,13 +290,26 @@ def merge_main(argv: list[str]) -> int:
     p.add_argument("dirs", nargs="+", help="shard folders written by `mathagent generate --shard i/n`")
     p.add_argument("--out", required=True, help="folder of the merged run and data set")
     p.add_argument("--agree", type=int, default=None, help="override the shards' filters")
-    p.add_argument("--max-tokens", type=int, default=None, help="override the shards' length budget")
+    p.add_argument(
+        "--max-trace-tokens", type=int, default=None, help="override the shards' kept-trace length budget"
+    )
+    p.add_argument("--max-tokens", dest="old_max_tokens", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--force", action="store_true", help="start afresh when OUT holds another merge")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = p.parse_args(argv)
+    if args.old_max_tokens is not None:
+        print(
+            "mathagent generate merge: --max-tokens was renamed --max-trace-tokens (the kept-trace length "
+            "budget; --max-tokens now means the model's limit per call, which a merge does not use)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.max_trace_tokens is not None and args.max_trace_tokens < 1:
+        print("mathagent generate merge: --max-trace-tokens must be a whole number >= 1", file=sys.stderr)
+        return 2
     filters = None
-    if args.agree is not None or args.max_tokens is not None:
-        filters = FilterConfig(agree=args.agree or 3, max_tokens=args.max_tokens or 4096)
+    if args.agree is not None or args.max_trace_tokens is not None:
+        filters = FilterConfig(agree=args.agree or 3, max_tokens=args.max_trace_tokens or 4096)
     try:
         summary = merge_runs(args.dirs, args.out, filters=filters, force=args.force)
     except (MergeError, RunError, FileNotFoundError) as e:
@@ -289,6 +340,7 @@ def interpolate_main(argv: list[str]) -> int:
     p.add_argument("--no-solve", action="store_true", help="only write OUT/problems.jsonl")
     _common(p)
     args = parse_args(p, argv)
+    _warn_renamed(argv)
     err = check_args(args, script_required=False)
     if err:
         print(f"mathagent generate interpolate: {err}", file=sys.stderr)
@@ -297,6 +349,9 @@ def interpolate_main(argv: list[str]) -> int:
     try:
         easy = load_generation_problems(args.easy)
         hard = load_generation_problems(args.hard)
+        if not args.allow_test:
+            refuse_test_data(args.easy, (p.question for p in easy), flag="--easy")
+            refuse_test_data(args.hard, (p.question for p in hard), flag="--hard")
     except DatasetError as e:
         print(f"mathagent generate interpolate: {e}", file=sys.stderr)
         return 2
@@ -304,6 +359,11 @@ def interpolate_main(argv: list[str]) -> int:
     scripted = args.backend == "scripted"
     backend = None if scripted else backend_from_args(args)
     model = args.model or (getattr(backend, "model", "") if backend else "scripted")
+    try:
+        candidate_limits = run_limits(args, backend)
+    except ValueError as e:
+        print(f"mathagent generate interpolate: {e}", file=sys.stderr)
+        return 2
     texts: dict[str, str] = {}
     if args.interp_script:
         for line in Path(args.interp_script).read_text(encoding="utf-8").splitlines():
@@ -337,7 +397,9 @@ def interpolate_main(argv: list[str]) -> int:
         return 2
     pairs = I.draw_pairs(easy, hard, args.n, args.seed)
     try:
-        asyncio.run(I.generate_candidates(pairs, backend_for, cand_run, cfg, concurrency=args.concurrency))
+        asyncio.run(
+            I.generate_candidates(pairs, backend_for, cand_run, cfg, concurrency=candidate_limits.concurrency)
+        )
     finally:
         if backend is not None and hasattr(backend, "aclose"):
             asyncio.run(backend.aclose())
@@ -368,15 +430,19 @@ def interpolate_main(argv: list[str]) -> int:
         "max_rounds",
         "preset",
         "system_prompt",
-        "agree",
         "max_tokens",
+        "max_inflight",
+        "pool_size",
+        "agree",
+        "max_trace_tokens",
         "max_per_problem",
     ):
-        v = getattr(args, flag)
+        v = given(getattr(args, flag))  # an untyped limit stays untyped (a preset may set it)
         if v not in (None, ""):
             rest += [f"--{flag.replace('_', '-')}", str(v)]
     rest += ["--verify" if args.verify else "--no-verify"] + (["--force"] if args.force else [])
+    rest += ["--allow-test"] if args.allow_test else []
     rest += ["--json"] if args.json else []
     if not args.json:
         print(f"interpolation: {json.dumps(stats, default=str)}")
-    return run_main(rest)
+    return run_main(rest, warn=False)

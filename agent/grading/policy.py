@@ -60,7 +60,14 @@ _POLICIES: dict[str, GradingPolicy] = {
     "generic": GradingPolicy(name="generic", last_number_fallback=True),
 }
 
-_ALIASES = {"gsm_hard": "gsm-hard", "gsmhard": "gsm-hard", "math-500": "math500", "math_500": "math500"}
+_ALIASES = {
+    "gsm_hard": "gsm-hard",
+    "gsmhard": "gsm-hard",
+    "math-500": "math500",
+    "math_500": "math500",
+    "gsm8k-train": "gsm8k",  # training splits are graded like their test sets
+    "math-train": "math",
+}
 
 
 def policy_for(dataset: str | GradingPolicy) -> GradingPolicy:

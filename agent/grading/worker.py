@@ -69,8 +69,9 @@ class _Worker:
             if left <= 0:
                 self.kill()
                 return None
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
+            poller = select.poll()  # not select(): descriptors past 1024 (many kernels open) are refused
+            poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+            if poller.poll(left * 1000):
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     self.kill()

@@ -42,16 +42,19 @@ def test_each_command_keeps_its_defaults(monkeypatch):
     )
     assert solve.model is None and solve.temperature is None and solve.k == 1
     ev = cli_eval.build_parser().parse_args([])
+    # concurrency, requests in flight and ready kernels: derived at run time (mathagent.evals.limits)
     assert (ev.seed, ev.max_rounds, ev.model, ev.verify, ev.concurrency, ev.limit) == (
         0,
         None,
         "",
         True,
-        4,
+        None,
         None,
     )
+    assert (ev.max_tokens, ev.max_inflight, ev.pool_size) == (1024, None, None)
     gen = cli_generate.build_parser().parse_args(["--problems", "gsm8k", "--out", "x"])
-    assert (gen.seed, gen.verify, gen.max_tokens, gen.k) == (0, False, 4096, 1)
+    assert (gen.seed, gen.verify, gen.max_tokens, gen.max_trace_tokens, gen.k) == (0, False, 1024, 4096, 1)
+    assert (gen.max_inflight, gen.pool_size, gen.allow_test) == (None, None, False)
     monkeypatch.setenv("MATHAGENT_MODEL", "m1")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     ev = cli_eval.build_parser().parse_args(["--no-verify"])

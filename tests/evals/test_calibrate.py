@@ -191,3 +191,30 @@ def test_calibrate_cli_on_a_scripted_train_run_then_model_list(tmp_path, monkeyp
     from mathagent.agent.calibrate import list_calibrations as cals
 
     assert [c.model for c in cals()] == ["scripted"]
+
+
+@pytest.mark.kernel
+def test_calibrate_takes_gsm8k_train_by_name(shared_data, tmp_path, monkeypatch, capsys):
+    """`calibrate --dataset gsm8k-train` loads the split by name (graded as GSM8K) and fits on it."""
+    from mathagent.evals.datasets import load_problems
+
+    monkeypatch.setenv("MATHAGENT_DATA_DIR", str(shared_data / "datasets"))
+    monkeypatch.setenv("MATHAGENT_CACHE_DIR", str(tmp_path / "cache"))
+    problems = load_problems("gsm8k-train", limit=4, seed=0, shuffle=True)  # what calibrate samples
+    script = []
+    for i, p in enumerate(problems):
+        ans = p.gold if i % 2 == 0 else str(int(p.gold) + 3)
+        verdict = "True" if i % 2 == 0 else "False"
+        turns = [f"```python\nprint({ans})\n```\n", f"So \\boxed{{{ans}}}."]
+        turns += [f"```python\nprint({verdict})\n```\n", f"VERDICT: {verdict.upper()}"] * 2
+        turns.insert(4, f"Still \\boxed{{{ans}}}.")
+        script.append({"problem_id": p.id, "turns": turns})
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in script))
+    argv = ["--dataset", "gsm8k-train", "--backend", "scripted", "--script", str(tmp_path / "s.jsonl")]
+    argv += ["--k", "2", "--limit", "4", "--run-dir", str(tmp_path / "run"), "--json"]
+    assert calibrate_main(argv) == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out)
+    assert out["source"]["problems"] == 4 and out["counts"]["T"] == [4, 4]
+    header = json.loads((tmp_path / "run" / "header.json").read_text())
+    assert header["identity"]["dataset"]["name"] == "gsm8k-train"
+    assert header["identity"]["grading_dataset"] == "gsm8k-train"

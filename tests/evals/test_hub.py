@@ -451,3 +451,60 @@ def test_fetch_refuses_when_off_without_touching_the_cache(tmp_path):
     with pytest.raises(DatasetError, match="MATHAGENT_NO_HUB=1"):
         hub.fetch("svamp")
     assert not (tmp_path / "cache").exists()
+
+
+# -- the training splits (issue 14 §5) -------------------------------------------------------------
+def serve_gsm8k_train(fake_hub: FakeHub, rows: list[dict]) -> str:
+    src = hub.SOURCES["gsm8k-train"]
+    files = {
+        "README.md": _configs_readme("main", "train", "main/train-*"),
+        "main/train-00000-of-00001.parquet": _parquet(rows),
+    }
+    return fake_hub.add(src.repo_id, files, src.revision)
+
+
+@pytest.mark.server
+def test_gsm8k_train_through_fake_hub_is_checked_against_its_pinned_checksum(fake_hub, shared_data, tmp_path):
+    reference = read_jsonl(shared_data / "datasets" / "gsm8k_train.jsonl")
+    serve_gsm8k_train(fake_hub, reference)
+    good = run_child(tmp_path, fake_hub.url, "load", ["gsm8k-train"])["results"]["gsm8k-train"]
+    assert "error" not in good, good
+    assert good["problems"] == _local(shared_data, "gsm8k-train")
+    assert len(good["problems"]) == 7473 and good["problems"][0]["gold"] == "72"
+    assert good["problems"][0]["meta"]["solution"].startswith("Natalia sold")
+
+    tampered = [dict(r) for r in reference]
+    tampered[100]["answer"] = tampered[100]["answer"].replace("####", "#### 1")  # one gold changed
+    serve_gsm8k_train(fake_hub, tampered)
+    other = tmp_path / "other"  # a fresh client cache: the commit is the same pinned one
+    other.mkdir()
+    bad = run_child(other, fake_hub.url, "fetch", ["gsm8k-train"])["results"]["gsm8k-train"]
+    assert "sha256" in bad["error"] and "not the pinned" in bad["error"], bad
+    assert not (other / "cache" / "datasets" / "gsm8k-train.jsonl").exists()  # nothing cached
+    assert good["info"]["source"]["split"] == "train"
+
+
+@pytest.mark.server
+def test_math_train_by_name_through_fake_hub(fake_hub, shared_data, tmp_path):
+    """MATH train is in no reference folder: it comes from its hub source, gold from the solutions."""
+    test_rows = read_jsonl(shared_data / "datasets" / "math_test.jsonl")
+    rows = [
+        {k: test_rows[i % len(test_rows)][k] for k in ("problem", "level", "type", "solution")}
+        for i in range(7500)
+    ]  # stand-in rows of the right layout and count
+    src = hub.SOURCES["math-train"]
+    files = {
+        "README.md": _configs_readme("default", "train", "data/train-*"),
+        "data/train-00000-of-00001.parquet": _parquet(rows),
+    }
+    commit = fake_hub.add(src.repo_id, files, src.revision)
+    out = run_child(tmp_path, fake_hub.url, "load", ["math-train"])["results"]["math-train"]
+    assert "error" not in out, out
+    problems = out["problems"]
+    assert len(problems) == 7500 and problems[0]["dataset"] == "math-train"
+    assert problems[0]["question"] == rows[0]["problem"] and problems[0]["level"] == "3"
+    assert problems[0]["meta"]["solution"] == rows[0]["solution"]
+    assert all(p["gold"] and "\\boxed" not in p["gold"] for p in problems)
+    assert problems[0]["gold"] == "2"  # "... the graph has $\\boxed{2}$ vertical asymptotes."
+    assert out["info"]["source"] == {"repo_id": src.repo_id, "config": None, "split": "train",
+                                     "revision": src.revision, "commit": commit}  # fmt: skip

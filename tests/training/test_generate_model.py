@@ -74,7 +74,21 @@ def test_generate_and_interpolate_on_the_bundled_model(server, shared_data, tmp_
     hard = tmp_path / "hard.jsonl"
     hard.write_text((shared_data / "datasets" / "math500_test.jsonl").read_text().splitlines()[0] + "\n")
     d1 = tmp_path / "d1"
-    argv = ["interpolate", "--easy", train, "--hard", str(hard), "--n", "2", "--k", "2", "--agree", "2"]
+    # a MATH-500 test row as the hard seed (MATH train is not in the reference data): --allow-test
+    argv = [
+        "interpolate",
+        "--easy",
+        train,
+        "--hard",
+        str(hard),
+        "--n",
+        "2",
+        "--k",
+        "2",
+        "--agree",
+        "2",
+        "--allow-test",
+    ]
     assert generate_main([*argv, "--out", str(d1), "--concurrency", "2", *solve_opts, *common]) == 0
     stats = json.loads((d1 / "interpolation.json").read_text())
     assert stats["candidates"] == 2 and stats["accepted"] + sum(stats["rejected"].values()) == 2

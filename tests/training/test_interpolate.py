@@ -92,6 +92,11 @@ def test_interpolate_rejects_leaks_and_duplicates_then_solves_with_agreement(sha
         "interpolate", "--easy", str(easy), "--hard", str(hard), "--n", "7", "--backend", "scripted",
         "--interp-script", str(interp), "--script", str(script), "--out", str(out), "--k", "3", "--json",
     ]  # fmt: skip
+    # the hard seeds are MATH *test* rows (MATH train is not in the reference data): refused as seeds
+    # unless allowed (issue 14 §5)
+    assert generate_main(argv) == 2
+    assert "--hard" in capsys.readouterr().err
+    argv.append("--allow-test")
     assert generate_main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     stats = json.loads((out / I.STATS_FILE).read_text())
