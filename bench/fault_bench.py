@@ -90,6 +90,8 @@ def run_eval(
             srv.base_url,
             "--model",
             "fake",
+            "--continue-mode",
+            "user",  # measure request faults, not the capability probe
             "--no-verify",
             "--concurrency",
             str(args.concurrency),

@@ -129,7 +129,7 @@ def run_level(
     with CountingServer(latency=latency, model="fake", **reply) as srv:  # type: ignore[arg-type]
         argv = [sys.executable, "-m", "mathagent.agent.cli", "eval", "--dataset", str(problems),
                 "--backend", "openai", "--base-url", srv.base_url, "--model", "fake",
-                "--max-inflight", str(max_inflight), "--no-verify", "--max-rounds", "2",
+                "--max-inflight", str(max_inflight), "--no-verify", "--max-rounds", "2", "--continue-mode", "user",
                 "--run-dir", str(run_dir), "--json", *(extra or [])]  # fmt: skip
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()

@@ -299,6 +299,7 @@ def soak(cfg: SoakConfig) -> dict[str, Any]:
             seed=cfg.seed,
         ).start()
         backend_args = ["--base-url", server.base_url, "--model", "fake", "--backend", "openai"]
+        backend_args += ["--continue-mode", "user"]  # measure request faults, not the capability probe
     elif cfg.backend == "scripted":
         script = work / "script.jsonl"
         write_script(script, pairs, cfg.latency, cfg.code)

@@ -123,7 +123,8 @@ def test_eval_holds_the_requested_number_of_requests_in_flight(tmp_path, capsys)
     with bench.CountingServer(completions=[bench.ANSWER_TURN], gate=16, model="fake") as srv:
         argv = ["--dataset", str(problems), "--backend", "openai", "--base-url", srv.base_url,
                 "--model", "fake", "--max-inflight", "16", "--pool-size", "1", "--no-verify",
-                "--max-rounds", "2", "--max-tokens", "200", "--run-dir", str(tmp_path / "run"), "--json"]  # fmt: skip
+                "--max-rounds", "2", "--max-tokens", "200", "--continue-mode", "user",  # no capability probe
+                "--run-dir", str(tmp_path / "run"), "--json"]  # fmt: skip
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             assert cli_eval.main(argv) == 0
