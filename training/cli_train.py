@@ -17,6 +17,7 @@ import sys
 from mathagent.training.cli_grpo import add_parser as _grpo_parser
 from mathagent.training.cli_grpo import run as run_grpo
 from mathagent.training.export import AUTO_SYSTEM, export_traces, read_traces
+from mathagent.training.publish import PushError
 from mathagent.training.sft import SFTRunConfig, train
 
 
@@ -59,6 +60,10 @@ def _sft_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-to", default="none", help="none, tensorboard (OUT/logs), wandb, trackio")
     p.add_argument("--system", default=AUTO_SYSTEM, help="system prompt for raw traces")
     p.add_argument("--chat-template", default=None, help="Jinja template with {%% generation %%} markers")
+    p.add_argument(
+        "--push-to-hub", metavar="OWNER/NAME", help="upload the finished model folder to this hub model repo"
+    )
+    p.add_argument("--hub-private", action="store_true", help="create the hub repo private")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -113,10 +118,12 @@ def main(argv: list[str]) -> int:
         report_to=args.report_to,
         system=args.system or None,
         chat_template=args.chat_template,
+        push_to_hub=args.push_to_hub,
+        hub_private=args.hub_private,
     )
     try:
         result = train(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, PushError) as e:
         print(f"mathagent train: {e}", file=sys.stderr)
         return 2
     if args.json:
