@@ -500,6 +500,7 @@ def train(cfg: GRPORunConfig, callbacks: list[Any] | None = None) -> GRPOResult:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     t0 = time.perf_counter()
     publish.check_push(cfg.push_to_hub)  # fail now, not after training
+    vllm_config(cfg)  # a bad --vllm fails before kernels start or models load
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     resume_from = latest_checkpoint(out) if cfg.resume else None
