@@ -10,12 +10,15 @@ a hub model repo. Only the main process calls them (see the trainers).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from mathagent.agent.manifest import ModelManifest
 from mathagent.training import tokens as T
+
+log = logging.getLogger(__name__)
 
 PUSH_IGNORE = ("checkpoints/*", "checkpoints/**", "logs/*", "logs/**", "rollouts*.jsonl", "steps.jsonl")
 """Left out of the upload: trainer checkpoints, tracking logs and per-rollout logs (the model, tokenizer,
@@ -34,21 +37,42 @@ def mathcoder_eos(model: Any, tok: Any) -> None:
     gen.eos_token_id = sorted(eos)
 
 
+def _sharded(accelerator: Any) -> bool:
+    """Whether the weights are split across processes (FSDP, DeepSpeed): saving needs a gather then."""
+    kind = str(getattr(accelerator, "distributed_type", ""))
+    return "FSDP" in kind or "DEEPSPEED" in kind
+
+
 def save_model(
     trainer: Any, tok: Any, out: str | os.PathLike[str], manifest: ModelManifest, *, merge_lora: bool = True
-) -> Path:
-    """The trained model (LoRA merged when ``merge_lora``), its tokenizer and ``mathagent.json`` in ``out``."""
+) -> bool:
+    """The trained model (LoRA merged when ``merge_lora``), its tokenizer and ``mathagent.json`` in ``out``.
+
+    Call it on every process: with FSDP or DeepSpeed the full weights are first gathered (a collective),
+    then only the main process writes. Returns whether this process wrote. With sharded training a LoRA
+    adapter is saved unmerged (merging needs the whole base model on one process)."""
     out = Path(out)
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    acc = trainer.accelerator
+    model = acc.unwrap_model(trainer.model)
+    state_dict = None
+    if _sharded(acc):
+        state_dict = acc.get_state_dict(trainer.model)  # every rank takes part
+        if merge_lora and hasattr(model, "merge_and_unload"):
+            log.warning(
+                "sharded training: the LoRA adapter is saved unmerged in %s (merge it afterwards)", out
+            )
+            merge_lora = False
+    if not acc.is_main_process:
+        return False
     if merge_lora and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     if manifest.format == "mathcoder":
         mathcoder_eos(model, tok)
-    model.save_pretrained(out)
+    model.save_pretrained(out, state_dict=state_dict)
     tok.padding_side = "right"  # GRPO pads prompts on the left; the saved tokenizer is the ordinary one
     tok.save_pretrained(out)
     manifest.write(out)
-    return out
+    return True
 
 
 def write_train_result(out: str | os.PathLike[str], config: dict[str, Any], result: dict[str, Any]) -> Path:

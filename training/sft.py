@@ -310,8 +310,9 @@ def train(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> TrainResult:
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
-    if trainer.is_world_process_zero():  # under `accelerate launch` only the main process writes
-        save_model(trainer, tok, cfg)
+    save_model(
+        trainer, tok, cfg
+    )  # every process (a collective with FSDP/DeepSpeed); only the main one writes
     res = TrainResult(
         out_dir=str(out),
         steps=int(trainer.state.global_step),
