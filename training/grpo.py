@@ -536,9 +536,8 @@ def train(cfg: GRPORunConfig, callbacks: list[Any] | None = None) -> GRPOResult:
     result = GRPOResult(
         **{**result.to_dict(), "process_index": trainer.accelerator.process_index, "saved": main}
     )
-    save_model(
-        trainer, tok, cfg
-    )  # every process (a collective with FSDP/DeepSpeed); only the main one writes
+    # every process: a collective under FSDP / DeepSpeed; only the main one writes
+    save_model(trainer, tok, cfg)
     if main:
         publish.write_train_result(out, cfg.to_dict(), result.to_dict())
         publish.write_card(out, manifest(cfg), cfg.to_dict(), result.to_dict())

@@ -4,7 +4,8 @@
 ``<|endofmessage|>`` an end of sequence for a MathCoder-format model, and writes the model, the tokenizer
 and ``mathagent.json``. :func:`write_train_result` writes ``train_result.json``; :func:`write_card` a
 model card (``README.md``); :func:`push_to_hub` uploads the folder (without ``checkpoints/`` and logs) to
-a hub model repo. Only the main process calls them (see the trainers).
+a hub model repo. Every process calls :func:`save_model` (it gathers sharded weights, then the main
+process writes); the others are called by the main process only.
 """
 
 from __future__ import annotations

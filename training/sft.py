@@ -310,9 +310,8 @@ def train(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> TrainResult:
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
-    save_model(
-        trainer, tok, cfg
-    )  # every process (a collective with FSDP/DeepSpeed); only the main one writes
+    # every process: a collective under FSDP / DeepSpeed; only the main one writes
+    save_model(trainer, tok, cfg)
     res = TrainResult(
         out_dir=str(out),
         steps=int(trainer.state.global_step),
