@@ -17,6 +17,7 @@ from typing import Any
 
 from mathagent.agent.configfile import check_dataclass_values, read_file
 from mathagent.training.grpo import GRPORunConfig, train
+from mathagent.training.publish import PushError
 from mathagent.training.rewards import RewardWeights
 
 
@@ -69,9 +70,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--resume", action="store_true", default=None, help="continue from the newest checkpoint in OUT")
     a("--report-to", help="none, tensorboard, wandb, trackio (comma-separated)")
     a("--pool-size", type=int, help="kernels kept warm for the rollouts (default 4)")
-    a("--use-vllm", action="store_true", default=None, help="generate with vLLM (GPU; see docs/training.md)")
-    a("--vllm-mode", choices=("colocate", "server"))
-    a("--vllm-server-base-url")
+    a(
+        "--vllm",
+        choices=("colocate", "server"),
+        help="generate the rollouts with vLLM through TRL (GPU, `pip install trl[vllm]`; see docs/training.md)",
+    )
+    a("--vllm-server-host", help="server mode: host of `trl vllm-serve` (default 0.0.0.0)")
+    a("--vllm-server-port", type=int, help="server mode: its port (default 8000)")
+    a("--vllm-server-base-url", help="server mode: its URL (overrides host and port)")
+    a("--vllm-server-timeout", type=float, help="server mode: seconds to wait for it (default 240)")
+    a(
+        "--vllm-gpu-memory-utilization",
+        type=float,
+        help="colocate mode: GPU memory share of vLLM (default 0.3)",
+    )
+    a("--vllm-tensor-parallel-size", type=int, help="colocate mode: GPUs per engine (only 1 is supported)")
+    a("--vllm-max-model-length", type=int, help="colocate mode: the engine's context length")
+    a("--push-to-hub", metavar="OWNER/NAME", help="upload the finished model folder to this hub model repo")
+    a("--hub-private", action="store_true", default=None, help="create the hub repo private")
     a("--grpo-arg", action="append", default=[], metavar="KEY=VALUE", help="any other GRPOConfig field")
     a("--json", action="store_true", help="print the result as JSON")
 
@@ -80,7 +96,8 @@ _FIELDS = (
     "data model out format grading limit shuffle num_generations batch_size grad_accum max_steps epochs lr "
     "beta epsilon loss_type temperature top_p top_k max_completion_length max_rounds cell_timeout view_chars "
     "system_prompt lora lora_r lora_alpha precision gradient_checkpointing torch_threads seed save_steps logging_steps warmup_ratio resume "
-    "report_to pool_size use_vllm vllm_mode vllm_server_base_url"
+    "report_to pool_size vllm vllm_server_host vllm_server_port vllm_server_base_url vllm_server_timeout "
+    "vllm_gpu_memory_utilization vllm_tensor_parallel_size vllm_max_model_length push_to_hub hub_private"
 ).split()
 
 
@@ -126,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         result = train(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, PushError) as e:
         print(f"mathagent train grpo: {e}", file=sys.stderr)
         return 2
     if args.json:

@@ -18,6 +18,7 @@ from mathagent.agent.configfile import add_config_flag, add_dataclass_flags, par
 from mathagent.training.cli_grpo import add_parser as _grpo_parser
 from mathagent.training.cli_grpo import run as run_grpo
 from mathagent.training.export import AUTO_SYSTEM, export_traces, read_traces
+from mathagent.training.publish import PushError
 from mathagent.training.sft import SFTRunConfig, train
 
 SFT_EXCLUDE = ("merge_lora",)
@@ -72,7 +73,7 @@ def main(argv: list[str]) -> int:
     cfg = SFTRunConfig(**{**fields, "system": args.system or None}, merge_lora=not args.no_merge)
     try:
         result = train(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, PushError) as e:
         print(f"mathagent train: {e}", file=sys.stderr)
         return 2
     if args.json:

@@ -28,17 +28,17 @@ from typing import Any
 from mathagent.agent.manifest import ModelManifest
 from mathagent.evals.datasets import GRADING_KIND, load_problems
 from mathagent.sandbox import KernelPool
-from mathagent.training import masking
+from mathagent.training import masking, publish
 from mathagent.training import tokens as T
 from mathagent.training.convert import resolve_model_dir
 from mathagent.training.rewards import REWARD_NAMES, ROLLOUT_COLUMN, RewardWeights, reward_functions
-from mathagent.training.rollout import FORMATS, HFGenerator, RolloutConfig, run_rollouts
+from mathagent.training.rollout import FORMATS, HFGenerator, RolloutConfig, VLLMGenerator, run_rollouts
 from mathagent.training.sft import _dtype as sft_dtype
 from mathagent.training.sft import latest_checkpoint, report_to, warmup_steps
 
 log = logging.getLogger(__name__)
 
-STOP = {"markdown": ["```output"], "mathcoder": ["<|endofblock|>", "<|endofmessage|>"]}
+STOP = {"markdown": ["```output"], "mathcoder": list(T.MATHCODER_STOP)}
 """Stop strings written into ``mathagent.json`` (the agent's own for the format)."""
 
 
@@ -101,9 +101,26 @@ class GRPORunConfig:
     """``none``, ``tensorboard``, ``wandb``, ``trackio`` (comma-separated for several)."""
     pool_size: int = 4
     """Kernels kept warm for the rollouts."""
-    use_vllm: bool = False
-    vllm_mode: str = "colocate"
+    vllm: str | None = None
+    """Generate the rollouts with vLLM through TRL: ``colocate`` (a vLLM engine inside every training
+    process, sharing its GPU) or ``server`` (a ``trl vllm-serve`` process on other GPUs); None:
+    transformers ``generate``."""
+    vllm_server_host: str = "0.0.0.0"
+    vllm_server_port: int = 8000
     vllm_server_base_url: str | None = None
+    """Server mode: the server's URL (overrides host and port)."""
+    vllm_server_timeout: float = 240.0
+    """Server mode: seconds to wait for the server to come up."""
+    vllm_gpu_memory_utilization: float = 0.3
+    """Colocate mode: share of each GPU's memory vLLM may take."""
+    vllm_tensor_parallel_size: int = 1
+    """Colocate mode: GPUs one vLLM engine spans."""
+    vllm_max_model_length: int | None = None
+    """Colocate mode: the engine's context length (None: the model's)."""
+    push_to_hub: str | None = None
+    """Hub repo id (``owner/name``) to upload the finished model folder to (main process, after saving)."""
+    hub_private: bool = False
+    """Create the hub repo private (when it does not exist yet)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further ``GRPOConfig`` fields, passed as they are."""
 
@@ -151,6 +168,55 @@ class GRPOResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+VLLM_MODES = ("colocate", "server")
+
+
+def vllm_config(cfg: GRPORunConfig, check_installed: bool = True) -> dict[str, Any]:
+    """The ``GRPOConfig`` fields for ``cfg.vllm`` (empty without vLLM). Raises ``ValueError`` for an
+    unknown mode and, when ``check_installed``, when the ``vllm`` package is missing (it needs a GPU)."""
+    if cfg.vllm is None:
+        return {}
+    if cfg.vllm not in VLLM_MODES:
+        raise ValueError(f"--vllm {cfg.vllm!r}: expected one of {', '.join(VLLM_MODES)}")
+    if check_installed:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ValueError(
+                f"--vllm {cfg.vllm}: the vllm package is not installed (`pip install 'trl[vllm]'`, on a machine "
+                "with a CUDA GPU); without --vllm the rollouts generate with transformers"
+            )
+    if cfg.vllm == "colocate" and cfg.vllm_tensor_parallel_size > 1:
+        raise ValueError(
+            "--vllm colocate with --vllm-tensor-parallel-size > 1 is not supported: the ranks of a tensor-parallel "
+            "group must call vLLM together with the same prompts, while each rank's multi-round rollouts make their "
+            "own number of calls; use --vllm server for models that need several GPUs"
+        )
+    # The rollout returns no sampling log-probabilities (execution tokens have none), so TRL's vLLM
+    # importance-sampling correction, which needs them, is off: the old log-probabilities come from the policy.
+    args: dict[str, Any] = {
+        "use_vllm": True,
+        "vllm_mode": cfg.vllm,
+        "vllm_importance_sampling_correction": False,
+    }
+    if cfg.vllm == "server":
+        args.update(
+            vllm_server_host=cfg.vllm_server_host,
+            vllm_server_port=cfg.vllm_server_port,
+            vllm_server_timeout=cfg.vllm_server_timeout,
+        )
+        if cfg.vllm_server_base_url:
+            args["vllm_server_base_url"] = cfg.vllm_server_base_url
+    else:
+        args.update(
+            vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+            vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+        )
+        if cfg.vllm_max_model_length:
+            args["vllm_max_model_length"] = cfg.vllm_max_model_length
+    return args
 
 
 def guess_grading(name: str) -> str:
@@ -212,6 +278,30 @@ class RolloutLog:
         return out
 
 
+def vllm_generator(trainer: Any, tokenizer: Any, rollout_cfg: RolloutConfig) -> VLLMGenerator:
+    """The rollout's generator on TRL's vLLM backend (``trainer.vllm_generation``, weights already synced).
+
+    ``colocate``: this process's engine. ``server``: the main process has TRL's client (which also
+    pushes the weights); the other ranks open their own client to the same server for generation only,
+    after a barrier so that no rank samples before the main process has pushed this step's weights.
+    """
+    backend = trainer.vllm_generation
+    sampling = {"temperature": trainer.temperature, "top_p": trainer.top_p, "top_k": trainer.top_k}
+    if backend.mode == "colocate":
+        engine = backend.llm
+    else:
+        trainer.accelerator.wait_for_everyone()
+        engine = getattr(backend, "vllm_client", None)
+        if engine is None:  # a non-main rank
+            from trl.generation.vllm_client import VLLMClient
+
+            engine = backend._rank_client = getattr(backend, "_rank_client", None) or VLLMClient(
+                base_url=backend.server_base_url or f"http://{backend.server_host}:{backend.server_port}",
+                connection_timeout=backend.server_timeout,
+            )
+    return VLLMGenerator(engine, backend.mode, tokenizer, trainer.eos_token_ids, rollout_cfg.format, sampling)
+
+
 def make_rollout_func(
     provider: Any, rollout_cfg: RolloutConfig, tokenizer: Any, rollout_log: RolloutLog | None = None
 ) -> Any:
@@ -223,15 +313,20 @@ def make_rollout_func(
         problems = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
         t0 = time.perf_counter()
         args = trainer.args
-        with unwrap_model_for_generation(
-            trainer.model_wrapped,
-            trainer.accelerator,
-            gather_deepspeed3_params=args.ds3_gather_for_generation,
-            generation_kwargs=trainer.generation_kwargs,
-            gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
-        ) as model:
-            gen = HFGenerator(model, tokenizer, trainer.generation_config, trainer.eos_token_ids)
-            rollouts = run_rollouts(problems, gen, tokenizer, provider, rollout_cfg)
+        if getattr(trainer, "use_vllm", False):  # TRL synced vLLM's weights with the policy just before
+            rollouts = run_rollouts(
+                problems, vllm_generator(trainer, tokenizer, rollout_cfg), tokenizer, provider, rollout_cfg
+            )
+        else:
+            with unwrap_model_for_generation(
+                trainer.model_wrapped,
+                trainer.accelerator,
+                gather_deepspeed3_params=args.ds3_gather_for_generation,
+                generation_kwargs=trainer.generation_kwargs,
+                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+            ) as model:
+                gen = HFGenerator(model, tokenizer, trainer.generation_config, trainer.eos_token_ids)
+                rollouts = run_rollouts(problems, gen, tokenizer, provider, rollout_cfg)
         wall = time.perf_counter() - t0
         if rollout_log is not None:
             gen_s = sum(r.gen_s for r in rollouts)
@@ -318,11 +413,7 @@ def build_trainer(
 
     if cfg.format not in FORMATS:
         raise ValueError(f"unknown format {cfg.format!r}; expected one of {', '.join(FORMATS)}")
-    if cfg.use_vllm:
-        raise ValueError(
-            "--use-vllm: the round-by-round rollout does not generate through vLLM yet (see docs/training.md); "
-            "generation runs with transformers"
-        )
+    vllm_args = vllm_config(cfg)  # before any model is loaded: a missing vllm fails at once
     if cfg.num_generations < 2:
         raise ValueError("GRPO needs at least 2 generations per problem (--num-generations)")
     set_seed(cfg.seed)
@@ -342,11 +433,7 @@ def build_trainer(
         model.resize_token_embeddings(len(tok))
     model.config.pad_token_id = tok.pad_token_id
     if cfg.format == "mathcoder":  # the message ends at <|endofmessage|>: an end of sequence for TRL too
-        gen = model.generation_config
-        eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
-        gen.eos_token_id = sorted(
-            {i for i in eos if i is not None} | {tok.convert_tokens_to_ids(T.END_MESSAGE)}
-        )
+        publish.mathcoder_eos(model, tok)
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig
@@ -361,11 +448,7 @@ def build_trainer(
         )
     out = Path(cfg.out)
     reporters = report_to(cfg.report_to, out)
-    extra = dict(cfg.extra)
-    if cfg.use_vllm:
-        extra.update(use_vllm=True, vllm_mode=cfg.vllm_mode)
-        if cfg.vllm_server_base_url:
-            extra["vllm_server_base_url"] = cfg.vllm_server_base_url
+    extra = {**vllm_args, **cfg.extra}
     args = GRPOConfig(
         output_dir=str(out / "checkpoints"),
         max_steps=cfg.max_steps,
@@ -416,6 +499,8 @@ def train(cfg: GRPORunConfig, callbacks: list[Any] | None = None) -> GRPOResult:
     """Run GRPO and save a ready-to-serve model in ``cfg.out``."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     t0 = time.perf_counter()
+    publish.check_push(cfg.push_to_hub)  # fail now, not after training
+    vllm_config(cfg)  # a bad --vllm fails before kernels start or models load
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     resume_from = latest_checkpoint(out) if cfg.resume else None
@@ -451,24 +536,22 @@ def train(cfg: GRPORunConfig, callbacks: list[Any] | None = None) -> GRPOResult:
     result = GRPOResult(
         **{**result.to_dict(), "process_index": trainer.accelerator.process_index, "saved": main}
     )
+    # every process: a collective under FSDP / DeepSpeed; only the main one writes
+    save_model(trainer, tok, cfg)
     if main:
-        save_model(trainer, tok, cfg)
-        (out / "train_result.json").write_text(
-            json.dumps({"config": cfg.to_dict(), "result": result.to_dict()}, indent=2), encoding="utf-8"
-        )
+        publish.write_train_result(out, cfg.to_dict(), result.to_dict())
+        publish.write_card(out, manifest(cfg), cfg.to_dict(), result.to_dict())
     trainer.accelerator.wait_for_everyone()
+    if main and cfg.push_to_hub:
+        publish.push_to_hub(out, cfg.push_to_hub, private=cfg.hub_private)
     return result
+
+
+def manifest(cfg: GRPORunConfig) -> ModelManifest:
+    """``mathagent.json`` of a GRPO model: the rollout format and the agent's stop strings for it."""
+    return ModelManifest(cfg.format, tuple(STOP[cfg.format]), base_model=cfg.model, training_format="grpo")
 
 
 def save_model(trainer: Any, tok: Any, cfg: GRPORunConfig) -> None:
     """Final model (LoRA merged unless ``merge_lora`` is off), tokenizer and ``mathagent.json``."""
-    out = Path(cfg.out)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if cfg.lora and cfg.merge_lora and hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(out)
-    tok.padding_side = "right"
-    tok.save_pretrained(out)
-    ModelManifest(cfg.format, tuple(STOP[cfg.format]), base_model=cfg.model, training_format="grpo").write(
-        out
-    )
+    publish.save_model(trainer, tok, cfg.out, manifest(cfg), merge_lora=cfg.lora and cfg.merge_lora)

@@ -243,6 +243,81 @@ class HFGenerator:
         return results
 
 
+def vllm_stop_strings(fmt: str) -> list[str]:
+    """Stop strings handed to vLLM: never earlier than the format's stop rule (the result is cut by the
+    rule afterwards). ``mathcoder``: the rule's own markers; ``markdown``: the ```output opener only, since
+    "a closed ```python block" is no plain string (vLLM may then write past the fence, up to the budget)."""
+    return [mc.END_BLOCK, mc.END_MESSAGE] if fmt == "mathcoder" else ["```output"]
+
+
+class VLLMGenerator:
+    """A round of rollouts through vLLM, as TRL runs it (``GRPOTrainer.vllm_generation``).
+
+    TRL pushes the policy's current weights into vLLM before it calls the rollout function, so the
+    rollouts sample from the policy being trained. ``colocate``: ``engine`` is the process's own
+    ``vllm.LLM``; every context is one request with its own token budget. ``server``: ``engine`` is a
+    ``trl`` ``VLLMClient`` talking to ``trl vllm-serve`` (each rank sends its own requests). Either way the
+    tokens vLLM sampled are kept as they are and cut by the format's stop rule, like :class:`HFGenerator`'s.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        mode: str,
+        tokenizer: Any,
+        eos_ids: Sequence[int],
+        fmt: str,
+        sampling: dict[str, Any] | None = None,
+        sampling_params: Callable[..., Any] | None = None,
+    ):
+        if mode not in ("colocate", "server"):
+            raise ValueError(f"vLLM mode {mode!r}: expected colocate or server")
+        self.engine, self.mode, self.tokenizer = engine, mode, tokenizer
+        self.eos = set(eos_ids) or {tokenizer.eos_token_id}
+        self.stop_strings = vllm_stop_strings(fmt)
+        self.sampling = dict(sampling or {})
+        self._params = sampling_params  # vllm.SamplingParams (passed in: tests run without vllm)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode([t for t in ids if t not in self.eos], skip_special_tokens=False)
+
+    def generate(
+        self, contexts: Sequence[list[int]], max_new: Sequence[int], stop: StopRule, rows: Sequence[int] = ()
+    ) -> list[Generated]:
+        if not contexts:
+            return []
+        if self.mode == "colocate":
+            make = self._params
+            if make is None:
+                from vllm import SamplingParams  # lazy: vllm exists only on GPU machines
+
+                make = SamplingParams
+            params = [
+                make(
+                    n=1,
+                    max_tokens=m,
+                    stop=self.stop_strings,
+                    include_stop_str_in_output=True,
+                    **self.sampling,
+                )
+                for m in max_new
+            ]
+            outs = self.engine.generate(
+                [{"prompt_token_ids": list(c)} for c in contexts], sampling_params=params, use_tqdm=False
+            )
+            sampled = [list(o.outputs[0].token_ids) for o in outs]
+        else:
+            out = self.engine.generate(
+                prompts=[list(c) for c in contexts],
+                n=1,
+                max_tokens=max(max_new),
+                generation_kwargs={"stop": self.stop_strings, "include_stop_str_in_output": True},
+                **self.sampling,
+            )
+            sampled = [list(ids) for ids in out["completion_ids"]]
+        return [cut(ids[:m], self.decode, stop, self.eos) for ids, m in zip(sampled, max_new, strict=True)]
+
+
 class ScriptedGenerator:
     """Replays given texts as the policy's output (one list of call texts per context, in order).
 

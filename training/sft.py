@@ -23,7 +23,7 @@ from typing import Any
 
 from mathagent.agent.manifest import ModelManifest
 from mathagent.agent.trace import Trace
-from mathagent.training import masking
+from mathagent.training import masking, publish
 from mathagent.training import tokens as T
 from mathagent.training.convert import resolve_model_dir
 from mathagent.training.export import AUTO_SYSTEM, trace_to_row
@@ -81,6 +81,10 @@ class SFTRunConfig:
     """System prompt used when raw traces are exported on the fly (``auto``: the agent's prompt for the format)."""
     chat_template: str | None = None
     """Path of a Jinja chat template with ``{% generation %}`` markers (``chat`` format)."""
+    push_to_hub: str | None = None
+    """Hub repo id (``owner/name``) to upload the finished model folder to (main process, after saving)."""
+    hub_private: bool = False
+    """Create the hub repo private (when it does not exist yet)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -295,6 +299,7 @@ def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tupl
 def train(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> TrainResult:
     """Run SFT and save a ready-to-serve model in ``cfg.out``."""
     t0 = time.perf_counter()
+    publish.check_push(cfg.push_to_hub)  # fail now, not after training
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     trainer, tok, counts = build_trainer(cfg, callbacks)
@@ -305,8 +310,8 @@ def train(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> TrainResult:
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
-    if trainer.is_world_process_zero():  # under `accelerate launch` only the main process writes
-        save_model(trainer, tok, cfg)
+    # every process: a collective under FSDP / DeepSpeed; only the main one writes
+    save_model(trainer, tok, cfg)
     res = TrainResult(
         out_dir=str(out),
         steps=int(trainer.state.global_step),
@@ -316,30 +321,21 @@ def train(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> TrainResult:
         **counts,
     )
     if trainer.is_world_process_zero():
-        (out / "train_result.json").write_text(
-            json.dumps({"config": cfg.to_dict(), "result": res.to_dict()}, indent=2), encoding="utf-8"
-        )
+        publish.write_train_result(out, cfg.to_dict(), res.to_dict())
+        publish.write_card(out, manifest(cfg, tok), cfg.to_dict(), res.to_dict())
     trainer.accelerator.wait_for_everyone()
+    if cfg.push_to_hub and trainer.is_world_process_zero():
+        publish.push_to_hub(out, cfg.push_to_hub, private=cfg.hub_private)
     return res
+
+
+def manifest(cfg: SFTRunConfig, tok: Any) -> ModelManifest:
+    """``mathagent.json`` of an SFT model: the agent's trace format for the training format, its stops."""
+    fmt = TRACE_FORMAT[cfg.format]
+    stop = list(T.MATHCODER_STOP) if fmt == "mathcoder" else [tok.eos_token]
+    return ModelManifest(fmt, tuple(stop), base_model=cfg.model, training_format=cfg.format)
 
 
 def save_model(trainer: Any, tok: Any, cfg: SFTRunConfig) -> None:
     """Final model (merged when LoRA), tokenizer and ``mathagent.json`` into ``cfg.out``."""
-    out = Path(cfg.out)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if cfg.lora and cfg.merge_lora and hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    fmt = TRACE_FORMAT[cfg.format]
-    stop = list(T.MATHCODER_STOP) if fmt == "mathcoder" else [tok.eos_token]
-    gen = getattr(model, "generation_config", None)
-    if gen is not None and fmt == "mathcoder":
-        eos = {
-            i
-            for i in (gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id])
-            if i is not None
-        }
-        eos.add(tok.convert_tokens_to_ids(T.END_MESSAGE))
-        gen.eos_token_id = sorted(eos)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    ModelManifest(fmt, tuple(stop), base_model=cfg.model, training_format=cfg.format).write(out)
+    publish.save_model(trainer, tok, cfg.out, manifest(cfg, tok), merge_lora=cfg.lora and cfg.merge_lora)
