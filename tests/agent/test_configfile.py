@@ -53,7 +53,7 @@ def test_each_format_fills_the_flags_and_the_command_line_wins(tmp_path, name, t
 
 def test_unknown_keys_and_wrong_types_name_the_file_and_key(tmp_path, capsys):
     cases = {
-        "max_round = 3\n": "unknown key 'max_round' for `mathagent eval` (did you mean 'max_rounds'?)",
+        "max_round = 3\n": "unknown key 'max_round' for `mathagent eval` (did you mean 'max_rounds'",
         "k = 2.5\n": "key 'k': expected a whole number, got 2.5",
         "k = true\n": "key 'k': expected a whole number, got True",
         'temperature = "hot"\n': "key 'temperature': expected a number, got 'hot'",
