@@ -233,7 +233,7 @@ def test_bad_preset_is_a_clear_cli_error(tmp_path, capsys):
     assert "no preset named 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     rc = cli_generate.main(
-        ["--problems", "gsm8k", "--out", str(tmp_path / "g"), "--preset", "tora", "--format", "tools"]
+        ["--problems", "gsm8k-train", "--out", str(tmp_path / "g"), "--preset", "tora", "--format", "tools"]
     )
     assert rc == 2 and "conflicts with preset tora" in capsys.readouterr().err
     assert cli_eval.main([*scripted, "--system-prompt", "nope.md", "--run-dir", str(tmp_path / "r")]) == 2
