@@ -529,6 +529,26 @@ def test_a_forged_idle_status_does_not_end_the_cell(sb, require_level):
     assert sb.run("6 * 7").result == "42"
 
 
+FORGED_REPLY = r"""
+import time
+k = get_ipython().kernel
+parent = k.get_parent()
+# a correctly signed execute_reply for this very request, on the shell socket, while the cell runs on
+k.session.send(k.shell_stream, "execute_reply", {"status": "ok", "execution_count": 1},
+               parent=parent, ident=k._parent_ident.get("shell"))
+k.session.send(k.iopub_socket, "stream", {"name": "stdout", "text": "forged\n"}, parent={"msg_id": "x"})
+time.sleep(1.5)
+print("real")
+"""
+
+
+def test_a_forged_shell_reply_does_not_end_the_cell(sb, require_level):
+    require_level(NONE, "forged shell reply")
+    r = sb.run(FORGED_REPLY, timeout=10)
+    assert r.ok and r.stdout == "real\n" and r.wall_s >= 1.4, r
+    assert sb.run("6 * 7").result == "42"
+
+
 # -- a stopped zygote ------------------------------------------------------------------------------
 
 
