@@ -105,8 +105,10 @@ class _Relay:
             "max_frames": RELAY_MAX_FRAMES,
             "as_bytes": relay_as_bytes(config),
         }
+        # -S: no site (saves ~20 ms of CPU per start); zmq's own dir is put on the path instead
+        prelude = f"import sys; sys.path.insert(0, {os.path.dirname(os.path.dirname(zmq.__file__))!r})\n"
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", RELAY, json.dumps(cfg)],
+            [sys.executable, "-I", "-S", "-c", prelude + RELAY, json.dumps(cfg)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
