@@ -117,6 +117,8 @@ class _Relay:
         self.dropped = 0
         """Bytes of messages the relay did not forward (too large, or this process not reading)."""
         self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._reading = threading.Lock()
+        """Held by the reader while it handles what it read (see :meth:`settle`)."""
         self.slot_index = slot.index
         threading.Thread(target=self._read, daemon=True, name=f"sandbox-relay-{slot.index}").start()
 
@@ -132,24 +134,39 @@ class _Relay:
             if not chunk:
                 self._replies.put({"closed": True})
                 return
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(msg, dict):
-                    continue
-                if "dropped" in msg:
-                    self.dropped += int(msg["dropped"]) if isinstance(msg["dropped"], int) else 0
-                    log.info(
-                        "sandbox slot %d: the relay dropped an oversized message: %s", self.slot_index, msg
-                    )
-                else:
-                    self._replies.put(msg)
-            if len(buf) > CONTROL_LINE_MAX:
-                buf = b""
+            with self._reading:
+                buf = self._handle(buf + chunk)
+
+    def _handle(self, buf: bytes) -> bytes:
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(msg, dict):
+                continue
+            if "dropped" in msg:
+                self.dropped += int(msg["dropped"]) if isinstance(msg["dropped"], int) else 0
+                log.info("sandbox slot %d: the relay dropped an oversized message: %s", self.slot_index, msg)
+            else:
+                self._replies.put(msg)
+        return b"" if len(buf) > CONTROL_LINE_MAX else buf
+
+    def settle(self, limit_s: float = 0.2) -> None:
+        """Let the reader take in what the relay has already written. The relay reports a dropped
+        message before it forwards the next one, so once a cell's idle status came through, the
+        report of anything dropped before it is in the pipe (it may just not be read yet)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        end = time.monotonic() + limit_s
+        try:
+            while select.select([fd], [], [], 0)[0] and time.monotonic() < end:
+                time.sleep(0.001)
+        except (OSError, ValueError):
+            return
+        with self._reading:
+            pass
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -784,6 +801,9 @@ class JupyterSandbox:
         while True:
             now = time.monotonic()
             if replied_at is not None and idle:  # finished: the shell reply and the idle status for it
+                relay.settle()  # reports of this cell's messages the relay dropped
+                if relay.dropped > dropped0:
+                    col.count_dropped(relay.dropped - dropped0)
                 return self._finish(col, k, cpu0, t0, timed_out, flooded, timeout)
             if replied_at is not None and now >= max(replied_at, heard_at) + IDLE_AFTER_REPLY_S:
                 lost = True  # the iopub channel is gone (zmq drops a connection that sent an oversized frame)
