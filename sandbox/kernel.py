@@ -7,8 +7,10 @@ and replaced, and output past the cap is dropped (a cell that keeps flooding is 
 
 Everything that crosses from the sandbox to this process is bounded in bytes: the zygote's log pipe
 is read in chunks into a short tail (kernels do not even hold it), the control pipe's lines are
-capped, and each kernel's zmq sockets refuse frames over ``max_message_bytes`` and queue at most
-``RCVHWM`` messages. A cell finishes on its shell reply plus the idle status for that request, never
+capped, and a kernel's zmq messages reach this process only through the slot's relay (``relay.py``,
+a process under its own RLIMIT_AS), which forwards only messages of at most ``max_message_bytes`` in
+``RELAY_MAX_FRAMES`` frames; this process's sockets also refuse frames over ``max_message_bytes``
+and queue at most ``RCVHWM`` messages. A cell finishes on its shell reply plus the idle status for that request, never
 on messages whose parent header names another request.
 """
 
