@@ -178,6 +178,14 @@ ATTACKS = {
     ),
     "print('x' * 10**8)": "print('x' * 10**8)",
     "a 4 MiB value ('😀' * 2**20)": "'😀' * 2**20",
+    "one multipart message of 100 x 2 MiB frames on iopub": (
+        "k = get_ipython().kernel\nk.iopub_socket.send_multipart([b'stream'] + [b'z' * 2**21] * 100)"
+    ),
+    "3 messages of 8 x 1 MiB buffers for this cell (over the relay's budget)": (
+        "k = get_ipython().kernel\nfor i in range(3):\n"
+        "    k.session.send(k.iopub_socket, 'stream', {'name': 'stdout', 'text': 's'},"
+        " parent=k.get_parent('shell'), buffers=[b'w' * 2**20] * 8)"
+    ),
 }
 
 

@@ -7,8 +7,10 @@ and replaced, and output past the cap is dropped (a cell that keeps flooding is 
 
 Everything that crosses from the sandbox to this process is bounded in bytes: the zygote's log pipe
 is read in chunks into a short tail (kernels do not even hold it), the control pipe's lines are
-capped, and each kernel's zmq sockets refuse frames over ``max_message_bytes`` and queue at most
-``RCVHWM`` messages. A cell finishes on its shell reply plus the idle status for that request, never
+capped, and a kernel's zmq messages reach this process only through the slot's relay (``relay.py``,
+a process under its own RLIMIT_AS), which forwards only messages of at most ``max_message_bytes`` in
+``RELAY_MAX_FRAMES`` frames; this process's sockets also refuse frames over ``max_message_bytes``
+and queue at most ``RCVHWM`` messages. A cell finishes on its shell reply plus the idle status for that request, never
 on messages whose parent header names another request.
 """
 
@@ -23,6 +25,7 @@ import secrets
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -55,6 +58,13 @@ EXITS_KEPT = 256
 """Exit codes of reaped processes remembered per zygote (the oldest are forgotten)."""
 RCVHWM = 16
 """Messages each of a kernel's zmq sockets queues in this process before the kernel has to wait."""
+RELAY = (Path(__file__).with_name("relay.py")).read_text(encoding="utf-8")
+RELAY_HWM = 16
+"""``RCVHWM`` and ``SNDHWM`` of the relay's sockets (see ``relay.py``)."""
+RELAY_MAX_FRAMES = 64
+"""Most frames of one message the relay forwards (a Jupyter message has ~7, plus its buffers)."""
+RELAY_BASE_AS = 160 * 1024 * 1024
+"""Address space of an idle relay process (Python and libzmq take ~105 MB here), with some room."""
 IDLE_AFTER_REPLY_S = 30.0
 """After a cell's shell reply (and its last iopub message), how long to wait for its idle status. The
 kernel sends the idle status right after the reply, but on a loaded machine its iopub thread can lag
@@ -71,9 +81,146 @@ class _SlotUnclean(SandboxStartError):
 
 
 def max_message_bytes(config: SandboxConfig) -> int:
-    """Largest zmq frame accepted from a kernel: a displayed value cut to the output cap (by the
-    kernel, see ``boot._bound_output``) fits twice over; a larger frame drops the connection."""
+    """Largest zmq frame (and, at the relay, message) accepted from a kernel: a displayed value cut to
+    the output cap (by the kernel, see ``boot._bound_output``) fits twice over; a larger frame drops
+    the connection, a larger message is dropped by the relay."""
     return 2 * config.output_cap_bytes + 256 * 1024
+
+
+def relay_as_bytes(config: SandboxConfig) -> int:
+    """The relay's RLIMIT_AS: its idle size, plus the messages it may hold (``RCVHWM`` per socket)."""
+    return RELAY_BASE_AS + 4 * RELAY_HWM * max_message_bytes(config)
+
+
+class _Relay:
+    """The slot's message relay (see ``relay.py``): a host process of its own, under RLIMIT_AS, which
+    receives every message of the slot's kernels and forwards to this process only those that fit
+    ``max_message_bytes`` in ``RELAY_MAX_FRAMES`` frames. Whatever a kernel sends beyond that costs
+    the relay (which dies past its limit, and the slot is replaced), never this process."""
+
+    def __init__(self, config: SandboxConfig, slot: Slot):
+        self.dir = slot.dir / "relay"
+        """Host-only dir of the sockets this process connects to (the sandbox never sees it)."""
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        cfg = {
+            "budget": max_message_bytes(config),
+            "max_frames": RELAY_MAX_FRAMES,
+            "as_bytes": relay_as_bytes(config),
+        }
+        # -S: no site (saves ~20 ms of CPU per start); zmq's own dir is put on the path instead
+        prelude = f"import sys; sys.path.insert(0, {os.path.dirname(os.path.dirname(zmq.__file__))!r})\n"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", prelude + RELAY, json.dumps(cfg)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.dropped = 0
+        """Bytes of messages the relay did not forward (too large, or this process not reading)."""
+        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._reading = threading.Lock()
+        """Held by the reader while it handles what it read (see :meth:`settle`)."""
+        self.slot_index = slot.index
+        threading.Thread(target=self._read, daemon=True, name=f"sandbox-relay-{slot.index}").start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._replies.put({"closed": True})
+                return
+            with self._reading:
+                buf = self._handle(buf + chunk)
+
+    def _handle(self, buf: bytes) -> bytes:
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(msg, dict):
+                continue
+            if "dropped" in msg:
+                self.dropped += int(msg["dropped"]) if isinstance(msg["dropped"], int) else 0
+                log.info("sandbox slot %d: the relay dropped an oversized message: %s", self.slot_index, msg)
+            else:
+                self._replies.put(msg)
+        return b"" if len(buf) > CONTROL_LINE_MAX else buf
+
+    def settle(self, limit_s: float = 0.2) -> None:
+        """Let the reader take in what the relay has already written. The relay reports a dropped
+        message before it forwards the next one, so once a cell's idle status came through, the
+        report of anything dropped before it is in the pipe (it may just not be read yet)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        end = time.monotonic() + limit_s
+        try:
+            while select.select([fd], [], [], 0)[0] and time.monotonic() < end:
+                time.sleep(0.001)
+        except (OSError, ValueError):
+            return
+        with self._reading:
+            pass
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def attach(self, kernel: str, front: str, deadline: float) -> None:
+        """Relay the kernel whose ipc sockets are on ``kernel`` to sockets bound on ``front``."""
+        self._request({"op": "attach", "kernel": kernel, "front": front}, "attached", deadline)
+
+    def detach(self) -> None:
+        """Close the relay's sockets to the last kernel (no wait: the next attach replaces them anyway)."""
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(b'{"op": "detach"}\n')
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _request(self, req: dict[str, Any], key: str, deadline: float) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps(req) + "\n").encode())
+            self.proc.stdin.flush()
+        except (OSError, ValueError) as e:
+            raise SandboxStartError(f"the sandbox's message relay is gone ({e})") from None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SandboxStartError("the sandbox's message relay did not answer within start_timeout_s")
+            try:
+                msg = self._replies.get(timeout=min(left, POLL_S))
+            except queue.Empty:
+                continue
+            if msg.get("closed"):
+                raise SandboxStartError(f"the sandbox's message relay exited ({self.proc.poll()})")
+            if "error" in msg:
+                raise SandboxStartError(f"the sandbox's message relay failed: {str(msg['error'])[:300]}")
+            if key in msg:
+                return
+
+    def kill(self) -> None:
+        kill(self.proc.pid)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.warning("sandbox relay %d did not exit after SIGKILL", self.proc.pid)
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                if f is not None:
+                    f.close()
+            except OSError:
+                pass
+        remove_tree(str(self.dir))
 
 
 class _Zygote:
@@ -101,6 +248,7 @@ class _Zygote:
         cmd, payload = build_command(config, plan, slot, (cmd_r, rep_w), wfd, args_r)
         self.log_tail: deque[str] = deque(maxlen=LOG_LINES)
         try:
+            self.relay = _Relay(config, slot)  # starts while the zygote boots
             self.proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
@@ -113,6 +261,9 @@ class _Zygote:
             for fd in (rfd, args_w, cmd_w, rep_r):
                 if fd is not None:
                     os.close(fd)
+            relay = getattr(self, "relay", None)
+            if relay is not None:
+                relay.kill()
             raise
         finally:
             for fd in (cmd_r, rep_w, wfd, args_r):
@@ -229,7 +380,7 @@ class _Zygote:
         return st is None or st[0] in ("T", "t", "Z", "X")
 
     def alive(self) -> bool:
-        return self.proc.poll() is None and not self.stopped()
+        return self.proc.poll() is None and not self.stopped() and self.relay.alive()
 
     def spawn(self, conn: str, deadline: float) -> tuple[int, int]:
         """Fork a kernel on ``conn`` (a path inside the sandbox); returns (pid inside it, pid on the host)."""
@@ -294,6 +445,7 @@ class _Zygote:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.warning("sandbox process %d did not exit after SIGKILL", self.proc.pid)
+        self.relay.kill()
         try:
             self._cmd.close()
         except OSError:
@@ -336,7 +488,10 @@ class _Kernel:
         cg = self.slot.cgroup
         self.oom0 = cg.oom_kills() if cg is not None else 0
         self.ns_pid, self.pid = zygote.spawn(f"{zygote.conn_inside}/{name}.json", deadline)
-        self.info = {**info, "ip": str(self.dir / "k")}
+        relay = zygote.relay
+        empty_dir(str(relay.dir), [])  # the sockets of earlier kernels
+        relay.attach(str(self.dir / "k"), str(relay.dir / name), deadline)
+        self.info = {**info, "ip": str(relay.dir / name)}  # this process talks to the relay only
         self.zmq_context = zmq.Context()
         self.zmq_context.setsockopt(zmq.MAXMSGSIZE, max_message_bytes(config))
         self.zmq_context.setsockopt(zmq.RCVHWM, RCVHWM)
@@ -355,7 +510,8 @@ class _Kernel:
     def _connect(self, deadline: float) -> None:
         self.client = BlockingKernelClient(context=self.zmq_context)
         self.client.load_connection_info(self.info)  # type: ignore[arg-type]
-        self.client.start_channels(hb=False)  # liveness comes from the process itself
+        # liveness comes from the process itself; stdin and control are never used (and not relayed)
+        self.client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
         self.poller = zmq.Poller()
         self.poller.register(self.client.shell_channel.socket, zmq.POLLIN)
         self.poller.register(self.client.iopub_channel.socket, zmq.POLLIN)
@@ -453,6 +609,7 @@ class _Kernel:
             client.stop_channels()  # plain socket closes: no event loop (and maybe inside self.ctx now)
             _close_loop(self.ctx)
         self.zmq_context.destroy(linger=0)
+        self.zygote.relay.detach()
         remove_tree(str(self.dir))
         try:
             self.conn.unlink()
@@ -648,11 +805,16 @@ class JupyterSandbox:
         interrupted_at: float | None = None
         replied_at: float | None = None
         heard_at = t0  # when the last iopub message for this request came
+        relay = k.zygote.relay
+        dropped0 = relay.dropped  # bytes of this cell's messages the relay did not forward
         idle = False
         timed_out = flooded = died = lost = False
         while True:
             now = time.monotonic()
             if replied_at is not None and idle:  # finished: the shell reply and the idle status for it
+                relay.settle()  # reports of this cell's messages the relay dropped
+                if relay.dropped > dropped0:
+                    col.count_dropped(relay.dropped - dropped0)
                 return self._finish(col, k, cpu0, t0, timed_out, flooded, timeout)
             if replied_at is not None and now >= max(replied_at, heard_at) + IDLE_AFTER_REPLY_S:
                 lost = True  # the iopub channel is gone (zmq drops a connection that sent an oversized frame)
@@ -687,6 +849,9 @@ class JupyterSandbox:
                     heard_at = time.monotonic()
                     if self._handle(msg, col):
                         idle = True
+            if relay.dropped > dropped0:
+                col.count_dropped(relay.dropped - dropped0)
+                dropped0 = relay.dropped
             if interrupted_at is None and col.offered > cfg.output_cap_bytes * cfg.flood_kill_factor:
                 flooded = True
                 interrupted_at = time.monotonic()
@@ -696,6 +861,8 @@ class JupyterSandbox:
         if died:
             if k.oom_killed():
                 why = "out of memory"
+            elif not relay.alive():
+                why = "its message relay died: a message larger than the relay's memory limit"
             elif not k.zygote.alive():
                 why = "the sandbox around it was killed or stopped"
             else:

@@ -119,6 +119,11 @@ class OutputCollector:
         kept = self._fit(text, dropped)
         self.result = kept if kept is not None else ""
 
+    def count_dropped(self, nbytes: int) -> None:
+        """Count output the harness never received (a message the relay dropped as too large)."""
+        self.offered += max(nbytes, 0)
+        self.truncated = True
+
     def build(self, **kw: object) -> ExecResult:
         return ExecResult(
             stdout="".join(self.stdout),

@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +26,13 @@ from mathagent.sandbox.cgroups import CgroupSetup, SlotCgroup, kill, pids_of_uid
 
 log = logging.getLogger(__name__)
 
-_swept: set[tuple[str, str]] = set()
 _lock = threading.Lock()
+SWEEP_EVERY_S = 1.0
+"""A claim sweeps the dead owners' slots first, at most this often per process (a pool's start
+claims several slots at once)."""
+_last_sweep: dict[tuple[str, str], float] = {}
+CLEAN = Path("/")
+"""Recorded in a slot's lock file when nothing of it is left (released, or swept): sweeps skip it."""
 
 
 @dataclass
@@ -56,6 +62,11 @@ class Slot:
             for pid in pids_of_uid(self.uid):
                 kill(pid)
         _remove_slot_dir(self.dir)
+        try:
+            if not _mounted(self.conn_dir) and not self.dir.exists():
+                _record(self.lock_fd, CLEAN)  # nothing for a sweep to do here
+        except OSError:
+            pass
         try:
             os.close(self.lock_fd)
         except OSError:
@@ -87,9 +98,53 @@ def unmount(path: Path) -> None:
 
 
 def _remove_slot_dir(d: Path) -> None:
-    if d.exists():
+    for _ in range(8):  # mounts stacked by earlier crashes come off one at a time
+        if not _mounted(d / "conn"):
+            break
         unmount(d / "conn")
+    if d.exists():
         remove_tree(str(d))
+
+
+MOUNT_SOURCE = "mathagent-conn"
+
+
+def conn_mounts() -> list[Path]:
+    """Mount points of the connection tmpfs of every slot on this machine (``/proc/self/mountinfo``)."""
+    out = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                pre, sep, post = line.partition(" - ")
+                fields, tail = pre.split(), post.split()
+                if (
+                    sep
+                    and len(fields) >= 5
+                    and len(tail) >= 2
+                    and tail[0] == "tmpfs"
+                    and tail[1] == MOUNT_SOURCE
+                ):
+                    # octal escapes: space, tab, newline, backslash
+                    mp = fields[4]
+                    for esc, ch in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+                        mp = mp.replace(esc, ch)
+                    out.append(Path(mp))
+    except OSError:
+        pass
+    return out
+
+
+def _mounted(path: Path) -> bool:
+    return os.geteuid() == 0 and path in conn_mounts()
+
+
+def _slot_of_mount(mp: Path) -> int | None:
+    if mp.name != "conn" or not mp.parent.name.startswith("slot-"):
+        return None
+    try:
+        return int(mp.parent.name[5:])
+    except ValueError:
+        return None
 
 
 LOCK_DIR = Path("/tmp/mathagent-sandbox-slots")
@@ -110,6 +165,8 @@ def _recorded_dir(fd: int) -> Path | None:
     """The slot dir the lock's last owner recorded (line 2), if it looks like one."""
     os.lseek(fd, 0, os.SEEK_SET)
     lines = os.read(fd, 4096).decode(errors="replace").splitlines()
+    if len(lines) >= 2 and lines[1] == str(CLEAN):
+        return CLEAN
     if len(lines) >= 2 and Path(lines[1]).name.startswith("slot-") and Path(lines[1]).is_absolute():
         return Path(lines[1])
     return None
@@ -142,7 +199,7 @@ def _cleanup_slot(
         for pid in pids_of_uid(uid_base + n):
             found = True
             kill(pid)
-    if slot_dir is not None and slot_dir.exists():
+    if slot_dir is not None and slot_dir != CLEAN and slot_dir.name.startswith("slot-") and slot_dir.exists():
         found = True
         _remove_slot_dir(slot_dir)
     return found
@@ -163,6 +220,22 @@ def sweep(
     """Remove what dead owners left in their slots (dirs, cgroups, processes). Returns how many slots."""
     lock_dir = _lock_dir(base, uid_base, controllers)
     count = 0
+    stale: dict[int, list[Path]] = {}
+    if lock_dir == LOCK_DIR:  # root: slot numbers are machine-wide, and so are the connection tmpfs
+        for mp in conn_mounts():
+            n = _slot_of_mount(mp)
+            if n is not None:
+                stale.setdefault(n, []).append(mp)
+    for n, mps in stale.items():  # mounts of a slot whose owner is dead, wherever its slot dir was
+        fd = _try_lock(lock_dir, n)
+        if fd is None:
+            continue
+        try:
+            for mp in mps:
+                _remove_slot_dir(mp.parent)
+                log.info("swept the stale connection tmpfs %s", mp)
+        finally:
+            os.close(fd)
     for entry in lock_dir.iterdir():
         if not (entry.name.startswith("slot-") and entry.name.endswith(".lock")):
             continue
@@ -174,10 +247,13 @@ def sweep(
         if fd is None:
             continue  # its owner is alive
         try:
-            if _cleanup_slot(n, _recorded_dir(fd), uid_base, controllers, setup):
+            recorded = _recorded_dir(fd)
+            if recorded == CLEAN:
+                continue  # released cleanly or swept already
+            if _cleanup_slot(n, recorded, uid_base, controllers, setup):
                 log.info("swept stale sandbox slot %d", n)
                 count += 1
-            _record(fd, Path("/"))  # nothing left to clean
+            _record(fd, CLEAN)
         finally:
             os.close(fd)
     return count
@@ -196,9 +272,11 @@ def claim(
     base.mkdir(parents=True, exist_ok=True, mode=0o711)
     os.chmod(base, 0o711)
     lock_dir = _lock_dir(base, uid_base, controllers)
-    with _lock:
-        if (str(lock_dir), str(base)) not in _swept:
-            _swept.add((str(lock_dir), str(base)))
+    with _lock:  # what owners killed since the last claim left (their processes, cgroups, mounts)
+        key = (str(lock_dir), str(base))
+        now = time.monotonic()
+        if now - _last_sweep.get(key, -SWEEP_EVERY_S) >= SWEEP_EVERY_S:
+            _last_sweep[key] = now
             sweep(base, uid_base, controllers, setup)
     for n in range(max_slots):
         fd = _try_lock(lock_dir, n)

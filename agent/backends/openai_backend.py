@@ -62,6 +62,7 @@ from mathagent.agent.backends.continuation import (
     probe,
     template_from_vocab,
 )
+from mathagent.agent.backends.patience import Patience, Watch
 from mathagent.agent.backends.retry import (
     GarbageResponse,
     RetryEvent,
@@ -134,6 +135,11 @@ class RequestTimeout(TimeoutError):
 
 class StallTimeout(TimeoutError):
     """A started stream went silent for longer than the stall timeout (retried like any timeout)."""
+
+
+class StuckRequest(TimeoutError):
+    """No headers or first token long after this server's usual latency, while requests sent later
+    were answered (see :mod:`.patience`; retried like any timeout)."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -225,6 +231,9 @@ class OpenAIBackend:
             else (seconds_from_env(STALL_TIMEOUT_ENV) or DEFAULT_STALL_TIMEOUT)
         )
         self.stream = stream
+        self.patience = Patience()
+        """Recent latencies of this server: a request far slower than them, overtaken by later ones,
+        is given up before the fixed timeouts (see :mod:`.patience`)."""
         self.max_concurrency = max(1, max_concurrency)
         self.retry = retry or RetryPolicy()
         self.wait = wait
@@ -557,8 +566,11 @@ class OpenAIBackend:
         if self.stream_usage:
             extra["stream_options"] = {"include_usage": True}
         state = StreamState(chat, on_text)
+        watch: Watch | None = None
 
         def expired() -> TimeoutError:
+            if watch is not None and watch.fired:
+                return StuckRequest(watch.describe())
             if state.started:
                 return StallTimeout(
                     f"stream stalled: no data for {self.stall_timeout:g} s after {state.events} events "
@@ -573,15 +585,23 @@ class OpenAIBackend:
         # plus the stall timeout (pings are no progress).
         cm = endpoint.with_streaming_response.create(**kw, **extra)
         dl = Deadline(headers_by)
+        patience = self.patience
         try:
             async with dl:
+                watch = patience.watch("headers", start, lambda: dl.reschedule(loop.time()))
                 resp = await cm.__aenter__()
+                watch.cancel()
+                patience.record("headers", start, loop.time())
                 answered = True
                 dl.reschedule(deadline)
+                watch = patience.watch("first", start, lambda: dl.reschedule(loop.time()))
                 try:
                     async for line in resp.iter_lines():
                         if state.feed(line):
                             state.last_event = loop.time()
+                            if state.events == 1:  # the first event: no longer judged by patience
+                                watch.cancel()
+                                patience.record("first", start, state.last_event)
                             # after [DONE], only the end of the body is left: reading it lets the
                             # connection be reused (no new TCP/TLS handshake for the next request)
                             wait = DRAIN_S if state.done else self.stall_timeout
@@ -594,6 +614,9 @@ class OpenAIBackend:
             if dl.expired():
                 raise expired() from None
             raise
+        finally:
+            if watch is not None:
+                watch.cancel()
         return state.completions()
 
     def __repr__(self) -> str:

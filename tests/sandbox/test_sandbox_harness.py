@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from mathagent.sandbox import JupyterSandbox, KernelPool
@@ -117,18 +120,50 @@ print("sent")
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: zmq bounds each frame (MAXMSGSIZE) and the count of messages (RCVHWM), not the "
-    "frames of one message; the fix is a relay process charged to the slot's memory cgroup",
-)
 def test_one_message_of_many_frames_is_bounded(config, require_level):
+    # zmq bounds each frame and the count of messages, not the frames of one message: the relay
+    # process (under its own RLIMIT_AS) receives it, never this process
     require_level(NONE, "a multipart message of many frames")
     with JupyterSandbox(config) as sb, PeakRss() as peak:
         sb.run(MULTIPART_FLOOD, timeout=60)
         time.sleep(4.0)
         assert sb.run("6 * 7", timeout=30).result == "42" or sb.run("6 * 7", timeout=30).result == "42"
         assert peak.growth < HARNESS_GROWTH_BOUND, f"harness grew {peak.growth / MB:.0f} MiB"
+
+
+OVER_BUDGET = r"""
+k = get_ipython().kernel
+parent = k.get_parent("shell")
+# 3 MiB in 3 frames: within the relay's memory, over its budget (2.25 MiB), below a flood (4 MiB)
+k.session.send(k.iopub_socket, "stream", {"name": "stdout", "text": "small"}, parent=parent,
+               buffers=[b"w" * 2**20] * 3)
+print("sent")
+"""
+
+
+def test_a_message_over_the_budget_is_dropped_and_counted(config, require_level):
+    require_level(NONE, "messages over the relay's byte budget")
+    with JupyterSandbox(config) as sb, PeakRss() as peak:
+        r = sb.run(OVER_BUDGET, timeout=60)
+        assert r.ok and "sent" in r.stdout and "small" not in r.stdout, r
+        assert r.truncated and r.output_bytes >= 3 * MB, r
+        assert not r.kernel_restarted, r
+        assert sb.run("6 * 7", timeout=30).result == "42"
+        assert peak.growth < HARNESS_GROWTH_BOUND, f"harness grew {peak.growth / MB:.0f} MiB"
+
+
+def test_the_relay_dying_is_noticed_and_the_slot_replaced(config, require_level):
+    require_level(NONE, "the message relay killed under a running cell")
+    with JupyterSandbox(config) as sb:
+        assert sb.run("x = 1").ok
+        relay = sb._zygote.relay
+        t = threading.Timer(1.0, lambda: os.kill(relay.proc.pid, 9))
+        t.start()
+        r = sb.run("import time; time.sleep(30)", timeout=60)
+        t.join()
+        assert r.kernel_restarted and r.error and "relay" in r.error.evalue, r
+        assert sb.run("6 * 7", timeout=30).result == "42"
+        assert sb._zygote.relay.proc.pid != relay.proc.pid
 
 
 def test_a_legal_huge_print_is_cut_without_growing_the_harness(config, require_level):
@@ -191,6 +226,43 @@ for t in (os.path.dirname(conn), os.path.dirname(info["ip"])):
         pass
 print(seen)
 """
+
+
+HOLD_A_SANDBOX = r"""
+import json, sys, time
+from mathagent.sandbox import JupyterSandbox
+from mathagent.sandbox.config import SandboxConfig
+sb = JupyterSandbox(SandboxConfig.from_dict(json.loads(sys.argv[1])))
+print(sb._slot.dir, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_owners_conn_tmpfs_is_swept_when_the_next_sandbox_starts(config, require_level, tmp_path):
+    require_level(FULL, "a connection tmpfs per slot (needs root)")
+    from mathagent.sandbox.slots import conn_mounts
+
+    cfg = config.with_(base_dir=tmp_path / "slots", preload=())
+    with JupyterSandbox(cfg), JupyterSandbox(cfg) as second:  # this process has swept already
+        child = subprocess.Popen(
+            [sys.executable, "-c", HOLD_A_SANDBOX, json.dumps(cfg.to_dict())],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None
+            held = Path(child.stdout.readline().strip())
+            assert held.name.startswith("slot-") and held / "conn" in conn_mounts()
+        finally:
+            child.kill()  # SIGKILL: no cleanup of its own
+            child.wait()
+        assert held / "conn" in conn_mounts()  # left behind by the dead owner
+        second.close()  # the next sandbox claims this lower slot, not the dead owner's
+        with JupyterSandbox(cfg) as third:
+            assert third._slot is not None and third._slot.dir != held
+            assert held / "conn" not in conn_mounts(), "the dead owner's tmpfs is still mounted"
+            assert not held.exists()
+            assert third.run("6 * 7").result == "42"
 
 
 def test_the_connection_dir_is_small_fresh_and_host_owned(config, require_level):
@@ -453,6 +525,26 @@ def test_a_forged_idle_status_does_not_end_the_cell(sb, require_level):
     require_level(NONE, "forged iopub status")
     r = sb.run(FORGED_IDLE, timeout=10)
     assert r.stdout == "real\n" and r.wall_s >= 1.4, r
+    assert sb.run("6 * 7").result == "42"
+
+
+FORGED_REPLY = r"""
+import time
+k = get_ipython().kernel
+parent = k.get_parent()
+# a correctly signed execute_reply for this very request, on the shell socket, while the cell runs on
+k.session.send(k.shell_stream, "execute_reply", {"status": "ok", "execution_count": 1},
+               parent=parent, ident=k._parent_ident.get("shell"))
+k.session.send(k.iopub_socket, "stream", {"name": "stdout", "text": "forged\n"}, parent={"msg_id": "x"})
+time.sleep(1.5)
+print("real")
+"""
+
+
+def test_a_forged_shell_reply_does_not_end_the_cell(sb, require_level):
+    require_level(NONE, "forged shell reply")
+    r = sb.run(FORGED_REPLY, timeout=10)
+    assert r.ok and r.stdout == "real\n" and r.wall_s >= 1.4, r
     assert sb.run("6 * 7").result == "42"
 
 
