@@ -1,0 +1,287 @@
+"""Samples/s of the bundled model's server: llama-cpp-python's vs llama.cpp's llama-server, side by side.
+
+    python bench/throughput_bench.py [--model qwen2.5-coder-1.5b] [--problems 4] [--k 4] [--parallel 4]
+        [--max-tokens 384] [--max-rounds 3] [--temperature 0] [--servers llama-cpp-python,llama-server]
+        [--verify] [--no-pause-study] [--json FILE]
+
+What it runs, for each server kind in turn (same process, same settings): the first ``--problems``
+GSM8K test problems of a seeded shuffle, ``--k`` samples each through the real agent loop
+(``solve_k``: real sandboxed Jupyter kernels, mode ``loop``, verification off unless ``--verify``),
+one problem at a time, so ``k`` requests are in flight together (concurrency = k). llama-server runs
+``--parallel`` slots with continuous batching; llama-cpp-python's server serves one request at a time.
+
+It prints, per server: wall seconds, samples/s, completion tokens/s (tokens from the traces),
+model calls, accuracy and the final answers; then the ratio llama-server / llama-cpp-python; then
+whether the outputs are the same (per sample: final answer and the whole generated text); and the
+prompt-cache reuse across rounds: prompt tokens sent (from the traces) vs prompt tokens the server
+actually evaluated (summed from its log's ``prompt eval time = ... ms / N tokens`` lines, which both
+servers print per request), with the seconds spent evaluating prompts.
+
+The background method study competes for the 2 cores: while a server is measured, the process group
+of every ``mathagent.agent.cli eval`` process is paused (SIGSTOP) and always resumed (SIGCONT) after,
+also on error, Ctrl-C or SIGTERM. ``--no-pause-study`` leaves it running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import json
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mathagent.agent.backends.base import GenerationParams
+from mathagent.agent.backends.openai_backend import OpenAIBackend
+from mathagent.agent.config import AgentConfig
+from mathagent.agent.grading import is_equivalent
+from mathagent.agent.llama_server import DEFAULT_SYSTEM, QWEN_SYSTEM, LlamaServer
+from mathagent.agent.loop import solve_k
+from mathagent.agent.native_server import KINDS, LLAMA_CPP_PYTHON, LLAMA_SERVER
+from mathagent.evals.datasets import load_problems
+from mathagent.sandbox import KernelPool
+
+PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
+STUDY = "mathagent.agent.cli eval"
+
+# -- pausing the background study -----------------------------------------------------------------
+
+_PAUSED: set[int] = set()
+
+
+def study_groups() -> set[int]:
+    """Process groups of running ``mathagent.agent.cli eval`` processes (not this one)."""
+    groups: set[int] = set()
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if STUDY in cmd:
+                groups.add(os.getpgid(int(d.name)))
+        except (OSError, ProcessLookupError):
+            continue
+    groups.discard(os.getpgrp())
+    return groups
+
+
+def pause_study() -> None:
+    for g in study_groups():
+        try:
+            os.killpg(g, signal.SIGSTOP)
+            _PAUSED.add(g)
+            print(f"  (paused the study's process group {g})", flush=True)
+        except ProcessLookupError:
+            pass
+
+
+def resume_study() -> None:
+    for g in list(_PAUSED):
+        try:
+            os.killpg(g, signal.SIGCONT)
+            print(f"  (resumed the study's process group {g})", flush=True)
+        except ProcessLookupError:
+            pass
+        _PAUSED.discard(g)
+
+
+def _on_signal(sig: int, _frame: object) -> None:
+    resume_study()
+    raise SystemExit(128 + sig)
+
+
+atexit.register(resume_study)
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGHUP, _on_signal)
+
+
+# -- one server ------------------------------------------------------------------------------------
+
+
+def log_prompt_evals(server: LlamaServer, start: int) -> list[tuple[float, int]]:
+    """(ms, tokens) of each ``prompt eval time`` line the server logged since byte ``start``."""
+    if server.log_path is None or not server.log_path.exists():
+        return []
+    with open(server.log_path, "rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    return [(float(ms), int(n)) for ms, n in PROMPT_EVAL.findall(text)]
+
+
+async def measure(kind: str, args: argparse.Namespace, problems: list[Any]) -> dict[str, Any]:
+    # llama-cpp-python logs its per-request timings only when verbose
+    extra = ["--verbose", "True"] if kind == LLAMA_CPP_PYTHON else []
+    server = LlamaServer(args.model, kind=kind, parallel=args.parallel, n_ctx=args.n_ctx, extra_args=extra)
+    t0 = time.perf_counter()
+    server.start()
+    startup = time.perf_counter() - t0
+    backend = OpenAIBackend(
+        model=server.alias,
+        base_url=server.base_url,
+        gguf_path=server.path,
+        context_window=server.n_ctx,
+        chat_template="chatml",
+        default_system=DEFAULT_SYSTEM.get(args.model, QWEN_SYSTEM),
+        max_concurrency=args.k,
+    )
+    config = AgentConfig(
+        temperature=args.temperature,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        max_rounds=args.max_rounds,
+        verify=args.verify,
+    )
+    out: dict[str, Any] = {"server": kind, "startup_s": round(startup, 2), "problems": []}
+    try:
+        # warm-up: page the weights in and start the slots, outside the timed part
+        await backend.generate("Say OK.", GenerationParams(max_tokens=4, temperature=0.0))
+        assert server.log_path is not None
+        log_start = server.log_path.stat().st_size
+        with KernelPool(size=args.k) as pool:
+            pause_study() if args.pause_study else None
+            try:
+                t1 = time.perf_counter()
+                for p in problems:
+                    tp = time.perf_counter()
+                    traces = await solve_k(p.question, backend, pool, config, k=args.k, problem_id=p.id)
+                    out["problems"].append(
+                        {
+                            "id": p.id,
+                            "gold": p.gold,
+                            "wall_s": round(time.perf_counter() - tp, 2),
+                            "samples": [
+                                {
+                                    "answer": t.final_answer,
+                                    "correct": is_equivalent(t.final_answer, p.gold, p.grading_kind),
+                                    "stop": str(t.stop_reason.value),
+                                    "tokens_in": t.tokens_in,
+                                    "tokens_out": t.tokens_out,
+                                    "calls": t.meta.get("calls", 0),
+                                    "text": "\n".join(
+                                        s.content for s in t.steps if s.kind.value != "execution"
+                                    ),
+                                    "error": t.error,
+                                }
+                                for t in traces
+                            ],
+                        }
+                    )
+                    print(f"  {kind}: problem {p.id} in {out['problems'][-1]['wall_s']} s", flush=True)
+                wall = time.perf_counter() - t1
+            finally:
+                resume_study()
+        evals = log_prompt_evals(server, log_start)
+    finally:
+        await backend.aclose()
+        server.stop()
+    samples = [s for p in out["problems"] for s in p["samples"]]
+    tok_out = sum(s["tokens_out"] for s in samples)
+    tok_in = sum(s["tokens_in"] for s in samples)
+    out.update(
+        wall_s=round(wall, 2),
+        samples=len(samples),
+        samples_per_s=round(len(samples) / wall, 4),
+        tokens_out=tok_out,
+        tokens_out_per_s=round(tok_out / wall, 2),
+        calls=sum(s["calls"] for s in samples),
+        correct=sum(s["correct"] for s in samples),
+        prompt_tokens_sent=tok_in,
+        prompt_tokens_evaluated=sum(n for _, n in evals),
+        prompt_eval_s=round(sum(ms for ms, _ in evals) / 1000, 2),
+        prompt_eval_lines=len(evals),
+    )
+    return out
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, int]:
+    same_answer = same_text = n = 0
+    for pa, pb in zip(a["problems"], b["problems"], strict=True):
+        for sa, sb in zip(pa["samples"], pb["samples"], strict=True):
+            n += 1
+            same_answer += sa["answer"] == sb["answer"]
+            same_text += sa["text"] == sb["text"]
+    return {"samples": n, "same_answer": same_answer, "same_text": same_text}
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    print()
+    print(
+        f"model {args.model}, {args.problems} GSM8K problems x k={args.k} (concurrency {args.k}), "
+        f"temperature {args.temperature}, max_tokens {args.max_tokens}, max_rounds {args.max_rounds}, "
+        f"verify {args.verify}, llama-server --parallel {args.parallel}"
+    )
+    head = "| server | wall s | samples/s | tokens out | tokens/s | calls | correct | prompt tok sent | prompt tok evaluated | reused | prompt eval s |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in results:
+        sent, ev = r["prompt_tokens_sent"], r["prompt_tokens_evaluated"]
+        reused = f"{100 * (1 - ev / sent):.0f}%" if sent and r["prompt_eval_lines"] else "n/a"
+        print(
+            f"| {r['server']} | {r['wall_s']} | {r['samples_per_s']:.3f} | {r['tokens_out']} | "
+            f"{r['tokens_out_per_s']:.1f} | {r['calls']} | {r['correct']}/{r['samples']} | {sent} | {ev} | "
+            f"{reused} | {r['prompt_eval_s']} |"
+        )
+    by = {r["server"]: r for r in results}
+    if LLAMA_SERVER in by and LLAMA_CPP_PYTHON in by:
+        a, b = by[LLAMA_CPP_PYTHON], by[LLAMA_SERVER]
+        print(
+            f"ratio llama-server / llama-cpp-python: samples/s x{b['samples_per_s'] / a['samples_per_s']:.2f}, "
+            f"tokens/s x{b['tokens_out_per_s'] / a['tokens_out_per_s']:.2f}, "
+            f"wall x{a['wall_s'] / b['wall_s']:.2f} faster"
+        )
+        c = compare(a, b)
+        print(
+            f"same outputs: final answer {c['same_answer']}/{c['samples']}, "
+            f"whole generated text {c['same_text']}/{c['samples']}"
+        )
+    for r in results:
+        answers = "; ".join(
+            f"{p['id']} gold {p['gold']}: " + ",".join(str(s["answer"]) for s in p["samples"])
+            for p in r["problems"]
+        )
+        print(f"answers {r['server']}: {answers}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--problems", type=int, default=4)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--parallel", type=int, default=4, help="llama-server slots")
+    ap.add_argument("--max-tokens", type=int, default=384)
+    ap.add_argument("--max-rounds", type=int, default=3)
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--n-ctx", type=int, default=4096)
+    ap.add_argument("--verify", action="store_true", help="loop+verify instead of loop")
+    ap.add_argument("--servers", default=",".join(KINDS[::-1]), help="comma-separated, in run order")
+    ap.add_argument("--no-pause-study", dest="pause_study", action="store_false")
+    ap.add_argument("--json", type=Path, help="write all results (with texts) here")
+    args = ap.parse_args(argv)
+    kinds = [s.strip() for s in args.servers.split(",") if s.strip()]
+    bad = [s for s in kinds if s not in KINDS]
+    if bad:
+        ap.error(f"unknown server kind(s) {bad}; use {', '.join(KINDS)}")
+    problems = load_problems("gsm8k", limit=args.problems, seed=args.seed, shuffle=True)
+    results = []
+    try:
+        for kind in kinds:
+            print(f"measuring {kind} ...", flush=True)
+            results.append(asyncio.run(measure(kind, args, problems)))
+    finally:
+        resume_study()
+    report(results, args)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=1)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
