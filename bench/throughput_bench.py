@@ -4,18 +4,21 @@
         [--max-tokens 384] [--max-rounds 3] [--temperature 0] [--servers llama-cpp-python,llama-server]
         [--verify] [--no-pause-study] [--json FILE]
 
-What it runs, for each server kind in turn (same process, same settings): the first ``--problems``
-GSM8K test problems of a seeded shuffle, ``--k`` samples each through the real agent loop
-(``solve_k``: real sandboxed Jupyter kernels, mode ``loop``, verification off unless ``--verify``),
-one problem at a time, so ``k`` requests are in flight together (concurrency = k). llama-server runs
-``--parallel`` slots with continuous batching; llama-cpp-python's server serves one request at a time.
+What it runs: both servers are started (an idle one takes no CPU); the first ``--problems`` GSM8K
+test problems of a seeded shuffle go through the real agent loop (``solve_k``: real sandboxed Jupyter
+kernels, mode ``loop``, verification off unless ``--verify``), ``--k`` samples each, one problem at a
+time, so ``k`` requests are in flight together (concurrency = k); each problem runs on both servers,
+alternating which goes first (A B, B A, ...), so that the machine's changing load hits both alike.
+Same settings for both. llama-server runs ``--parallel`` slots with continuous batching;
+llama-cpp-python's server serves one request at a time.
 
 It prints, per server: wall seconds, samples/s, completion tokens/s (tokens from the traces),
 model calls, accuracy and the final answers; then the ratio llama-server / llama-cpp-python; then
 whether the outputs are the same (per sample: final answer and the whole generated text); and the
 prompt-cache reuse across rounds: prompt tokens sent (from the traces) vs prompt tokens the server
 actually evaluated (summed from its log's ``prompt eval time = ... ms / N tokens`` lines, which both
-servers print per request), with the seconds spent evaluating prompts.
+servers print per request), with the seconds spent evaluating prompts (llama-server only:
+llama-cpp-python's per-request prompt timer reads ~0 ms, so it is shown as n/a).
 
 The background method study competes for the 2 cores: while a server is measured, the process group
 of every ``mathagent.agent.cli eval`` process is paused (SIGSTOP) and always resumed (SIGCONT) after,
@@ -113,22 +116,93 @@ def log_prompt_evals(server: LlamaServer, start: int) -> list[tuple[float, int]]
     return [(float(ms), int(n)) for ms, n in PROMPT_EVAL.findall(text)]
 
 
-async def measure(kind: str, args: argparse.Namespace, problems: list[Any]) -> dict[str, Any]:
-    # llama-cpp-python logs its per-request timings only when verbose
-    extra = ["--verbose", "True"] if kind == LLAMA_CPP_PYTHON else []
-    server = LlamaServer(args.model, kind=kind, parallel=args.parallel, n_ctx=args.n_ctx, extra_args=extra)
-    t0 = time.perf_counter()
-    server.start()
-    startup = time.perf_counter() - t0
-    backend = OpenAIBackend(
-        model=server.alias,
-        base_url=server.base_url,
-        gguf_path=server.path,
-        context_window=server.n_ctx,
-        chat_template="chatml",
-        default_system=DEFAULT_SYSTEM.get(args.model, QWEN_SYSTEM),
-        max_concurrency=args.k,
-    )
+class Arm:
+    """One server kind under test: its server, a backend on it, and what it produced."""
+
+    def __init__(self, kind: str, args: argparse.Namespace) -> None:
+        # llama-cpp-python logs its per-request timings only when verbose
+        extra = ["--verbose", "True"] if kind == LLAMA_CPP_PYTHON else []
+        self.kind = kind
+        self.server = LlamaServer(
+            args.model, kind=kind, parallel=args.parallel, n_ctx=args.n_ctx, extra_args=extra
+        )
+        t0 = time.perf_counter()
+        self.server.start()
+        self.startup = time.perf_counter() - t0
+        self.backend = OpenAIBackend(
+            model=self.server.alias,
+            base_url=self.server.base_url,
+            gguf_path=self.server.path,
+            context_window=self.server.n_ctx,
+            chat_template="chatml",
+            default_system=DEFAULT_SYSTEM.get(args.model, QWEN_SYSTEM),
+            max_concurrency=args.k,
+        )
+        self.problems: list[dict[str, Any]] = []
+        self.log_start = 0
+
+    async def warm_up(self) -> None:
+        """Page the weights in and start the slots, outside the timed part."""
+        await self.backend.generate("Say OK.", GenerationParams(max_tokens=4, temperature=0.0))
+        await asyncio.sleep(0.5)  # the server logs the warm-up's timings after its last chunk
+        assert self.server.log_path is not None
+        self.log_start = self.server.log_path.stat().st_size
+
+    async def solve(self, p: Any, pool: KernelPool, config: AgentConfig, k: int) -> None:
+        tp = time.perf_counter()
+        traces = await solve_k(p.question, self.backend, pool, config, k=k, problem_id=p.id)
+        self.problems.append(
+            {
+                "id": p.id,
+                "gold": p.gold,
+                "wall_s": round(time.perf_counter() - tp, 2),
+                "samples": [
+                    {
+                        "answer": t.final_answer,
+                        "correct": is_equivalent(t.final_answer, p.gold, p.grading_kind),
+                        "stop": str(t.stop_reason.value),
+                        "tokens_in": t.tokens_in,
+                        "tokens_out": t.tokens_out,
+                        "calls": t.meta.get("calls", 0),
+                        "text": "\n".join(s.content for s in t.steps if s.kind.value != "execution"),
+                        "error": t.error,
+                    }
+                    for t in traces
+                ],
+            }
+        )
+        print(f"  {self.kind}: problem {p.id} in {self.problems[-1]['wall_s']} s", flush=True)
+
+    async def close(self) -> dict[str, Any]:
+        await asyncio.sleep(0.5)
+        evals = log_prompt_evals(self.server, self.log_start)
+        await self.backend.aclose()
+        self.server.stop()
+        samples = [s for p in self.problems for s in p["samples"]]
+        wall = sum(p["wall_s"] for p in self.problems) or 1e-9
+        tok_out = sum(s["tokens_out"] for s in samples)
+        return {
+            "server": self.kind,
+            "startup_s": round(self.startup, 2),
+            "problems": self.problems,
+            "wall_s": round(wall, 2),
+            "samples": len(samples),
+            "samples_per_s": round(len(samples) / wall, 4),
+            "tokens_out": tok_out,
+            "tokens_out_per_s": round(tok_out / wall, 2),
+            "calls": sum(s["calls"] for s in samples),
+            "correct": sum(s["correct"] for s in samples),
+            "prompt_tokens_sent": sum(s["tokens_in"] for s in samples),
+            "prompt_tokens_evaluated": sum(n for _, n in evals),
+            "prompt_eval_s": round(sum(ms for ms, _ in evals) / 1000, 2),
+            "prompt_eval_lines": len(evals),
+        }
+
+
+async def measure(kinds: list[str], args: argparse.Namespace, problems: list[Any]) -> list[dict[str, Any]]:
+    """Both servers up at once (an idle one takes no CPU); the problems alternate between them
+    (A B, B A, A B, ...) so that a change in the machine's load hits both alike."""
+    arms: list[Arm] = []
     config = AgentConfig(
         temperature=args.temperature,
         seed=args.seed,
@@ -136,66 +210,26 @@ async def measure(kind: str, args: argparse.Namespace, problems: list[Any]) -> d
         max_rounds=args.max_rounds,
         verify=args.verify,
     )
-    out: dict[str, Any] = {"server": kind, "startup_s": round(startup, 2), "problems": []}
     try:
-        # warm-up: page the weights in and start the slots, outside the timed part
-        await backend.generate("Say OK.", GenerationParams(max_tokens=4, temperature=0.0))
-        assert server.log_path is not None
-        log_start = server.log_path.stat().st_size
+        for kind in kinds:
+            print(f"starting {kind} ...", flush=True)
+            arms.append(Arm(kind, args))
+        for arm in arms:
+            await arm.warm_up()
         with KernelPool(size=args.k) as pool:
-            pause_study() if args.pause_study else None
-            try:
-                t1 = time.perf_counter()
-                for p in problems:
-                    tp = time.perf_counter()
-                    traces = await solve_k(p.question, backend, pool, config, k=args.k, problem_id=p.id)
-                    out["problems"].append(
-                        {
-                            "id": p.id,
-                            "gold": p.gold,
-                            "wall_s": round(time.perf_counter() - tp, 2),
-                            "samples": [
-                                {
-                                    "answer": t.final_answer,
-                                    "correct": is_equivalent(t.final_answer, p.gold, p.grading_kind),
-                                    "stop": str(t.stop_reason.value),
-                                    "tokens_in": t.tokens_in,
-                                    "tokens_out": t.tokens_out,
-                                    "calls": t.meta.get("calls", 0),
-                                    "text": "\n".join(
-                                        s.content for s in t.steps if s.kind.value != "execution"
-                                    ),
-                                    "error": t.error,
-                                }
-                                for t in traces
-                            ],
-                        }
-                    )
-                    print(f"  {kind}: problem {p.id} in {out['problems'][-1]['wall_s']} s", flush=True)
-                wall = time.perf_counter() - t1
-            finally:
-                resume_study()
-        evals = log_prompt_evals(server, log_start)
+            for i, p in enumerate(problems):
+                order = arms if i % 2 == 0 else arms[::-1]
+                for arm in order:
+                    if args.pause_study:
+                        pause_study()
+                    try:
+                        await arm.solve(p, pool, config, args.k)
+                    finally:
+                        resume_study()
+        return [await arm.close() for arm in arms]
     finally:
-        await backend.aclose()
-        server.stop()
-    samples = [s for p in out["problems"] for s in p["samples"]]
-    tok_out = sum(s["tokens_out"] for s in samples)
-    tok_in = sum(s["tokens_in"] for s in samples)
-    out.update(
-        wall_s=round(wall, 2),
-        samples=len(samples),
-        samples_per_s=round(len(samples) / wall, 4),
-        tokens_out=tok_out,
-        tokens_out_per_s=round(tok_out / wall, 2),
-        calls=sum(s["calls"] for s in samples),
-        correct=sum(s["correct"] for s in samples),
-        prompt_tokens_sent=tok_in,
-        prompt_tokens_evaluated=sum(n for _, n in evals),
-        prompt_eval_s=round(sum(ms for ms, _ in evals) / 1000, 2),
-        prompt_eval_lines=len(evals),
-    )
-    return out
+        for arm in arms:
+            arm.server.stop()
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, int]:
@@ -224,7 +258,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(
             f"| {r['server']} | {r['wall_s']} | {r['samples_per_s']:.3f} | {r['tokens_out']} | "
             f"{r['tokens_out_per_s']:.1f} | {r['calls']} | {r['correct']}/{r['samples']} | {sent} | {ev} | "
-            f"{reused} | {r['prompt_eval_s']} |"
+            f"{reused} | {r['prompt_eval_s'] if r['server'] == LLAMA_SERVER else 'n/a'} |"
         )
     by = {r["server"]: r for r in results}
     if LLAMA_SERVER in by and LLAMA_CPP_PYTHON in by:
@@ -268,11 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         ap.error(f"unknown server kind(s) {bad}; use {', '.join(KINDS)}")
     problems = load_problems("gsm8k", limit=args.problems, seed=args.seed, shuffle=True)
-    results = []
     try:
-        for kind in kinds:
-            print(f"measuring {kind} ...", flush=True)
-            results.append(asyncio.run(measure(kind, args, problems)))
+        results = asyncio.run(measure(kinds, args, problems))
     finally:
         resume_study()
     report(results, args)
