@@ -116,7 +116,8 @@ def command(
     """``llama-server``'s command line: ``parallel`` slots of ``n_ctx`` tokens each, loopback only.
 
     The KV cache holds ``parallel * n_ctx`` tokens, split evenly (``--no-kv-unified``), so every
-    sample gets the same context window as on llama-cpp-python's server. The web UI is off.
+    sample gets the same context window as on llama-cpp-python's server. The web UI is off. The
+    default repeat penalty is llama-cpp-python's (1.1), so that both servers sample alike.
     """
     parallel = max(1, int(parallel))
     return [
@@ -125,6 +126,9 @@ def command(
         "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel), "--no-kv-unified",
         "--cont-batching", "--threads", str(n_threads), "--threads-batch", str(n_threads),
         "--cache-ram", str(CACHE_RAM_MIB), "--no-webui",
+        # llama-cpp-python's server applies a repeat penalty of 1.1 unless a request says otherwise;
+        # llama-server's default is none. Same default, same outputs (greedy ones included).
+        "--repeat-penalty", "1.1",
         *extra_args,
     ]  # fmt: skip
 

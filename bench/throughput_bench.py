@@ -21,7 +21,7 @@ servers print per request), with the seconds spent evaluating prompts (llama-ser
 llama-cpp-python's per-request prompt timer reads ~0 ms, so it is shown as n/a).
 
 The background method study competes for the 2 cores: while a server is measured, the process group
-of every ``mathagent.agent.cli eval`` process is paused (SIGSTOP) and always resumed (SIGCONT) after,
+of each ``mathagent.agent.cli eval`` process writing into ``bench/study/runs`` is paused (SIGSTOP) and always resumed (SIGCONT) after,
 also on error, Ctrl-C or SIGTERM. ``--no-pause-study`` leaves it running.
 """
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -42,15 +43,21 @@ from typing import Any
 from mathagent.agent.backends.base import GenerationParams
 from mathagent.agent.backends.openai_backend import OpenAIBackend
 from mathagent.agent.config import AgentConfig
-from mathagent.agent.grading import is_equivalent
+from mathagent.agent.formats import get_format
+from mathagent.agent.grading import extract_answer, is_equivalent
 from mathagent.agent.llama_server import DEFAULT_SYSTEM, QWEN_SYSTEM, LlamaServer
 from mathagent.agent.loop import solve_k
+from mathagent.agent.modes import default_prompt
 from mathagent.agent.native_server import KINDS, LLAMA_CPP_PYTHON, LLAMA_SERVER
+from mathagent.agent.prompts import load_prompt
 from mathagent.evals.datasets import load_problems
 from mathagent.sandbox import KernelPool
 
+STAND_IN = "(stand-in output: this benchmark runs no code)"
 PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
 STUDY = "mathagent.agent.cli eval"
+STUDY_RUNS = "bench/study/runs"
+"""Only the method study's evals are paused (their run folders lie there), never other people's."""
 
 # -- pausing the background study -----------------------------------------------------------------
 
@@ -58,14 +65,14 @@ _PAUSED: set[int] = set()
 
 
 def study_groups() -> set[int]:
-    """Process groups of running ``mathagent.agent.cli eval`` processes (not this one)."""
+    """Process groups of the method study's ``mathagent.agent.cli eval`` processes (not this one)."""
     groups: set[int] = set()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) == os.getpid():
             continue
         try:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if STUDY in cmd:
+            if STUDY in cmd and STUDY_RUNS in cmd:
                 groups.add(os.getpgid(int(d.name)))
         except (OSError, ProcessLookupError):
             continue
@@ -113,7 +120,10 @@ def log_prompt_evals(server: LlamaServer, start: int) -> list[tuple[float, int]]
     with open(server.log_path, "rb") as f:
         f.seek(start)
         text = f.read().decode(errors="replace")
-    return [(float(ms), int(n)) for ms, n in PROMPT_EVAL.findall(text)]
+    # both kinds of one model append to the same log file: keep this kind's lines
+    mark = "print_timing" if server.kind == LLAMA_SERVER else "llama_perf_context_print"
+    lines = [line for line in text.splitlines() if mark in line]
+    return [(float(ms), int(n)) for line in lines for ms, n in PROMPT_EVAL.findall(line)]
 
 
 class Arm:
@@ -124,7 +134,12 @@ class Arm:
         extra = ["--verbose", "True"] if kind == LLAMA_CPP_PYTHON else []
         self.kind = kind
         self.server = LlamaServer(
-            args.model, kind=kind, parallel=args.parallel, n_ctx=args.n_ctx, extra_args=extra
+            args.model,
+            kind=kind,
+            parallel=args.parallel,
+            n_ctx=args.n_ctx,
+            n_threads=args.n_threads,
+            extra_args=extra,
         )
         t0 = time.perf_counter()
         self.server.start()
@@ -173,6 +188,52 @@ class Arm:
         )
         print(f"  {self.kind}: problem {p.id} in {self.problems[-1]['wall_s']} s", flush=True)
 
+    async def solve_raw(self, p: Any, args: argparse.Namespace) -> None:
+        """``k`` concurrent conversations of the agent's own prompts, without kernels: round 1 is the
+        agent's first call (system prompt + problem, markdown format, its stop string); when the model
+        wrote code, the next round appends its text and a fixed stand-in ``output`` block, as the loop
+        appends a real one, and continues the same raw prompt (which grows every round)."""
+        fmt = get_format("markdown")
+        system = load_prompt(default_prompt("loop") or fmt.name).text
+
+        async def conversation(i: int) -> dict[str, Any]:
+            prompt = fmt.build_prompt(p.question, [], system, render_chat=self.backend.render_chat)
+            assert isinstance(prompt, str)
+            texts: list[str] = []
+            tok_in = tok_out = calls = 0
+            for _ in range(args.max_rounds):
+                params = GenerationParams(
+                    temperature=args.temperature,
+                    max_tokens=args.max_tokens,
+                    stop=fmt.stop_strings,
+                    seed=args.seed + i,
+                )
+                c = (await self.backend.generate(prompt, params))[0]
+                calls += 1
+                tok_in += c.prompt_tokens
+                tok_out += c.completion_tokens
+                texts.append(c.text)
+                if fmt.parse_generation(c).code is None:
+                    break
+                prompt += c.text.rstrip("\n") + "\n```output\n" + STAND_IN + "\n```\n"
+            answer = extract_answer("\n".join(texts), p.grading_kind)
+            return {
+                "answer": answer,
+                "correct": is_equivalent(answer, p.gold, p.grading_kind),
+                "tokens_in": tok_in,
+                "tokens_out": tok_out,
+                "calls": calls,
+                "text": "\n".join(texts),
+                "first_call": texts[0],
+            }
+
+        tp = time.perf_counter()
+        samples = await asyncio.gather(*(conversation(i) for i in range(args.k)))
+        self.problems.append(
+            {"id": p.id, "gold": p.gold, "wall_s": round(time.perf_counter() - tp, 2), "samples": samples}
+        )
+        print(f"  {self.kind}: problem {p.id} in {self.problems[-1]['wall_s']} s", flush=True)
+
     async def close(self) -> dict[str, Any]:
         await asyncio.sleep(0.5)
         evals = log_prompt_evals(self.server, self.log_start)
@@ -216,14 +277,18 @@ async def measure(kinds: list[str], args: argparse.Namespace, problems: list[Any
             arms.append(Arm(kind, args))
         for arm in arms:
             await arm.warm_up()
-        with KernelPool(size=args.k) as pool:
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(KernelPool(size=args.k)) if args.loop else None
             for i, p in enumerate(problems):
                 order = arms if i % 2 == 0 else arms[::-1]
                 for arm in order:
                     if args.pause_study:
                         pause_study()
                     try:
-                        await arm.solve(p, pool, config, args.k)
+                        if pool is not None:
+                            await arm.solve(p, pool, config, args.k)
+                        else:
+                            await arm.solve_raw(p, args)
                     finally:
                         resume_study()
         return [await arm.close() for arm in arms]
@@ -233,13 +298,14 @@ async def measure(kinds: list[str], args: argparse.Namespace, problems: list[Any
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, int]:
-    same_answer = same_text = n = 0
+    same_answer = same_text = same_first = n = 0
     for pa, pb in zip(a["problems"], b["problems"], strict=True):
         for sa, sb in zip(pa["samples"], pb["samples"], strict=True):
             n += 1
             same_answer += sa["answer"] == sb["answer"]
             same_text += sa["text"] == sb["text"]
-    return {"samples": n, "same_answer": same_answer, "same_text": same_text}
+            same_first += sa.get("first_call") == sb.get("first_call")
+    return {"samples": n, "same_answer": same_answer, "same_text": same_text, "same_first_call": same_first}
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
@@ -272,6 +338,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print(
             f"same outputs: final answer {c['same_answer']}/{c['samples']}, "
             f"whole generated text {c['same_text']}/{c['samples']}"
+            + (f", first call's text {c['same_first_call']}/{c['samples']}" if not args.loop else "")
         )
     for r in results:
         answers = "; ".join(
@@ -292,7 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--n-ctx", type=int, default=4096)
-    ap.add_argument("--verify", action="store_true", help="loop+verify instead of loop")
+    ap.add_argument("--n-threads", type=int, default=None, help="server threads (default: usable cores)")
+    ap.add_argument(
+        "--loop",
+        action="store_true",
+        help="the real agent loop with sandboxed kernels (default: the agent's calls without kernels, "
+        "a fixed stand-in output block after each code block)",
+    )
+    ap.add_argument("--verify", action="store_true", help="with --loop: loop+verify instead of loop")
     ap.add_argument("--servers", default=",".join(KINDS[::-1]), help="comma-separated, in run order")
     ap.add_argument("--no-pause-study", dest="pause_study", action="store_false")
     ap.add_argument("--json", type=Path, help="write all results (with texts) here")
