@@ -21,7 +21,8 @@ servers print per request), with the seconds spent evaluating prompts (llama-ser
 llama-cpp-python's per-request prompt timer reads ~0 ms, so it is shown as n/a).
 
 The background method study competes for the 2 cores: while a server is measured, the process group
-of each ``mathagent.agent.cli eval`` process writing into ``bench/study/runs`` is paused (SIGSTOP) and always resumed (SIGCONT) after,
+of each ``mathagent.agent.cli eval`` process writing into ``bench/study/runs``, and of the model
+server it started, is paused (SIGSTOP) and always resumed (SIGCONT) after,
 also on error, Ctrl-C or SIGTERM. ``--no-pause-study`` leaves it running.
 """
 
@@ -65,16 +66,23 @@ _PAUSED: set[int] = set()
 
 
 def study_groups() -> set[int]:
-    """Process groups of the method study's ``mathagent.agent.cli eval`` processes (not this one)."""
+    """Process groups of the method study's ``mathagent.agent.cli eval`` processes and of the model
+    servers they started (not this process's group)."""
     groups: set[int] = set()
+    cmds: dict[int, str] = {}
     for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cmds[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+    evals = {pid for pid, cmd in cmds.items() if STUDY in cmd and STUDY_RUNS in cmd}
+    # ... and the model server each of them started (its own group, under an orphan guard naming it)
+    servers = {pid for pid, cmd in cmds.items() if any(f"orphan_guard {e} " in cmd for e in evals)}
+    for pid in evals | servers:
         try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if STUDY in cmd and STUDY_RUNS in cmd:
-                groups.add(os.getpgid(int(d.name)))
-        except (OSError, ProcessLookupError):
+            groups.add(os.getpgid(pid))
+        except ProcessLookupError:
             continue
     groups.discard(os.getpgrp())
     return groups
@@ -152,6 +160,10 @@ class Arm:
             chat_template="chatml",
             default_system=DEFAULT_SYSTEM.get(args.model, QWEN_SYSTEM),
             max_concurrency=args.k,
+            # a queued request on the one-at-a-time server may wait for k - 1 whole generations on a
+            # busy machine: no retries (they would re-queue it and skew the figures)
+            request_timeout=3600,
+            stall_timeout=600,
         )
         self.problems: list[dict[str, Any]] = []
         self.log_start = 0
@@ -257,6 +269,7 @@ class Arm:
             "prompt_tokens_evaluated": sum(n for _, n in evals),
             "prompt_eval_s": round(sum(ms for ms, _ in evals) / 1000, 2),
             "prompt_eval_lines": len(evals),
+            "retries": len(self.backend.retry_log),
         }
 
 
