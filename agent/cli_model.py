@@ -40,8 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--server",
         default=None,
-        help="llama-server (parallel slots, batched), llama-cpp-python (one request at a time) or auto "
-        "(default: $MATHAGENT_SERVER, else llama-server when installed)",
+        help="llama-cpp-python (one request at a time), llama-server (parallel slots, batched) or auto "
+        "(llama-server when installed); default: $MATHAGENT_SERVER, else llama-cpp-python",
     )
     sv.add_argument("--parallel", type=int, default=4, help="llama-server slots (default 4)")
     return p

@@ -185,8 +185,8 @@ class LlamaServer:
     """A llama.cpp server process on loopback; a context manager; stopped at exit at the latest.
 
     ``kind``: ``"llama-server"`` (llama.cpp's own server, ``parallel`` slots decoded in one batch),
-    ``"llama-cpp-python"`` (one request at a time) or ``None``/``"auto"`` (``$MATHAGENT_SERVER``, else
-    llama-server when installed, else llama-cpp-python with a warning); see
+    ``"llama-cpp-python"`` (one request at a time; the default) or ``"auto"`` (llama-server when
+    installed, else llama-cpp-python with a warning); ``None``: ``$MATHAGENT_SERVER``, else the default; see
     :mod:`mathagent.agent.native_server`.
     """
 

@@ -36,6 +36,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -346,6 +347,12 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"ratio llama-server / llama-cpp-python: samples/s x{b['samples_per_s'] / a['samples_per_s']:.2f}, "
             f"tokens/s x{b['tokens_out_per_s'] / a['tokens_out_per_s']:.2f}, "
             f"wall x{a['wall_s'] / b['wall_s']:.2f} faster"
+        )
+        pairs = [pa["wall_s"] / pb["wall_s"] for pa, pb in zip(a["problems"], b["problems"], strict=True)]
+        print(
+            "per problem (llama-cpp-python wall / llama-server wall): "
+            + ", ".join(f"{x:.2f}" for x in pairs)
+            + f"; median x{statistics.median(pairs):.2f}"
         )
         c = compare(a, b)
         print(

@@ -23,8 +23,10 @@ COUNT = [{"role": "user", "content": "Count from 1 to 20, separated by commas. O
 def test_auto_falls_back_to_llama_cpp_python_with_a_warning(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv(native_server.BIN_ENV, str(tmp_path / "missing" / "llama-server"))
     monkeypatch.delenv(native_server.KIND_ENV, raising=False)
+    assert native_server.resolve_kind(None) == (LLAMA_CPP_PYTHON, None)  # the default, no warning
+    assert "llama-server" not in caplog.text
     with caplog.at_level(logging.WARNING, logger="mathagent.agent.native_server"):
-        assert native_server.resolve_kind(None) == (LLAMA_CPP_PYTHON, None)
+        assert native_server.resolve_kind("auto") == (LLAMA_CPP_PYTHON, None)
     assert "llama-server not found" in caplog.text and "build_llama_server.sh" in caplog.text
     # asked for by name, a missing llama-server is an error that says how to install it
     with pytest.raises(RuntimeError, match="build_llama_server.sh"):
