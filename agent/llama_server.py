@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from mathagent.agent import native_server
 from mathagent.agent.cache import cache_dir
 from mathagent.agent.models import is_bundled, model_path
 
@@ -140,7 +141,13 @@ atexit.register(_stop_all)
 
 
 class LlamaServer:
-    """A llama.cpp server process on loopback; a context manager; stopped at exit at the latest."""
+    """A llama.cpp server process on loopback; a context manager; stopped at exit at the latest.
+
+    ``kind``: ``"llama-server"`` (llama.cpp's own server, ``parallel`` slots decoded in one batch),
+    ``"llama-cpp-python"`` (one request at a time; the default) or ``"auto"`` (llama-server when
+    installed, else llama-cpp-python with a warning); ``None``: ``$MATHAGENT_SERVER``, else the default; see
+    :mod:`mathagent.agent.native_server`.
+    """
 
     slots: int = 1
     """Requests the server works on at once. llama-cpp-python's server takes one and queues the rest;
@@ -156,7 +163,11 @@ class LlamaServer:
         chat_format: str | None = None,
         startup_timeout: float = 180.0,
         extra_args: Sequence[str] = (),
+        kind: str | None = None,
+        parallel: int = native_server.DEFAULT_PARALLEL,
     ) -> None:
+        self.kind, self.binary = native_server.resolve_kind(kind)
+        self.parallel = max(1, int(parallel))
         self.name = str(model)
         self.path = model_path(str(model)) if is_bundled(str(model)) else Path(model)
         if not self.path.is_file():
@@ -186,6 +197,15 @@ class LlamaServer:
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
+        if self.kind == native_server.LLAMA_SERVER:
+            assert self.binary is not None
+            native = native_server.command(
+                self.binary, self.path, alias=self.alias, host=self.host, port=self.port,
+                n_ctx=self.n_ctx, n_threads=self.n_threads, parallel=self.parallel,
+                extra_args=self.extra_args,
+            )  # fmt: skip
+            guard = [sys.executable, "-m", "mathagent.agent.orphan_guard", str(os.getpid())]
+            return [*guard, "mathagent.agent.native_server", *native]
         cmd = [
             # orphan_guard ends the server if this process dies without stopping it (kill -9).
             sys.executable, "-m", "mathagent.agent.orphan_guard", str(os.getpid()), "llama_cpp.server",
@@ -218,18 +238,19 @@ class LlamaServer:
         with self._lock:
             if self.is_running():
                 return self
-            try:
-                import llama_cpp.server  # noqa: F401
-            except ImportError as e:
-                raise RuntimeError(
-                    'llama.cpp server is not installed: pip install "llama-cpp-python[server]"'
-                ) from e
+            if self.kind == native_server.LLAMA_CPP_PYTHON:
+                try:
+                    import llama_cpp.server  # noqa: F401
+                except ImportError as e:
+                    raise RuntimeError(
+                        'llama.cpp server is not installed: pip install "llama-cpp-python[server]"'
+                    ) from e
             self._log_file, self.log_path = open_log(f"llama-server-{_safe(self.alias)}.log")
             self._log_start = self._log_file.tell()
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             self._log_file.write(f"\n== {stamp} pid {os.getpid()} port {self.port}: {self.path}\n".encode())
             self._log_file.flush()
-            log.info("starting llama.cpp server (log: %s): %s", self.log_path, " ".join(self.command()))
+            log.info("starting %s (log: %s): %s", self.kind, self.log_path, " ".join(self.command()))
             self.proc = subprocess.Popen(
                 self.command(),
                 stdout=self._log_file,
@@ -302,7 +323,7 @@ class LlamaServer:
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
-        return f"LlamaServer({self.alias!r}, {self.base_url}, {state})"
+        return f"LlamaServer({self.alias!r}, {self.base_url}, {self.kind}, {state})"
 
 
 _SHARED: dict[tuple[str, int], LlamaServer] = {}

@@ -40,7 +40,8 @@ def run(coro):
 
 def test_server_is_on_loopback_and_lists_the_model(server):
     assert server.base_url.startswith("http://127.0.0.1:")
-    assert f"--n_threads {server.n_threads}" in " ".join(server.command())
+    threads = "--threads" if server.kind == "llama-server" else "--n_threads"
+    assert f"{threads} {server.n_threads}" in " ".join(server.command())
 
 
 def test_chat_with_stop_string(backend):
