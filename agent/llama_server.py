@@ -149,10 +149,6 @@ class LlamaServer:
     :mod:`mathagent.agent.native_server`.
     """
 
-    slots: int = 1
-    """Requests the server works on at once. llama-cpp-python's server takes one and queues the rest;
-    a queued request's timeout would tick while it waits, so clients keep no more than this in flight."""
-
     def __init__(
         self,
         model: str | os.PathLike[str] = "qwen2.5-coder-1.5b",
@@ -320,6 +316,13 @@ class LlamaServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def slots(self) -> int:
+        """Requests the server works on at once: ``parallel`` for llama-server; 1 for llama-cpp-python,
+        which takes one and queues the rest. A queued request's timeout would tick while it waits, so
+        clients keep no more than this in flight."""
+        return self.parallel if self.kind == native_server.LLAMA_SERVER else 1
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"

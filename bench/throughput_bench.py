@@ -47,7 +47,7 @@ from mathagent.agent.backends.openai_backend import OpenAIBackend
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.formats import get_format
 from mathagent.agent.grading import extract_answer, is_equivalent
-from mathagent.agent.llama_server import DEFAULT_SYSTEM, QWEN_SYSTEM, LlamaServer
+from mathagent.agent.llama_server import LlamaServer
 from mathagent.agent.loop import solve_k
 from mathagent.agent.modes import default_prompt
 from mathagent.agent.native_server import KINDS, LLAMA_CPP_PYTHON, LLAMA_SERVER
@@ -158,8 +158,6 @@ class Arm:
             base_url=self.server.base_url,
             gguf_path=self.server.path,
             context_window=self.server.n_ctx,
-            chat_template="chatml",
-            default_system=DEFAULT_SYSTEM.get(args.model, QWEN_SYSTEM),
             max_concurrency=args.k,
             # a queued request on the one-at-a-time server may wait for k - 1 whole generations on a
             # busy machine: no retries (they would re-queue it and skew the figures)

@@ -87,12 +87,10 @@ def test_real_llama_server_serves_parallel_requests_together():
             pytest.fail(f"llama-server is not installed; {native_server.INSTALL_HINT}")
         pytest.skip(f"llama-server is not installed; {native_server.INSTALL_HINT}")
     server = LlamaServer(MODEL, kind="llama-server", parallel=2, n_ctx=1024)
-    assert server.kind == LLAMA_SERVER
+    assert server.kind == LLAMA_SERVER and server.slots == 2
     with server:
         assert server.base_url.startswith("http://127.0.0.1:") and server.is_running()
-        backend = OpenAIBackend(
-            model=server.alias, base_url=server.base_url, gguf_path=server.path, chat_template="chatml"
-        )
+        backend = OpenAIBackend(model=server.alias, base_url=server.base_url, gguf_path=server.path)
 
         async def one(stamps: list[float]):
             params = GenerationParams(max_tokens=60, temperature=0.0, stop=("12",))
