@@ -21,7 +21,8 @@ PIP="python3 -m pip --disable-pip-version-check -q"
 python3 -c "import torch" 2>/dev/null || $PIP install "torch==2.13.0"
 $PIP install -e ".[all]"
 # llama.cpp's own server (parallel slots, continuous batching) built from the llama.cpp sources in the
-# llama-cpp-python sdist; skipped when already built for this version. The bundled models use it.
+# llama-cpp-python sdist; skipped when already built for this version. Opt-in for the bundled models
+# (MATHAGENT_SERVER=llama-server; docs/backends.md); its real-server test needs it under CI.
 bash .ci/build_llama_server.sh
 
 # Bundled models: Qwen2.5-Coder-1.5B-Instruct (default), -0.5B-Instruct (fast, tests) as GGUF parts,
