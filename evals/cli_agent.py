@@ -286,28 +286,16 @@ def run_agent(
     run: RunDir,
     setup: AgentSetup,
     *,
-    k: int,
-    concurrency: int,
-    seed: int | None,
-    retry_failed: bool,
-    progress: bool,
     prog: str,
     argv: Sequence[str],
+    **solve: Any,
 ) -> dict[str, int] | None:
-    """Solve every pending (problem, sample) of ``run`` with the agent, then close the sandboxes and
-    the backend; returns the runner's counts. When the run folder cannot be written (a full disk) it
-    prints what is saved and the command that resumes (``prog`` + ``argv``) and returns None."""
+    """Solve every pending (problem, sample) of ``run`` with the agent (``solve``: the keywords of
+    :func:`_run_agent`), then close the sandboxes and the backend; returns the runner's counts. When the
+    run folder cannot be written (a full disk) it prints what is saved and the command that resumes
+    (``prog`` + ``argv``) and returns None."""
     try:
-        return _run_agent(
-            problems,
-            run,
-            setup,
-            k=k,
-            concurrency=concurrency,
-            seed=seed,
-            retry_failed=retry_failed,
-            progress=progress,
-        )
+        return _run_agent(problems, run, setup, **solve)
     except RunWriteError as e:
         print(stop_message(prog, e, argv), file=sys.stderr)
         return None

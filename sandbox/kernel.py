@@ -92,6 +92,20 @@ def relay_as_bytes(config: SandboxConfig) -> int:
     return RELAY_BASE_AS + 4 * RELAY_HWM * max_message_bytes(config)
 
 
+def json_lines(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:
+    """The JSON objects on the complete lines of ``buf`` (other lines skipped) and the unfinished rest."""
+    msgs: list[dict[str, Any]] = []
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            msgs.append(msg)
+    return msgs, buf
+
+
 class _Relay:
     """The slot's message relay (see ``relay.py``): a host process of its own, under RLIMIT_AS, which
     receives every message of the slot's kernels and forwards to this process only those that fit
@@ -140,14 +154,8 @@ class _Relay:
                 buf = self._handle(buf + chunk)
 
     def _handle(self, buf: bytes) -> bytes:
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(msg, dict):
-                continue
+        msgs, buf = json_lines(buf)
+        for msg in msgs:
             if "dropped" in msg:
                 self.dropped += int(msg["dropped"]) if isinstance(msg["dropped"], int) else 0
                 log.info("sandbox slot %d: the relay dropped an oversized message: %s", self.slot_index, msg)
@@ -328,15 +336,8 @@ class _Zygote:
                 self._replies.put({"closed": True})
                 os.close(self._rep)
                 return
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                try:
-                    msg = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(msg, dict):
-                    continue
+            msgs, buf = json_lines(buf + chunk)
+            for msg in msgs:
                 if "exited" in msg:
                     self.exits[int(msg["exited"])] = int(msg["status"])
                     while len(self.exits) > EXITS_KEPT:
