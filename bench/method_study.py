@@ -28,8 +28,8 @@ def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
     verify-prompt runs on GSM8K train, then the k = 4 runs (hours each on 2 cores)."""
     eval_ = [sys.executable, "-m", "mathagent.agent.cli", "eval"]
     k1, k4 = [], []
-    for model in models:
-        for ds in datasets:
+    for ds in datasets:  # GSM8K for both models first: the cheapest complete comparison
+        for model in models:
             for mode in ("cot", "pot", "loop+verify"):
                 name = f"{ds}-{model}-{mode.replace('+', '')}-k1"
                 k1.append(
