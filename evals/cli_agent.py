@@ -314,6 +314,8 @@ def _run_agent(
 ) -> dict[str, int]:
     provider = make_provider(setup.limits.pool_size)
     print(setup.limits.describe(), file=sys.stderr)
+    for warning in setup.limits.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     run.header["sandbox_level"] = str(getattr(getattr(provider, "level", None), "value", None))
 
     async def solve_fn(problem: Problem, i: int, seed: int | None) -> Trace:

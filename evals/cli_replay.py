@@ -94,6 +94,8 @@ def main(argv: list[str]) -> int:
         )
         return 2
     print(limits.describe(), file=sys.stderr)
+    for warning in limits.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     provider = make_provider(limits.pool_size)
     t0 = time.perf_counter()
     try:

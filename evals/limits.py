@@ -73,10 +73,13 @@ class Limits:
     machine: Machine | None = None
     reasons: dict[str, str] = field(default_factory=dict)
     """Per derived value, the rule that gave it, in words."""
+    warnings: tuple[str, ...] = ()
+    """Given values this machine cannot serve well, in words (the values are kept: the user decides)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["derived"] = list(self.derived)
+        d["warnings"] = list(self.warnings)
         return d
 
     def describe(self) -> str:
@@ -148,7 +151,42 @@ def derive_limits(
         reasons["pool_size"] = (
             f"one per trajectory, at most {POOL_PER_CORE}/core and the kernel memory left, at least {MIN_POOL}"
         )
-    return Limits(max_inflight, concurrency, pool_size, tuple(reasons), machine, reasons)
+    warnings = _warnings(cores, budget, kernel_mb, remote, server_slots, max_inflight, concurrency, reasons)
+    return Limits(max_inflight, concurrency, pool_size, tuple(reasons), machine, reasons, warnings)
+
+
+def _warnings(
+    cores: int,
+    budget: int,
+    kernel_mb: int,
+    remote: bool,
+    server_slots: int | None,
+    max_inflight: int,
+    concurrency: int,
+    reasons: dict[str, str],
+) -> tuple[str, ...]:
+    """What a given ``--max-inflight`` / ``--concurrency`` asks of this machine beyond what it serves
+    (256 requests in flight on 2 cores ran at load average 188): kept, but said."""
+    out = []
+    if "max_inflight" not in reasons:
+        if remote and max_inflight > INFLIGHT_PER_CORE * cores:
+            out.append(
+                f"--max-inflight {max_inflight} on {cores} cores is above the {INFLIGHT_PER_CORE}/core that "
+                f"bench/inflight_bench.py measured as useful: the agent's own work per turn (parsing, grading, "
+                f"code) will queue for the CPU; the derived value is {min(INFLIGHT_PER_CORE * cores, budget)}"
+            )
+        if not remote and server_slots and max_inflight > server_slots:
+            out.append(
+                f"--max-inflight {max_inflight}: the local server works on {server_slots} request(s) at a time; "
+                f"the others wait in its queue while their timeouts tick"
+            )
+    if concurrency > budget and not ("concurrency" in reasons and "max_inflight" in reasons):
+        out.append(
+            f"{concurrency} trajectories hold {concurrency} kernels of about {kernel_mb} MB "
+            f"({concurrency * kernel_mb} MB), more than the {KERNEL_MEMORY_SHARE:.0%} of available memory "
+            f"kernels may take ({budget} kernels): expect swapping or kernels that fail to start"
+        )
+    return tuple(out)
 
 
 def machine() -> Machine:

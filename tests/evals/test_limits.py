@@ -146,3 +146,50 @@ def test_max_code_calls_is_the_round_cap_everywhere():
     gen = cli_generate.build_parser().parse_args(["--problems", "p", "--out", "o", "--max-code-calls", "2"])
     assert gen.max_rounds == 2
     assert cli_solve.build_parser().parse_args(["--max-code-calls", "5", "x"]).max_rounds == 5
+
+
+@pytest.mark.parametrize(
+    ("m", "remote", "given", "slots", "expected"),
+    [
+        # 256 in flight on 2 cores (load average 188 when it was run): above 32/core, and 256 kernels
+        (Machine(2, 16_000), True, {"max_inflight": 256}, None, ["above the 32/core", "expect swapping"]),
+        # a concurrency beyond the kernel memory, whatever the requests
+        (SMALL, True, {"concurrency": 100}, None, ["100 trajectories hold 100 kernels"]),
+        # a one-slot local server given 4 in flight: they queue with their timeouts ticking
+        (BIG, False, {"max_inflight": 4}, 1, ["works on 1 request(s) at a time"]),
+        # derived values and sensible given ones say nothing
+        (SMALL, True, {}, None, []),
+        (BIG, True, {"max_inflight": 64}, None, []),
+        (BIG, False, {}, 1, []),
+    ],
+)
+def test_given_values_beyond_the_machine_are_kept_but_warned(m, remote, given, slots, expected):
+    lim = derive_limits(m, remote=remote, server_slots=slots, **given)
+    assert all(getattr(lim, k) == v for k, v in given.items())  # the user decides
+    assert len(lim.warnings) == len(expected)
+    for want, got in zip(expected, lim.warnings, strict=True):
+        assert want in got
+    assert lim.to_dict()["warnings"] == list(lim.warnings)
+
+
+@pytest.mark.kernel
+def test_eval_prints_and_records_the_warning_for_a_concurrency_beyond_memory(tmp_path, capsys):
+    """A real eval (scripted model, real kernel) given --concurrency far beyond the kernel memory runs as
+    told, and says so on stderr and in the run header."""
+    from mathagent.evals.datasets import load_problems
+
+    p = load_problems("gsm8k", limit=1)[0]
+    script = tmp_path / "script.jsonl"
+    turn = f"```python\nprint({p.gold})\n```\n```output\n{p.gold}\n```\nThe answer is $\\boxed{{{p.gold}}}$."
+    script.write_text(json.dumps({"problem_id": p.id, "turns": [turn]}) + "\n")
+    run_dir = tmp_path / "run"
+    argv = ["--dataset", "gsm8k", "--limit", "1", "--backend", "scripted", "--script", str(script),
+            "--concurrency", "1000000", "--pool-size", "1", "--no-verify", "--run-dir", str(run_dir), "--json"]  # fmt: skip
+    assert cli_eval.main(argv) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["overall"]["accuracy"] == 1.0
+    assert "warning: 1000000 trajectories hold" in captured.err
+    header = json.loads((run_dir / "header.json").read_text())
+    assert header["limits"]["concurrency"] == 1_000_000
+    [warning] = header["limits"]["warnings"]
+    assert "1000000 trajectories hold 1000000 kernels" in warning
