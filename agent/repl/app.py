@@ -57,6 +57,7 @@ def settings_from_args(args: argparse.Namespace) -> ReplSettings:
         rounds=preset.max_rounds,
         vote=args.vote,
         seed=args.seed,
+        continue_mode=getattr(args, "continue_mode", None) or "auto",
         script=args.script or os.environ.get("MATHAGENT_SCRIPT") or None,
     )
 

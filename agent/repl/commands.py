@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mathagent.agent.backends.continuation import CONTINUE_MODES
 from mathagent.agent.repl.settings import BACKENDS, FORMATS, VOTES, ReplSettings
 
 
@@ -128,6 +129,10 @@ def _rounds(s: ReplSettings, v: str) -> CommandResult:
     return _set("rounds")(s, rounds=_int(v, "rounds", 1, 50))
 
 
+def _continue_mode(s: ReplSettings, v: str) -> CommandResult:
+    return _set("continue_mode")(s, continue_mode=_choice(v or "auto", "continue-mode", CONTINUE_MODES))
+
+
 def _vote(s: ReplSettings, v: str) -> CommandResult:
     return _set("vote")(s, vote=_choice(v, "vote", VOTES))
 
@@ -160,6 +165,12 @@ COMMANDS: dict[str, Command] = {
         Command(
             "base-url", "/base-url URL", "use an OpenAI-compatible server (`default`: bundled)", _base_url
         ),
+        Command(
+            "continue-mode",
+            "/continue-mode auto|chat|completions|user",
+            "how a server continues after a code output (`auto`: probe it)",
+            _continue_mode,
+        ),
         Command("temperature", "/temperature T", "sampling temperature", _temperature),
         Command(
             "format", "/format markdown|mathcoder|tools", "trace format (`default`: the backend's)", _format
@@ -183,6 +194,7 @@ ALIASES = {
     "?": "help",
     "temp": "temperature",
     "base_url": "base-url",
+    "continue_mode": "continue-mode",
 }
 
 

@@ -33,7 +33,12 @@ def build_backend(settings: ReplSettings) -> Backend:
         if not settings.script:
             raise ValueError("the scripted backend needs a script file (--script FILE or MATHAGENT_SCRIPT)")
         return script_backend(settings.script)
-    return make_backend(model=settings.model, base_url=settings.base_url, backend=settings.backend)
+    return make_backend(
+        model=settings.model,
+        base_url=settings.base_url,
+        backend=settings.backend,
+        continue_mode=settings.continue_mode,
+    )
 
 
 def build_pool(size: int) -> KernelPool:

@@ -46,6 +46,9 @@ class ReplSettings:
     """How k samples are combined: ``weighted`` (by verification state) or ``majority``."""
     seed: int | None = None
     """Sampling seed (sample i uses seed + i)."""
+    continue_mode: str = "auto"
+    """How the assistant turn goes on after a code output on an OpenAI-compatible server
+    (``--continue-mode``: ``auto`` probes the server; ``chat``, ``completions`` or ``user``)."""
     script: str | None = None
     """Hidden test hook: a JSON file of scripted model turns (the ``scripted`` backend)."""
 
@@ -71,7 +74,7 @@ class ReplSettings:
         """The fields that, when changed, need a new backend (a script wins over everything else)."""
         if self.script:
             return ("script", self.script)
-        return (self.backend, self.model, self.base_url)
+        return (self.backend, self.model, self.base_url, self.continue_mode)
 
     def agent_config(self, base: AgentConfig | None = None) -> AgentConfig:
         """The loop's AgentConfig for these settings (``base`` supplies the fields the REPL leaves alone)."""

@@ -29,6 +29,8 @@ S = ReplSettings()
         ("/model qwen2.5-coder-0.5b", "model", "qwen2.5-coder-0.5b"),
         ("/vote majority", "vote", "majority"),
         ("/seed 3", "seed", 3),
+        ("/continue-mode user", "continue_mode", "user"),
+        ("/continue_mode completions", "continue_mode", "completions"),
     ],
 )
 def test_setting_commands(line, field, value):
@@ -48,6 +50,7 @@ def test_setting_commands(line, field, value):
         ("/base-url localhost:8080", "http"),
         ("/model /no/such/file.gguf", "no such model file"),
         ("/rounds", "usage: /rounds N"),
+        ("/continue-mode sideways", "one of: auto, chat, completions, user"),
         ("/save", "needs an argument"),
         ("/kk 2", "unknown command /kk (did you mean /k"),
     ],
@@ -94,6 +97,22 @@ def test_settings_map_onto_agent_config():
     scripted = S.with_(script="x.json")
     assert scripted.backend_key() == scripted.with_(model="m", base_url="http://x").backend_key()
     assert S.backend_key() != S.with_(model="m").backend_key()
+    assert S.backend_key() != S.with_(continue_mode="user").backend_key()  # a new mode builds a new backend
+
+
+def test_the_continue_mode_reaches_the_backend_the_repl_builds():
+    """``--continue-mode`` (and ``/continue-mode``) reach the OpenAI backend the REPL builds; nothing is
+    sent to the server until a problem is solved."""
+    from mathagent.agent.cli_solve import build_parser
+    from mathagent.agent.repl.app import settings_from_args
+    from mathagent.agent.repl.runtime import build_backend
+
+    args = build_parser().parse_args(["--base-url", "http://127.0.0.1:9/v1", "--continue-mode", "user"])
+    settings = settings_from_args(args)
+    assert settings.continue_mode == "user" and build_backend(settings).continue_mode == "user"
+    chat = run_command("/continue-mode chat", settings).settings
+    assert build_backend(chat).continue_mode == "chat"
+    assert settings_from_args(build_parser().parse_args([])).continue_mode == "auto"
 
 
 def test_history_path_env(monkeypatch, tmp_path):
