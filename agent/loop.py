@@ -114,7 +114,12 @@ class Trajectory:
             # the backend continues the open assistant message itself (its chat template or the server's)
             return partial_messages(self.fmt, self.problem, steps, self.prompt.text)
         render_chat = getattr(self.backend, "render_chat", None)
-        return self.fmt.build_prompt(self.problem, steps, self.prompt.text, render_chat=render_chat)
+        # a chat backend that cannot continue an open assistant message (``--continue-mode user``) gets
+        # each output block as a user message even when the preset writes it into the assistant turn
+        cannot = getattr(self.backend, "continues_partial", None) is False
+        return self.fmt.build_prompt(
+            self.problem, steps, self.prompt.text, render_chat=render_chat, continue_turn=not cannot
+        )
 
     async def call_model(self, prompt: Any) -> Completion | str:
         """One backend call; returns an error message (str) instead of raising."""

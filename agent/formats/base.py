@@ -65,11 +65,15 @@ class TraceFormat(abc.ABC):
         system_prompt: str,
         *,
         render_chat: RenderChat | None = None,
+        continue_turn: bool = True,
     ) -> Prompt:
         """The prompt that continues the trajectory after ``steps``.
 
         ``render_chat`` is the backend's chat template; formats that can continue a raw prompt use it
-        to open the assistant turn and then append the partial assistant output.
+        to open the assistant turn and then append the partial assistant output. ``continue_turn``
+        False: the backend cannot continue an open assistant message (a chat server in ``user``
+        continue mode), so a format whose preset writes outputs into the assistant turn sends them as
+        user messages instead.
         """
 
     @abc.abstractmethod

@@ -125,6 +125,7 @@ class MarkdownFormat(TraceFormat):
         system_prompt: str,
         *,
         render_chat: RenderChat | None = None,
+        continue_turn: bool = True,
     ) -> Prompt:
         head = self._head(problem, system_prompt)
         if self.preset is not None and self.preset.raw_prompt is not None:
@@ -137,7 +138,7 @@ class MarkdownFormat(TraceFormat):
             if last_user >= 0:
                 done, steps = list(steps[: last_user + 1]), steps[last_user + 1 :]
             return render_chat(head + self._chat_turns(done)) + self.body(steps)
-        if self.continues:
+        if self.continues and continue_turn:
             return head + self._continued_turns(steps)
         return head + self._chat_turns(steps)
 

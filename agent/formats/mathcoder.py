@@ -83,6 +83,7 @@ class MathCoderFormat(TraceFormat):
         system_prompt: str,
         *,
         render_chat: RenderChat | None = None,
+        continue_turn: bool = True,
     ) -> Prompt:
         return self._head(problem, system_prompt) + blocks(steps, self.preset)
 

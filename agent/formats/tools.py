@@ -77,6 +77,7 @@ class ToolsFormat(TraceFormat):
         system_prompt: str,
         *,
         render_chat: RenderChat | None = None,
+        continue_turn: bool = True,
     ) -> Prompt:
         return self.render_steps(problem, steps, system_prompt)
 

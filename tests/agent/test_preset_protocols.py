@@ -155,6 +155,27 @@ def test_qwen25_math_tir_stops_after_three_outputs_like_four_model_calls():
     assert len(calls) == 4 and trace.stop_reason is StopReason.MAX_ROUNDS
 
 
+class NoContinueBackend(ScriptedBackend):
+    """A chat server in ``--continue-mode user``: it cannot continue an open assistant message."""
+
+    continues_partial = False
+
+
+def test_an_assistant_write_back_preset_falls_back_to_user_messages_when_the_server_cannot_continue():
+    """qwen2.5-math-tir writes outputs into the assistant turn; on a server that cannot continue that
+    turn, the output must go as a user message (not a closed assistant message the model never sees
+    continued)."""
+    backend = NoContinueBackend([QWEN_TURN_1, QWEN_TURN_2])
+    config = apply_preset(AgentConfig(verify=False), "qwen2.5-math-tir")
+    trace = asyncio.run(solve(GSM8K_0, backend, FixedProvider("18\n"), config))
+    assert (trace.stop_reason, trace.final_answer) == (StopReason.ANSWERED, "18")
+    second = backend.calls[1].prompt
+    assert not any(m.get("partial") for m in second)
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
+    assert second[2]["content"].rstrip().endswith("```")  # the model's code turn, closed
+    assert "```output\n18\n```" in second[3]["content"]  # the result, as the next user message
+
+
 # --- ToRA ------------------------------------------------------------------------------------------
 
 
