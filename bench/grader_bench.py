@@ -18,11 +18,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_pairs(data: Path, limit: int | None) -> list[tuple[str, str, str]]:
-    """(source, model text, gold) for ToRA-70B and MathCoder-L-70B GSM8K traces."""
-    pairs = []
+    """(source, model text, gold) for ToRA-70B and MathCoder-L-70B GSM8K traces; ``limit``: at most
+    that many of each source."""
+    tora = []
     for line in (data / "traces" / "traces_tora70b_gsm8k_test.jsonl").read_text().splitlines():
         r = json.loads(line)
-        pairs.append(("tora", r["code"][0], str(r["gt"])))
+        tora.append(("tora", r["code"][0], str(r["gt"])))
+    mathcoder = []
     for name in ("correct", "wrong"):
         path = data / "traces" / f"traces_mathcoderL70b_gsm8k_test_{name}.jsonl"
         for line in path.read_text().splitlines():
@@ -30,24 +32,24 @@ def load_pairs(data: Path, limit: int | None) -> list[tuple[str, str, str]]:
             text = "\n".join(
                 m["content"] for m in r["debug_result"] if m["role"] in ("text", "code", "execution")
             )
-            pairs.append(("mathcoder", text, str(r["ground_truth"]["answer"])))
-    return pairs[:limit] if limit else pairs
+            mathcoder.append(("mathcoder", text, str(r["ground_truth"]["answer"])))
+    return tora[:limit] + mathcoder[:limit] if limit else tora + mathcoder
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--limit", type=int, default=None, help="at most this many pairs of each source")
     args = ap.parse_args(argv)
 
     from mathagent.agent.grading import extract_answer, gold_answer, is_equivalent
-    from mathagent.agent.grading.equivalence import _equiv
+    from mathagent.agent.grading.equivalence import clear_cache
 
     pairs = load_pairs(args.data, args.limit)
     golds = [gold_answer({"answer": "#### " + g}, "gsm8k") for _, _, g in pairs]
     is_equivalent("1", "1.0", "gsm8k")  # warm imports
 
-    _equiv.cache_clear()
+    clear_cache()
     t0 = time.perf_counter()
     ours = [
         is_equivalent(extract_answer(text, "gsm8k"), g, "gsm8k")

@@ -333,6 +333,11 @@ def _equiv(p: str, g: str, policy: GradingPolicy) -> bool:
     return bool(bounded_sympy_equal(p, g, policy.symbolic_timeout_s, policy.allow_rounded))
 
 
+def clear_cache() -> None:
+    """Forget the memoised comparisons (benchmarks measure the grader cold)."""
+    _equiv.cache_clear()
+
+
 def is_equivalent(pred: str | None, gold: str | Sequence[str], dataset: str | GradingPolicy = "math") -> bool:
     """True when ``pred`` (an extracted answer) equals ``gold`` under the data set's policy.
 
