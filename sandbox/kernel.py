@@ -16,6 +16,7 @@ on messages whose parent header names another request.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -106,6 +107,34 @@ def json_lines(buf: bytes) -> tuple[list[dict[str, Any]], bytes]:
     return msgs, buf
 
 
+def pump_json_lines(
+    fd: int,
+    handle: Callable[[dict[str, Any]], None],
+    *,
+    lock: threading.Lock | None = None,
+    on_overlong: Callable[[], None] | None = None,
+) -> None:
+    """Read ``fd`` to its end (or an error), calling ``handle`` for each JSON object on a line, under
+    ``lock`` when given. An unfinished line longer than ``CONTROL_LINE_MAX`` is dropped (and
+    ``on_overlong`` called), so whatever writes to the pipe cannot grow this process."""
+    buf = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return
+        with lock if lock is not None else contextlib.nullcontext():
+            msgs, buf = json_lines(buf + chunk)
+            for msg in msgs:
+                handle(msg)
+            if len(buf) > CONTROL_LINE_MAX:
+                if on_overlong is not None:
+                    on_overlong()
+                buf = b""
+
+
 class _Relay:
     """The slot's message relay (see ``relay.py``): a host process of its own, under RLIMIT_AS, which
     receives every message of the slot's kernels and forwards to this process only those that fit
@@ -140,28 +169,15 @@ class _Relay:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self._replies.put({"closed": True})
-                return
-            with self._reading:
-                buf = self._handle(buf + chunk)
+        pump_json_lines(self.proc.stdout.fileno(), self._handle, lock=self._reading)
+        self._replies.put({"closed": True})
 
-    def _handle(self, buf: bytes) -> bytes:
-        msgs, buf = json_lines(buf)
-        for msg in msgs:
-            if "dropped" in msg:
-                self.dropped += int(msg["dropped"]) if isinstance(msg["dropped"], int) else 0
-                log.info("sandbox slot %d: the relay dropped an oversized message: %s", self.slot_index, msg)
-            else:
-                self._replies.put(msg)
-        return b"" if len(buf) > CONTROL_LINE_MAX else buf
+    def _handle(self, msg: dict[str, Any]) -> None:
+        if "dropped" in msg:
+            self.dropped += int(msg["dropped"]) if isinstance(msg["dropped"], int) else 0
+            log.info("sandbox slot %d: the relay dropped an oversized message: %s", self.slot_index, msg)
+        else:
+            self._replies.put(msg)
 
     def settle(self, limit_s: float = 0.2) -> None:
         """Let the reader take in what the relay has already written. The relay reports a dropped
@@ -326,27 +342,20 @@ class _Zygote:
             self.log_tail.append(partial.decode("utf-8", "replace").rstrip())
 
     def _read_replies(self) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(self._rep, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self._replies.put({"closed": True})
-                os.close(self._rep)
-                return
-            msgs, buf = json_lines(buf + chunk)
-            for msg in msgs:
-                if "exited" in msg:
-                    self.exits[int(msg["exited"])] = int(msg["status"])
-                    while len(self.exits) > EXITS_KEPT:
-                        self.exits.popitem(last=False)
-                else:
-                    self._replies.put(msg)
-            if len(buf) > CONTROL_LINE_MAX:
-                log.warning("sandbox slot %d: dropped an overlong control line", self.slot.index)
-                buf = b""
+        def overlong() -> None:
+            log.warning("sandbox slot %d: dropped an overlong control line", self.slot.index)
+
+        pump_json_lines(self._rep, self._handle_reply, on_overlong=overlong)
+        self._replies.put({"closed": True})
+        os.close(self._rep)
+
+    def _handle_reply(self, msg: dict[str, Any]) -> None:
+        if "exited" in msg:
+            self.exits[int(msg["exited"])] = int(msg["status"])
+            while len(self.exits) > EXITS_KEPT:
+                self.exits.popitem(last=False)
+        else:
+            self._replies.put(msg)
 
     def _reply(self, keys: tuple[str, ...], deadline: float) -> dict[str, Any]:
         while True:
