@@ -87,8 +87,20 @@ def derive_weights(counts: Mapping[str, Sequence[int]], strength: float = SHRINK
     return Weights(w["T"], w["U"], w["F"])
 
 
-def _fold(problem_id: str) -> int:
+def fold_of(problem_id: str) -> int:
+    """The cross-validation fold (0 or 1) of a problem: fixed by its id, so every run splits alike."""
     return zlib.crc32(problem_id.encode("utf-8")) % 2
+
+
+def crossfit_weights(
+    problems: Mapping[str, Sequence[Mapping[str, Any]]], strength: float = SHRINK
+) -> list[Any]:
+    """Per fold, the weights fitted on the *other* fold's samples (``problems``: id -> records with
+    ``verification_state`` and ``correct``), so that voting on a problem never uses its own labels."""
+    counts: list[list[tuple[Any, Any]]] = [[], []]
+    for pid, recs in problems.items():
+        counts[fold_of(pid)] += [(r.get("verification_state"), r.get("correct")) for r in recs]
+    return [derive_weights(state_counts(counts[1 - f]), strength) for f in (0, 1)]
 
 
 def heldout_check(problems: dict[str, list[dict[str, Any]]], dataset: str, strength: float = SHRINK) -> dict:
@@ -100,7 +112,7 @@ def heldout_check(problems: dict[str, list[dict[str, Any]]], dataset: str, stren
     """
     folds: list[dict[str, list[dict[str, Any]]]] = [{}, {}]
     for pid, recs in problems.items():
-        folds[_fold(pid)][pid] = recs
+        folds[fold_of(pid)][pid] = recs
     diffs: list[float] = []
     maj_right = cal_right = 0
     fold_weights = []

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.calibrate import crossfit_weights, fold_of
 from mathagent.agent.grading import is_equivalent
 from mathagent.agent.grading.voting import MAJORITY, Sample, Weights, weighted_vote
 from mathagent.agent.modes import run_mode
@@ -164,7 +165,13 @@ def k1_cells(runs: Sequence[Run]) -> list[Cell]:
 
 
 def vote_cells(run: Run, weights: Any = None, calibrated: Any = None) -> list[Cell]:
-    """maj@k, weighted@k, calibrated weighted@k, maj@k pruned, pass@k over problems with all k samples."""
+    """maj@k, weighted@k, calibrated weighted@k, cross-fitted weighted@k, maj@k pruned, pass@k over
+    problems with all k samples.
+
+    The cross-fitted row calibrates on this run itself without leaking: the problems split in two folds
+    by id (:func:`~mathagent.agent.calibrate.fold_of`) and each fold votes with weights fitted on the
+    other fold's samples (the held-out rule of ``mathagent calibrate``, on the study's own split).
+    """
     k = run.k
     full = {p: recs for p, recs in run.problems.items() if len(recs) >= k}
     cf = _cluster_fn(run.grading)
@@ -174,11 +181,15 @@ def vote_cells(run: Run, weights: Any = None, calibrated: Any = None) -> list[Ce
     ]
     if calibrated is not None:
         variants.append((f"weighted@{k} (calibrated {calibrated})", calibrated, False))
+    folds = crossfit_weights({p: recs[:k] for p, recs in full.items()})
+    if any(fold_of(p) == 0 for p in full) and any(fold_of(p) == 1 for p in full):
+        variants.append((f"weighted@{k} (2-fold cross-fit: {folds[0]} / {folds[1]})", folds, False))
     variants.append((f"maj@{k} pruned", MAJORITY, True))
     out = []
-    for label, w, prune in variants:
+    for label, wv, prune in variants:
         scores = {}
         for pid, recs in full.items():
+            w = wv[fold_of(pid)] if isinstance(wv, list) else wv
             samples = [
                 Sample(
                     r.get("answer"),

@@ -141,3 +141,33 @@ def test_tables_on_hand_made_runs(tmp_path):
     doc = render(runs)
     assert "| loop+verify − loop (before verification) | 3 | 33.3 [" in doc
     assert "| cot | 33.3 [" in doc and "| 3 | k=1 T=0 cot |" in doc
+
+
+def test_cross_fitted_weights_vote_each_fold_with_the_other_folds_labels(tmp_path):
+    """A k = 2 run where True marks the right answer and False the wrong one: majority ties and takes
+    the first (wrong) sample; the cross-fitted weights, fitted on the other fold only, pick the True one.
+    Flipping the states in one fold makes that fold's *other* fold learn the opposite, so the vote
+    there goes wrong: the weights of a problem never come from its own fold."""
+    from mathagent.agent.calibrate import crossfit_weights, fold_of
+
+    ids = [f"p{i}" for i in range(40)]
+    assert {fold_of(p) for p in ids} == {0, 1}
+    rows = []
+    for p in ids:
+        rows += [(p, 0, "6", False, "F", "6"), (p, 1, "5", True, "T", "5")]
+    _write_run(tmp_path, "lv", "loop+verify", 2, rows)
+    [run] = find_runs([tmp_path])
+    cells = {c.label.split(" (")[0] + (" cf" if "cross-fit" in c.label else ""): c for c in vote_cells(run)}
+    assert sum(cells["maj@2"].scores.values()) == 0
+    assert set(cells["weighted@2 cf"].scores.values()) == {1.0}
+    # fold 1 says the opposite (True marks the wrong answer): fold 0 now votes with inverted weights
+    flipped = []
+    for p in ids:
+        a, b = ("F", "T") if fold_of(p) == 0 else ("T", "F")
+        flipped += [(p, 0, "6", False, a, "6"), (p, 1, "5", True, b, "5")]
+    _write_run(tmp_path / "f", "lv", "loop+verify", 2, flipped)
+    [run] = find_runs([tmp_path / "f"])
+    w = crossfit_weights(run.problems)
+    assert w[0].true < w[0].false and w[1].true > w[1].false  # fold 0's weights come from fold 1
+    cf = next(c for c in vote_cells(run) if "cross-fit" in c.label)
+    assert all(cf.scores[p] == 0.0 for p in ids if fold_of(p) == 0)
