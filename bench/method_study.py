@@ -24,8 +24,9 @@ SUBSET = ["--limit", "100", "--shuffle", "--seed", "1"]
 
 
 def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
-    """The study's runs, cheapest first: every k = 1 ablation (each model x data set), then the
-    verify-prompt runs on GSM8K train, then the k = 4 runs (hours each on 2 cores)."""
+    """The study's runs, cheapest first: the k = 1 ablations of the first model on the first data set,
+    the verify-prompt runs on GSM8K train (section 4, small), the other k = 1 ablations (each model x
+    data set), then the k = 4 runs (hours each on 2 cores)."""
     eval_ = [sys.executable, "-m", "mathagent.agent.cli", "eval"]
     k1, k4 = [], []
     for ds in datasets:  # GSM8K for both models first: the cheapest complete comparison
@@ -41,14 +42,14 @@ def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
                 [*eval_, "--dataset", ds, *SUBSET, "--k", "4", "--model", model, "--mode", "loop+verify",
                  "--run-dir", str(root / name), "--json"]
             )  # fmt: skip
-    train = ["--dataset", "../shared/data/datasets/gsm8k_train.jsonl", "--limit", "20", "--shuffle", "--seed", "1",
+    train = ["--dataset", "gsm8k-train", "--limit", "20", "--shuffle", "--seed", "1",
              "--k", "2"]  # fmt: skip
     vp = [
         [*eval_, *train, "--model", "qwen2.5-coder-0.5b", "--mode", "loop+verify", "--verify-prompt", prompt,
          "--run-dir", str(root / f"vp-{prompt}"), "--json"]
         for prompt in ("verify", "verify_substitute", "verify_resolve")  # section 4: verify-prompt precision
     ]  # fmt: skip
-    return k1 + vp + k4
+    return k1[:3] + vp + k1[3:] + k4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,14 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument("--root", type=Path, required=True)
     rn.add_argument("--models", nargs="+", default=list(MODELS))
     rn.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    rn.add_argument("--nice", type=int, default=19, help="niceness of each eval (default 19: yield to other work)")
+    rn.add_argument(
+        "--nice", type=int, default=19, help="niceness of each eval (default 19: yield to other work)"
+    )
     rn.add_argument("--dry-run", action="store_true")
     args = p.parse_args(argv)
     if args.cmd == "run":
         for cmd in plan(args.root, args.models, args.datasets):
             print(shlex.join(cmd), flush=True)
             if not args.dry_run:
-                rc = subprocess.run(["nice", "-n", str(args.nice), *cmd], stdout=subprocess.DEVNULL).returncode
+                rc = subprocess.run(
+                    ["nice", "-n", str(args.nice), *cmd], stdout=subprocess.DEVNULL
+                ).returncode
                 print(f"rc={rc}", flush=True)
         return 0
     from mathagent.evals.study import find_runs, load_calibrations, render
