@@ -39,6 +39,7 @@ import httpx
 from mathagent.agent import native_server
 from mathagent.agent.cache import cache_dir
 from mathagent.agent.models import is_bundled, model_path
+from mathagent.agent.procstat import ProcessActivity
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class LlamaServer:
         self.startup_timeout = startup_timeout
         self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._activity: ProcessActivity | None = None
         self._log_file: Any = None
         self._log_start = 0
         self.log_path: Path | None = None
@@ -220,6 +222,15 @@ class LlamaServer:
     def is_running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def activity(self) -> float | None:
+        """Seconds the server's threads (its whole process tree) have run or waited for a CPU; only
+        grows. ``None`` when it is not running. The backend's progress probe (a silence is forgiven
+        while this advances; :mod:`mathagent.agent.backends.progress`)."""
+        act = self._activity
+        if act is None or not self.is_running():
+            return None
+        return act()
+
     def log_tail(self, n: int = 30) -> str:
         """The last ``n`` lines this server start wrote to its log file."""
         if not self.log_path or not self.log_path.exists():
@@ -254,6 +265,7 @@ class LlamaServer:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+            self._activity = ProcessActivity(self.proc.pid)
             with _LIVE_LOCK:
                 _LIVE.add(self)
             try:
