@@ -169,7 +169,9 @@ def test_a_streaming_request_reads_the_probe_rarely(srv):
     """The probe is sampled every tenth of the stall timeout while a request waits, not per event."""
     probe = FakeProbe(working=True)
     text = " ".join(["word"] * 200)
-    b = OpenAIBackend(base_url=srv.base_url, model="m", request_timeout=30, stall_timeout=10.0, progress=probe)
+    b = OpenAIBackend(
+        base_url=srv.base_url, model="m", request_timeout=30, stall_timeout=10.0, progress=probe
+    )
     srv.queue(Reply(text=text, piece_delay=0.005))
     t0 = time.monotonic()
     out = run(b.generate(CHAT, GenerationParams()))
@@ -194,8 +196,7 @@ def test_remote_servers_keep_the_plain_rules(srv):
 BUSY = "import time\nwhile True: pass\n"
 SLEEPY = "import time\ntime.sleep(600)\n"
 PARENT = (  # a parent that only waits for a busy child: the tree is busy, the parent is not
-    "import subprocess, sys\n"
-    f"subprocess.Popen([sys.executable, '-c', {BUSY!r}]).wait()\n"
+    f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {BUSY!r}]).wait()\n"
 )
 
 
