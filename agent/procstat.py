@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -75,15 +76,28 @@ def thread_busy(pid: int, tid: str) -> float | None:
 class ProcessActivity:
     """``activity() -> seconds``: running plus runnable time of ``pid``'s process tree (see module doc)."""
 
+    RESCAN_S = 10.0
+    """Seconds the list of the tree's processes is reused before ``/proc`` is scanned again (a scan
+    reads every process's stat file: ~6 ms here; the tree of a model server is set at its start)."""
+
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.total = 0.0
         self._seen: dict[tuple[int, str], float] = {}
+        self._pids: list[int] = []
+        self._scanned = -float("inf")
         self._lock = threading.Lock()
 
     def __call__(self) -> float | None:
         with self._lock:
-            pids = descendants(self.pid)
+            if not os.path.exists(f"/proc/{self.pid}"):
+                return None
+            now = time.monotonic()
+            if now - self._scanned > self.RESCAN_S or not all(
+                os.path.exists(f"/proc/{p}") for p in self._pids
+            ):
+                self._pids, self._scanned = descendants(self.pid), now
+            pids = self._pids
             if not pids:
                 return None
             seen: dict[tuple[int, str], float] = {}
