@@ -18,6 +18,13 @@ no ``--chat_format`` is given; its chat endpoint cannot continue a partial assis
 trajectory goes on through ``/v1/completions`` with the GGUF's own chat template rendered by
 :mod:`mathagent.agent.backends.continuation`; it does not report its context length (no ``/props``):
 the backend takes it from the ``n_ctx`` the server was started with.
+
+Progress evidence: :meth:`LlamaServer.activity` (seconds the server's process tree ran or waited for
+a CPU, :mod:`mathagent.agent.procstat`) is the backend's progress probe: a silent request is not
+given up while the server works. Giving a request up closes its connection, which is what ends
+the generation on both servers: llama-server at once; llama-cpp-python when its generator next
+yields a piece (a prompt being read, or text held back as the possible start of a stop string, runs
+to its end first).
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@
   processing: llama.cpp's server, vLLM, OpenAI). The total length of a generation is not
   limited: one that is still producing tokens is never thrown away. Keep-alive comments (llama.cpp's
   ``: ping``) are not progress. A stream that ends before every choice finished is a failure.
+  With a ``progress`` probe (servers mathagent started: :mod:`.progress`), a silence that reaches
+  the stall timeout is forgiven while the server's process is working, up to the request timeout.
   With ``on_text`` the text pieces of the first sample are passed to it as they arrive.
 * Retries: :mod:`.retry` (the client's own ``max_retries`` is 0; ``Retry-After`` is honoured, capped);
   at most ``max_concurrency`` requests in flight. ``retry_log`` keeps the last waits.
