@@ -92,6 +92,7 @@ class SilenceWatch:
 
     def begin(self, phase: str, since: float) -> None:
         """A judged phase (``headers`` or ``stream``) starts; its silence starts at ``since``."""
+        self._cancel()
         self.phase, self.since, self.forgiven = phase, since, 0
         self._ref = None
         self._sample(self._loop.time())
