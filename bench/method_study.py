@@ -63,18 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument("--root", type=Path, required=True)
     rn.add_argument("--models", nargs="+", default=list(MODELS))
     rn.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    rn.add_argument(
-        "--nice", type=int, default=19, help="niceness of each eval (default 19: yield to other work)"
-    )
+    rn.add_argument("--nice", type=int, default=19, help="niceness of each eval (default 19: yield to other work)")
     rn.add_argument("--dry-run", action="store_true")
     args = p.parse_args(argv)
     if args.cmd == "run":
         for cmd in plan(args.root, args.models, args.datasets):
             print(shlex.join(cmd), flush=True)
             if not args.dry_run:
-                rc = subprocess.run(
-                    ["nice", "-n", str(args.nice), *cmd], stdout=subprocess.DEVNULL
-                ).returncode
+                rc = subprocess.run(["nice", "-n", str(args.nice), *cmd], stdout=subprocess.DEVNULL).returncode
                 print(f"rc={rc}", flush=True)
         return 0
     from mathagent.evals.study import find_runs, load_calibrations, render
