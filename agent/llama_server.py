@@ -18,6 +18,13 @@ no ``--chat_format`` is given; its chat endpoint cannot continue a partial assis
 trajectory goes on through ``/v1/completions`` with the GGUF's own chat template rendered by
 :mod:`mathagent.agent.backends.continuation`; it does not report its context length (no ``/props``):
 the backend takes it from the ``n_ctx`` the server was started with.
+
+Progress evidence: :meth:`LlamaServer.activity` (seconds the server's process tree ran or waited for
+a CPU, :mod:`mathagent.agent.procstat`) is the backend's progress probe: a silent request is not
+given up while the server works. Giving a request up closes its connection, which is what ends
+the generation on both servers: llama-server at once; llama-cpp-python when its generator next
+yields a piece (a prompt being read, or text held back as the possible start of a stop string, runs
+to its end first).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import httpx
 from mathagent.agent import native_server
 from mathagent.agent.cache import cache_dir
 from mathagent.agent.models import is_bundled, model_path
+from mathagent.agent.procstat import ProcessActivity
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +185,7 @@ class LlamaServer:
         self.startup_timeout = startup_timeout
         self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
+        self._activity: ProcessActivity | None = None
         self._log_file: Any = None
         self._log_start = 0
         self.log_path: Path | None = None
@@ -220,6 +229,15 @@ class LlamaServer:
     def is_running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def activity(self) -> float | None:
+        """Seconds the server's threads (its whole process tree) have run or waited for a CPU; only
+        grows. ``None`` when it is not running. The backend's progress probe (a silence is forgiven
+        while this advances; :mod:`mathagent.agent.backends.progress`)."""
+        act = self._activity
+        if act is None or not self.is_running():
+            return None
+        return act()
+
     def log_tail(self, n: int = 30) -> str:
         """The last ``n`` lines this server start wrote to its log file."""
         if not self.log_path or not self.log_path.exists():
@@ -254,6 +272,7 @@ class LlamaServer:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+            self._activity = ProcessActivity(self.proc.pid)
             with _LIVE_LOCK:
                 _LIVE.add(self)
             try:

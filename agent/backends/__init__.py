@@ -56,6 +56,7 @@ def bundled_backend(model: str | os.PathLike[str] | None = None, **kw: Any) -> B
     # Queue in the client, where no timeout ticks, not in the server: a request waiting behind three
     # others on a busy machine would otherwise use up its request timeout before its first token.
     kw.setdefault("max_concurrency", server.slots)
+    kw.setdefault("progress", server.activity)  # a silence is no stall while our own server works
     return OpenAIBackend(
         model=server.alias,
         base_url=server.base_url,

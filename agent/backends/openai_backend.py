@@ -23,6 +23,8 @@
   processing: llama.cpp's server, vLLM, OpenAI). The total length of a generation is not
   limited: one that is still producing tokens is never thrown away. Keep-alive comments (llama.cpp's
   ``: ping``) are not progress. A stream that ends before every choice finished is a failure.
+  With a ``progress`` probe (servers mathagent started: :mod:`.progress`), a silence that reaches
+  the stall timeout is forgiven while the server's process is working, up to the request timeout.
   With ``on_text`` the text pieces of the first sample are passed to it as they arrive.
 * Retries: :mod:`.retry` (the client's own ``max_retries`` is 0; ``Retry-After`` is honoured, capped);
   at most ``max_concurrency`` requests in flight. ``retry_log`` keeps the last waits.
@@ -63,6 +65,7 @@ from mathagent.agent.backends.continuation import (
     template_from_vocab,
 )
 from mathagent.agent.backends.patience import Patience, Watch
+from mathagent.agent.backends.progress import Forgiven, ProgressProbe, SilenceWatch
 from mathagent.agent.backends.retry import (
     GarbageResponse,
     RetryEvent,
@@ -177,6 +180,7 @@ class OpenAIBackend:
         gguf_path: str | os.PathLike[str] | None = None,
         server: Any = None,
         server_kind: str | None = None,
+        progress: ProgressProbe | None = None,
     ) -> None:
         """
         Args:
@@ -201,6 +205,10 @@ class OpenAIBackend:
             server: a :class:`~mathagent.agent.llama_server.LlamaServer` this backend keeps alive.
             server_kind: the kind of a server mathagent started itself (``llama-cpp-python``): no
                 probing over HTTP.
+            progress: a probe of the server's activity (:mod:`.progress`; for a server mathagent
+                started, the busy time of its process): a silence longer than the stall timeout
+                is forgiven while the server is working, up to the request timeout. ``None``
+                (remote servers): every such silence is a stall.
             timeout: seconds one request may take; ``None``: env ``MATHAGENT_REQUEST_TIMEOUT``, else 300
                 (a busy 2-core machine can need more for one long call, e.g. ``--mode cot``).
         """
@@ -231,6 +239,9 @@ class OpenAIBackend:
             else (seconds_from_env(STALL_TIMEOUT_ENV) or DEFAULT_STALL_TIMEOUT)
         )
         self.stream = stream
+        self.progress = progress
+        self.forgiven: deque[Forgiven] = deque(maxlen=1000)
+        """The last silences forgiven because the server was working (needs ``progress``)."""
         self.patience = Patience()
         """Recent latencies of this server: a request far slower than them, overtaken by later ones,
         is given up before the fixed timeouts (see :mod:`.patience`)."""
@@ -556,56 +567,104 @@ class OpenAIBackend:
         on_text: TokenCallback | None,
         first_s: float,
     ) -> list[Completion]:
-        """One streamed request, read line by line under the request and stall deadlines."""
+        """One streamed request, read line by line under the request and stall deadlines.
+
+        With a progress probe (:mod:`.progress`), a silence that reaches the stall timeout (before
+        the headers, or between two events) is judged by the server's activity: forgiven while the
+        server works, up to the request timeout (``first_s``; mid-stream at least the stall timeout).
+        """
         loop = asyncio.get_running_loop()
         start = loop.time()
         deadline = start + first_s
         headers_by = min(deadline, start + self.stall_timeout)
+        cap = max(self.stall_timeout, first_s)  # the longest forgiven silence between two events
         answered = False
         extra: dict[str, Any] = {"stream": True}
         if self.stream_usage:
             extra["stream_options"] = {"include_usage": True}
         state = StreamState(chat, on_text)
         watch: Watch | None = None
+        silence: SilenceWatch | None = None
+        if self.progress is not None:
+            silence = SilenceWatch(
+                self.progress,
+                self.stall_timeout,
+                on_stall=lambda: dl.reschedule(loop.time()),
+                on_forgive=self.forgiven.append,
+                what=f"{'chat' if chat else 'completion'} request to {self.base_url}",
+            )
 
         def expired() -> TimeoutError:
             if watch is not None and watch.fired:
                 return StuckRequest(watch.describe())
+            idle = f"; {silence.describe()}" if silence is not None and silence.stalled else ""
+            worked = silence is not None and not idle
+            if idle and silence is not None:  # judged idle: how long the silence really lasted
+                silent = loop.time() - silence.since
+                if state.started:
+                    return StallTimeout(
+                        f"stream stalled: no data for {silent:.0f} s after {state.events} events "
+                        f"(stall timeout {self.stall_timeout:g} s{idle})"
+                    )
+                return StallTimeout(
+                    f"no response within {silent:.0f} s (stall timeout {self.stall_timeout:g} s{idle})"
+                )
             if state.started:
+                if worked:
+                    return StallTimeout(
+                        f"stream stalled: no data for {cap:g} s after {state.events} events, while the "
+                        "server was working (a silence is forgiven up to the request timeout)"
+                    )
                 return StallTimeout(
                     f"stream stalled: no data for {self.stall_timeout:g} s after {state.events} events "
                     "(stall timeout)"
                 )
-            if not answered and headers_by < deadline:
+            if not answered and headers_by < deadline and not worked:
                 return StallTimeout(f"no response within {self.stall_timeout:g} s (stall timeout)")
             return RequestTimeout(f"no token within {first_s:g} s (request timeout)")
 
         # One deadline, moved as the request makes progress: to the headers (a streaming server
         # sends them when it takes the request), then to the first event, then to the last event
-        # plus the stall timeout (pings are no progress).
+        # plus the stall timeout (pings are no progress). With a progress probe, the deadline is the
+        # longest a silence may last and the silence watch brings it forward when the server idles.
         cm = endpoint.with_streaming_response.create(**kw, **extra)
-        dl = Deadline(headers_by)
+        dl = Deadline(deadline if silence is not None else headers_by)
         patience = self.patience
+        first_seen = False
         try:
             async with dl:
+                if silence is not None and headers_by < deadline:
+                    silence.begin("headers", start)
                 watch = patience.watch("headers", start, lambda: dl.reschedule(loop.time()))
                 resp = await cm.__aenter__()
                 watch.cancel()
                 patience.record("headers", start, loop.time())
                 answered = True
+                if silence is not None:
+                    silence.pause()  # the first token is bounded by the request timeout
                 dl.reschedule(deadline)
                 watch = patience.watch("first", start, lambda: dl.reschedule(loop.time()))
                 try:
                     async for line in resp.iter_lines():
                         if state.feed(line):
-                            state.last_event = loop.time()
-                            if state.events == 1:  # the first event: no longer judged by patience
+                            now = state.last_event = loop.time()
+                            if state.events and not first_seen:  # no longer judged by patience
+                                first_seen = True
                                 watch.cancel()
-                                patience.record("first", start, state.last_event)
+                                patience.record("first", start, now)
+                                if silence is not None:
+                                    silence.begin("stream", now)
                             # after [DONE], only the end of the body is left: reading it lets the
                             # connection be reused (no new TCP/TLS handshake for the next request)
-                            wait = DRAIN_S if state.done else self.stall_timeout
-                            dl.reschedule(state.last_event + wait)
+                            if state.done:
+                                if silence is not None:
+                                    silence.close()
+                                dl.reschedule(now + DRAIN_S)
+                            elif silence is not None:
+                                silence.heard(now)
+                                dl.reschedule(now + cap)
+                            else:
+                                dl.reschedule(now + self.stall_timeout)
                 finally:
                     await cm.__aexit__(None, None, None)
         except TimeoutError:
@@ -617,6 +676,8 @@ class OpenAIBackend:
         finally:
             if watch is not None:
                 watch.cancel()
+            if silence is not None:
+                silence.close()
         return state.completions()
 
     def __repr__(self) -> str:

@@ -31,6 +31,7 @@ def server():
 def backend(server) -> OpenAIBackend:
     b = make_backend(MODEL, n_ctx=N_CTX)
     assert isinstance(b, OpenAIBackend) and b.server is server  # the factory reuses the shared server
+    assert b.progress == server.activity  # silences are judged by our own server's activity
     return b
 
 
