@@ -63,7 +63,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+THREADS_ENV = "MATHAGENT_LLAMA_THREADS"
+"""Threads the bundled server decodes with (default: every CPU this process may use).
+
+llama.cpp's threads meet at a barrier for every layer, so one thread that is not on a CPU stalls the
+others: on a machine busy with other work, fewer threads decode much faster (``bench/threads_bench.py``:
+on 2 cores under load, 1 thread 16-18 tokens/s against 1.3-3.9 for 2)."""
+
+
 def default_threads() -> int:
+    """``$MATHAGENT_LLAMA_THREADS`` when set, else the CPUs this process may run on."""
+    given = os.environ.get(THREADS_ENV, "").strip()
+    if given:
+        try:
+            n = int(given)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"{THREADS_ENV} must be a whole number >= 1, got {given!r}")
+        return n
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux

@@ -45,6 +45,20 @@ def test_server_is_on_loopback_and_lists_the_model(server):
     assert f"{threads} {server.n_threads}" in " ".join(server.command())
 
 
+def test_threads_follow_the_environment(monkeypatch):
+    """``MATHAGENT_LLAMA_THREADS`` sets the decode threads of a server mathagent starts (not started
+    here: the command line is enough); a bad value is refused with the variable's name."""
+    monkeypatch.setenv("MATHAGENT_LLAMA_THREADS", "1")
+    s = LlamaServer(MODEL, n_ctx=N_CTX)
+    threads = "--threads" if s.kind == "llama-server" else "--n_threads"
+    assert s.n_threads == 1 and f"{threads} 1" in " ".join(s.command())
+    assert LlamaServer(MODEL, n_ctx=N_CTX, n_threads=3).n_threads == 3  # an explicit value wins
+    for bad in ("0", "two"):
+        monkeypatch.setenv("MATHAGENT_LLAMA_THREADS", bad)
+        with pytest.raises(ValueError, match="MATHAGENT_LLAMA_THREADS must be a whole number"):
+            LlamaServer(MODEL, n_ctx=N_CTX)
+
+
 def test_chat_with_stop_string(backend):
     assert isinstance(backend, Backend) and backend.context_window == N_CTX
     out = run(backend.generate(COUNT, GenerationParams(max_tokens=40, stop=("5",))))
