@@ -86,3 +86,16 @@ def test_a_cached_hub_id_runs_with_transformers_from_its_snapshot(tmp_path, monk
     (tmp_path / "runs" / "g1" / "config.json").write_text("{}")
     b = make_backend("runs/g1")
     assert isinstance(b, TransformersBackend) and b.model == "runs/g1"
+
+
+def test_the_repl_banner_names_the_backend_a_hub_id_or_folder_gets(tmp_path, monkeypatch):
+    from mathagent.agent.repl.settings import ReplSettings as Settings
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert Settings(model="acme/tiny").describe_backend() == (
+        "transformers (acme/tiny, from the local Hugging Face cache)"
+    )
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert Settings(model=str(tmp_path / "m")).describe_backend() == f"transformers ({tmp_path / 'm'})"
+    assert Settings(model="smollm2-135m").describe_backend() == "bundled llama.cpp (smollm2-135m)"
