@@ -52,7 +52,8 @@ FLAGS: dict[str, Flag] = {
         {
             "default": None,
             "help": "bundled model name (qwen2.5-coder-1.5b, qwen2.5-coder-0.5b, smollm2-135m), a GGUF file, "
-            "a model folder, or the model id a server knows (default: the bundled qwen2.5-coder-1.5b)",
+            "a model folder, a hub id (owner/name) in the local Hugging Face cache (run with transformers, never "
+            "downloaded), or the model id a server knows (default: the bundled qwen2.5-coder-1.5b)",
         },
     ),
     "base_url": Flag(

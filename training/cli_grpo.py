@@ -35,6 +35,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a("--grading", help="grading policy: gsm8k, math, ... (default: from the data set)")
     a("--limit", type=int, help="use only the first N problems")
     a("--shuffle", action="store_true", default=None, help="shuffle the problems (seeded) before --limit")
+    a(
+        "--allow-test",
+        action="store_true",
+        default=None,
+        help="allow problems from an evaluation test set (refused by default: training on them leaks them "
+        "into every later evaluation)",
+    )
     a("--num-generations", type=int, help="group size: rollouts per problem (default 4)")
     a("--batch-size", type=int, help="completions per device per micro-batch (default 4)")
     a("--grad-accum", type=int)
@@ -93,7 +100,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 _FIELDS = (
-    "data model out format grading limit shuffle num_generations batch_size grad_accum max_steps epochs lr "
+    "data model out format grading limit shuffle allow_test num_generations batch_size grad_accum max_steps epochs lr "
     "beta epsilon loss_type temperature top_p top_k max_completion_length max_rounds cell_timeout view_chars "
     "system_prompt lora lora_r lora_alpha precision gradient_checkpointing torch_threads seed save_steps logging_steps warmup_ratio resume "
     "report_to pool_size vllm vllm_server_host vllm_server_port vllm_server_base_url vllm_server_timeout "

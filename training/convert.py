@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from mathagent.agent.cache import cache_dir
+from mathagent.agent.hubcache import looks_like_hub_id, resolve_cached
 from mathagent.agent.models import is_bundled, model_path
 
 log = logging.getLogger(__name__)
@@ -69,29 +70,12 @@ def resolve_model_dir(model: str, cache: str | os.PathLike[str] | None = None) -
         try:
             gguf = _bundled_gguf(model)
         except FileNotFoundError:
-            cached = hub_cache_dir(model)
-            if cached is None:
-                raise
-            return cached
+            if looks_like_hub_id(model):
+                return resolve_cached(model)  # NotCachedError (a FileNotFoundError) says it is not cached
+            raise
     st = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
     return gguf_to_hf(gguf, Path(cache or default_cache()) / f"{gguf.stem}-{key}")
-
-
-def hub_cache_dir(model_id: str) -> Path | None:
-    """The local snapshot of a hub model id (``org/name``) in the Hugging Face cache, never downloading."""
-    if model_id.count("/") != 1 or model_id.startswith((".", "/", "~")):
-        return None
-    try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        return None
-    try:
-        found = Path(snapshot_download(model_id, local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        return None
-    return found if (found / "config.json").is_file() else None
 
 
 def _bundled_gguf(name: str) -> Path:

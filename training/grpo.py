@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from mathagent.agent.manifest import ModelManifest
+from mathagent.evals.datafiles import sha256_file
 from mathagent.evals.datasets import GRADING_KIND, load_problems
+from mathagent.evals.testsets import refuse_test_data
 from mathagent.sandbox import KernelPool
 from mathagent.training import masking, publish
 from mathagent.training import tokens as T
@@ -58,6 +60,9 @@ class GRPORunConfig:
     """Grading policy (``gsm8k``, ``math``, ...); None: from the data set (``gsm8k*`` files: gsm8k)."""
     limit: int | None = None
     """Use only the first N problems (after the seeded shuffle when ``shuffle``)."""
+    allow_test: bool = False
+    """Train on problems of an evaluation test set (refused by default, as ``generate`` refuses them:
+    training on test problems leaks them into every later evaluation; see :mod:`mathagent.evals.testsets`)."""
     shuffle: bool = False
     num_generations: int = 4
     """Group size: rollouts per problem."""
@@ -233,6 +238,10 @@ def load_rows(cfg: GRPORunConfig) -> tuple[list[dict[str, Any]], str]:
     problems = load_problems(cfg.data, limit=cfg.limit, seed=cfg.seed, shuffle=cfg.shuffle)
     if not problems:
         raise ValueError(f"no problems in {cfg.data}")
+    if not cfg.allow_test:  # TestDataError (a ValueError) names the test set and the way round it
+        path = Path(cfg.data)
+        sha = sha256_file(path) if path.is_file() else None
+        refuse_test_data(cfg.data, (p.question for p in problems), flag="--data", file_sha256=sha)
     grading = cfg.grading or guess_grading(problems[0].dataset or cfg.data)
     rows = [{"prompt": p.question, "gold": p.gold, "grading": grading, "problem_id": p.id} for p in problems]
     return rows, grading
@@ -501,6 +510,7 @@ def train(cfg: GRPORunConfig, callbacks: list[Any] | None = None) -> GRPOResult:
     t0 = time.perf_counter()
     publish.check_push(cfg.push_to_hub)  # fail now, not after training
     vllm_config(cfg)  # a bad --vllm fails before kernels start or models load
+    load_rows(cfg)  # so do bad or test data (nothing written yet)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     resume_from = latest_checkpoint(out) if cfg.resume else None

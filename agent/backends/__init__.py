@@ -6,6 +6,10 @@ Resolution order of ``make_backend(model, base_url, backend=...)``:
 2. ``backend="transformers"``, or ``model`` is a directory with ``config.json`` → transformers
    backend (a ``.gguf`` path loads with ``gguf_file=``; ``mathagent.json`` sets ``default_format``).
 3. an explicit ``base_url`` → OpenAI-compatible backend on that server.
+3b. ``model`` is a hub id (``owner/name``, not a local path) and neither ``base_url`` nor
+   ``OPENAI_BASE_URL`` names a server (or ``backend="transformers"``) → transformers backend on its
+   snapshot in the local Hugging Face cache (:mod:`mathagent.agent.hubcache`); one that is not cached is
+   a ``BackendError`` (nothing is downloaded).
 4. ``model`` is ``None`` or a bundled name (``qwen2.5-coder-1.5b``, ``qwen2.5-coder-0.5b``,
    ``smollm2-135m``), or a ``.gguf`` file → the llama.cpp server (shared per process) on it, with an
    OpenAI-compatible backend in front — unless ``OPENAI_BASE_URL`` is set and ``model`` is ``None``.
@@ -26,6 +30,7 @@ from mathagent.agent.backends import scripted
 from mathagent.agent.backends.base import Backend, BackendError, Completion, GenerationParams, ToolCall
 from mathagent.agent.backends.openai_backend import OpenAIBackend
 from mathagent.agent.backends.transformers_backend import TransformersBackend
+from mathagent.agent.hubcache import cached_model_dir, looks_like_hub_id, not_cached_message
 from mathagent.agent.llama_server import DEFAULT_N_CTX, shared_server
 from mathagent.agent.models import DEFAULT_MODEL, is_bundled, model_path
 
@@ -87,6 +92,19 @@ def make_backend(
     if kind == "scripted":
         return scripted.ScriptedBackend(**kw)  # type: ignore[no-any-return]
     path = Path(model).expanduser() if model else None
+    env_url = os.environ.get("OPENAI_BASE_URL")
+    if (
+        model is not None
+        and base_url is None
+        and (kind == "transformers" or (kind is None and not env_url))
+        and looks_like_hub_id(model)
+    ):
+        snapshot = cached_model_dir(model)
+        if snapshot is None:
+            raise BackendError(not_cached_message(model))
+        backend_ = TransformersBackend(snapshot, **kw)
+        backend_.model = model  # records name the hub id; the weights load from the snapshot
+        return backend_
     if kind == "transformers" or (
         kind is None and base_url is None and path is not None and (path / "config.json").is_file()
     ):
@@ -98,7 +116,6 @@ def make_backend(
     if base_url:
         return OpenAIBackend(model=model, base_url=base_url, **kw, **timeouts)
     is_gguf = path is not None and path.suffix == ".gguf" and path.is_file()
-    env_url = os.environ.get("OPENAI_BASE_URL")
     if kind in ("llama", "llamacpp") or is_bundled(model) or is_gguf or (model is None and not env_url):
         if model is not None and not (is_bundled(model) or is_gguf):
             raise BackendError(f"{model!r} is neither a bundled model name nor a .gguf file")

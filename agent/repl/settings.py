@@ -9,6 +9,7 @@ from typing import Any
 
 from mathagent.agent.cache import cache_dir
 from mathagent.agent.config import AgentConfig
+from mathagent.agent.hubcache import looks_like_hub_id
 from mathagent.agent.models import DEFAULT_MODEL
 
 BACKENDS = ("openai", "transformers", "llama", "scripted")
@@ -97,6 +98,10 @@ class ReplSettings:
             )
         if self.backend == "transformers":
             return f"transformers ({self.model or 'default'})"
+        if self.model and (Path(self.model).expanduser() / "config.json").is_file():
+            return f"transformers ({self.model})"
+        if looks_like_hub_id(self.model) and not os.environ.get("OPENAI_BASE_URL") and not self.backend:
+            return f"transformers ({self.model}, from the local Hugging Face cache)"
         if os.environ.get("OPENAI_BASE_URL") and not self.model:
             return f"openai server at {os.environ['OPENAI_BASE_URL']}"
         return f"bundled llama.cpp ({self.model or DEFAULT_MODEL})"

@@ -57,23 +57,6 @@ def run_py(code: str, env: dict[str, str], *args: str, timeout: float = 300) -> 
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory, smol_dir) -> Path:
-    """A tiny random Llama with SmolLM2's tokenizer, saved as a plain model directory (a few MB)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    tok = AutoTokenizer.from_pretrained(smol_dir)
-    cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
-    )  # fmt: skip
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def _model_folder(tmp: Path, tiny: Path) -> Path:
     """A finished training output: model, tokenizer, mathagent.json, card, train_result, and the things
     that must not be uploaded (checkpoints, logs)."""
