@@ -2,50 +2,24 @@
 
 transformers loads a GGUF file offline with ``gguf_file=`` (weights dequantized), but the loaded model
 still carries quantization markers (``is_quantized``, ``hf_quantizer``, ``config.quantization_config``)
-that make ``save_pretrained`` and the trainers refuse it. :func:`gguf_to_hf` clears them and saves the
-model and tokenizer once as an ordinary directory; later loads from it take seconds, not minutes.
+that make ``save_pretrained`` and the trainers refuse it. The plain copy is made once, by the same code
+and in the same place as the agent's transformers backend
+(:func:`mathagent.agent.backends.transformers_backend.plain_copy`: ``<cache>/hf/<sha256 of the GGUF>``),
+so a model converted for ``solve`` is the one training starts from, and the other way round.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
 
+from mathagent.agent.backends.transformers_backend import plain_copy
 from mathagent.agent.cache import cache_dir
 from mathagent.agent.hubcache import looks_like_hub_id, resolve_cached
 from mathagent.agent.models import is_bundled, model_path
 
 log = logging.getLogger(__name__)
-
-_DONE = "mathagent_converted.txt"
-
-
-def gguf_to_hf(
-    gguf_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, force: bool = False
-) -> Path:
-    """Dequantize ``gguf_path`` into ``out_dir`` (model + tokenizer); reuses a finished conversion."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    src = Path(gguf_path).resolve()
-    out = Path(out_dir)
-    if (out / _DONE).is_file() and not force:
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    log.info("converting %s to a plain model directory at %s", src, out)
-    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
-    for attr, value in (("is_quantized", False), ("quantization_method", None), ("hf_quantizer", None)):
-        if hasattr(model, attr):
-            setattr(model, attr, value)
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / _DONE).write_text(f"{src}\n", encoding="utf-8")
-    return out
 
 
 def default_cache() -> Path:
@@ -73,9 +47,8 @@ def resolve_model_dir(model: str, cache: str | os.PathLike[str] | None = None) -
             if looks_like_hub_id(model):
                 return resolve_cached(model)  # NotCachedError (a FileNotFoundError) says it is not cached
             raise
-    st = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    return gguf_to_hf(gguf, Path(cache or default_cache()) / f"{gguf.stem}-{key}")
+    log.info("plain model directory for %s (converted once)", gguf)
+    return plain_copy(gguf.resolve(), Path(cache) if cache else default_cache())
 
 
 def _bundled_gguf(name: str) -> Path:

@@ -80,6 +80,58 @@ def clear_quantization_markers(model: Any) -> None:
         del model.config.quantization_config
 
 
+def load_gguf(folder: Path | str, gguf_file: str) -> tuple[Any, Any]:
+    """(tokenizer, model) of a GGUF file, dequantized to float32 and made to look plain, offline."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file, local_files_only=True)
+    lm = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=gguf_file, local_files_only=True, dtype=torch.float32
+    )
+    clear_quantization_markers(lm)
+    return tok, lm
+
+
+def save_plain(lm: Any, tok: Any, target: Path) -> bool:
+    """Save a plain copy at ``target`` (atomically); True when ``target`` now holds one."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lm.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+        log.info("cached plain model directory at %s", target)
+        return True
+    except OSError as e:  # another process won the race, or the disk is full: loading still worked
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (target / "config.json").is_file():  # the race was lost to a finished copy
+            return True
+        log.warning("could not cache plain model at %s: %s", target, e)
+        return False
+
+
+def plain_dir(gguf: Path, cache: Path | None = None) -> Path:
+    """Where the plain copy of ``gguf`` lives: ``<cache>/<sha256 of the file>`` (default cache
+    :func:`hf_cache_dir`). One place for the agent's transformers backend and for training."""
+    return (cache or hf_cache_dir()) / gguf_digest(gguf)
+
+
+def plain_copy(gguf: Path, cache: Path | None = None) -> Path:
+    """The plain model directory of ``gguf``, converted on first use (:func:`load_gguf`,
+    :func:`save_plain`) and reused after; ``OSError`` when it cannot be saved."""
+    target = plain_dir(gguf, cache)
+    if (target / "config.json").is_file():
+        return target
+    with offline():
+        tok, lm = load_gguf(gguf.parent, gguf.name)
+    if not save_plain(lm, tok, target):
+        raise OSError(f"could not save a plain copy of {gguf} at {target}")
+    return target
+
+
 @dataclass(frozen=True)
 class _Sample:
     text: str
@@ -160,7 +212,6 @@ class TransformersBackend:
 
     def _load(self) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
@@ -170,18 +221,12 @@ class TransformersBackend:
                 gguf = self.source / self.gguf_file
                 if not gguf.is_file():
                     raise BackendError(f"GGUF file not found: {gguf}")
-                plain = hf_cache_dir() / gguf_digest(gguf)
+                plain = plain_dir(gguf)
                 if self.cache_plain and (plain / "config.json").is_file():
                     self._from_dir(plain)
                     return
-                tok = AutoTokenizer.from_pretrained(
-                    self.source, gguf_file=self.gguf_file, local_files_only=True
-                )
-                lm = AutoModelForCausalLM.from_pretrained(
-                    self.source, gguf_file=self.gguf_file, local_files_only=True
-                )
-                clear_quantization_markers(lm)
-                if self.cache_plain and self._save_plain(lm, tok, plain):
+                tok, lm = load_gguf(self.source, self.gguf_file)
+                if self.cache_plain and save_plain(lm, tok, plain):
                     # Serve the saved copy, as every later load does: first and later runs then load
                     # the same files the same way (and a copy that does not load fails here, not later).
                     del lm, tok
@@ -197,25 +242,6 @@ class TransformersBackend:
         tok = AutoTokenizer.from_pretrained(where, local_files_only=True)
         lm = AutoModelForCausalLM.from_pretrained(where, local_files_only=True)
         self._set(tok, lm, where)
-
-    def _save_plain(self, lm: Any, tok: Any, target: Path) -> bool:
-        """Save a plain copy at ``target`` (atomically); True when ``target`` now holds one."""
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            lm.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            os.replace(tmp, target)
-            log.info("cached plain model directory at %s", target)
-            return True
-        except OSError as e:  # another process won the race, or the disk is full: loading still worked
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-            if (target / "config.json").is_file():  # the race was lost to a finished copy
-                return True
-            log.warning("could not cache plain model at %s: %s", target, e)
-            return False
 
     def _set(self, tok: Any, lm: Any, where: Path | str) -> None:
         lm.eval()

@@ -90,6 +90,20 @@ def test_a_later_load_reuses_the_plain_copy(smol):
 
 
 @pytest.mark.model
+def test_training_starts_from_the_same_plain_copy(smol):
+    """One GGUF -> plain-model cache: training resolves the bundled model to the directory the
+    backend converted (nothing converted twice), and the agent's loader finds what training made."""
+    from mathagent.agent.backends.transformers_backend import plain_dir
+    from mathagent.training.convert import resolve_model_dir
+
+    copy = Path(smol.loaded_from)
+    before = {p.name: p.stat().st_mtime_ns for p in copy.iterdir()}
+    assert resolve_model_dir("smollm2-135m") == copy == plain_dir(smol.source / smol.gguf_file)
+    assert {p.name: p.stat().st_mtime_ns for p in copy.iterdir()} == before
+    assert [p.name for p in copy.parent.iterdir()] == [copy.name]  # one copy in the cache, no other
+
+
+@pytest.mark.model
 def test_generates_and_honours_stop_strings(smol):
     out = run(smol.generate(COUNT, GenerationParams(max_tokens=24, stop=("4",))))
     c = out[0]
