@@ -43,21 +43,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mathagent.evals.summary import result_differences
+
 BENCH = Path(__file__).resolve().parent
-SUMMARY_FIELDS = (
-    "n_samples",
-    "n_failed",
-    "failed_reasons",
-    "overall",
-    "by_level",
-    "by_subject",
-    "tokens_in",
-    "tokens_out",
-    "exec",
-    "stop_reasons",
-    "verification_states",
-)
-"""What must match between the faulted and the clean run (times and invocation counts may differ)."""
 SUBJECTS = ("arithmetic", "sums", "counting")
 QUESTION = re.compile(r"What is (\d+) plus (\d+)\?")
 
@@ -146,6 +134,13 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def _count_lines(path: Path) -> int:
     try:
         with open(path, "rb") as f:
@@ -200,15 +195,19 @@ def invoke(
 
 
 def timeline(marks: list[tuple[float, int]], before: int, after: int, wall: float) -> dict[str, Any]:
-    """Where one invocation's wall time went: ``start_s`` (launch to its first saved sample: interpreter,
-    imports, run folder, backend, kernel pool, the first sample itself), ``work_s`` (first to last
-    saved sample), ``stop_s`` (last saved sample to exit: the last samples' tail, closing kernels; for
-    a killed one, the kill's delay), and ``saved`` samples."""
+    """Where one invocation's wall time went: ``start_s`` (launch to its first saved sample), split into
+    ``setup_s`` (launch to the run folder's header written: interpreter, imports, flags, data set,
+    backend, run folder) and the rest (kernel pool, the first sample itself); ``work_s`` (first to
+    last saved sample), ``stop_s`` (last saved sample to exit: the last samples' tail, closing kernels;
+    for a killed one, the kill's delay), and ``saved`` samples."""
     new = [t for t, n in marks if n > before]
+    opened = [t for t, n in marks if n < 0]
+    setup = round(opened[0], 2) if opened else None
     if not new:
-        return {"saved": after - before, "start_s": wall, "work_s": 0.0, "stop_s": 0.0}
+        return {"saved": after - before, "setup_s": setup, "start_s": wall, "work_s": 0.0, "stop_s": 0.0}
     return {
         "saved": after - before,
+        "setup_s": setup,
         "start_s": round(new[0], 2),
         "work_s": round(new[-1] - new[0], 2),
         "stop_s": round(wall - new[-1], 2),
@@ -238,12 +237,19 @@ def _watch(
     marks: list[tuple[float, int]],
 ) -> tuple[int, bool, int]:
     """Poll ``proc`` until it exits: peak RSS, and the SIGKILL once ``samples`` holds ``kill_at`` lines.
-    Appends ``(seconds since t0, lines)`` to ``marks`` whenever ``samples`` grew."""
+    Appends ``(seconds since t0, lines)`` to ``marks`` whenever ``samples`` grew, and ``(seconds, -1)``
+    once when the run folder's header was (re)written (the eval opened the run: its setup is done)."""
     peak = killed_at = 0
     killed = False
     last_size = -1
+    header = samples.parent / "header.json"
+    header_was = _mtime(header)
     while proc.poll() is None:
         peak = max(peak, _hwm_kb(proc.pid))
+        if header_was is not None or not any(n < 0 for _, n in marks):
+            if _mtime(header) != header_was:
+                marks.append((time.perf_counter() - t0, -1))
+                header_was = None
         size = samples.stat().st_size if samples.exists() else 0
         if size != last_size and not killed:
             last_size = size
@@ -311,7 +317,9 @@ def analyse(run_dir: Path, n: int) -> dict[str, Any]:
 
 
 def summaries_equal(a: dict[str, Any], b: dict[str, Any]) -> tuple[bool, list[str]]:
-    diff = [k for k in SUMMARY_FIELDS if a.get(k) != b.get(k)]
+    """Whether the faulted run's summary has the clean run's results (times and invocation counts may
+    differ): :data:`mathagent.evals.summary.RESULT_FIELDS`."""
+    diff = result_differences(a, b)
     return not diff, diff
 
 
@@ -521,17 +529,17 @@ def time_split(
 def split_lines(sp: dict[str, Any], invocations: list[dict[str, Any]]) -> list[str]:
     c, f, x = sp["clean"], sp["faulted"], sp["extra"]
     lines = [
-        "where the time went (start: launch -> first saved sample; work: first -> last saved sample; "
-        "stop: last saved sample -> exit):",
-        f"  clean      start {c['start_s']:6.2f} s  work {c['work_s']:6.2f} s  stop {c['stop_s']:5.2f} s  "
-        f"{c['saved']} samples",
+        "where the time went (start: launch -> first saved sample, of which setup: launch -> run folder "
+        "opened; work: first -> last saved sample; stop: last saved sample -> exit):",
+        f"  clean      start {c['start_s']:6.2f} s (setup {c['setup_s']} s)  work {c['work_s']:6.2f} s  stop "
+        f"{c['stop_s']:5.2f} s  {c['saved']} samples",
     ]
     for inv in invocations:
         t = inv["timeline"]
         rate = t["saved"] / t["work_s"] if t["work_s"] else 0.0
         lines.append(
-            f"  {inv['phase']:<9}  start {t['start_s']:6.2f} s  work {t['work_s']:6.2f} s  stop "
-            f"{t['stop_s']:5.2f} s  {t['saved']} samples ({rate:.1f}/s)"
+            f"  {inv['phase']:<9}  start {t['start_s']:6.2f} s (setup {t['setup_s']} s)  work "
+            f"{t['work_s']:6.2f} s  stop {t['stop_s']:5.2f} s  {t['saved']} samples ({rate:.1f}/s)"
         )
     crate = c["saved"] / c["work_s"] if c["work_s"] else 0.0
     lines.append(

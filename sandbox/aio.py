@@ -33,6 +33,8 @@ def reserve_threads(trajectories: int) -> ThreadPoolExecutor:
     """Make the running loop's default executor large enough for ``trajectories`` trajectories at once
     (call it before the first ``to_thread``; ``asyncio.run`` shuts the executor down at its end).
     Threads are started only when no idle one is free, so a large bound costs nothing unused."""
-    executor = ThreadPoolExecutor(max_workers=executor_threads(trajectories), thread_name_prefix="sandbox-call")
+    executor = ThreadPoolExecutor(
+        max_workers=executor_threads(trajectories), thread_name_prefix="sandbox-call"
+    )
     asyncio.get_running_loop().set_default_executor(executor)
     return executor
