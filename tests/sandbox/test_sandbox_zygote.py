@@ -59,10 +59,13 @@ def test_a_reused_slot_starts_clean(config):
         a.close()
         if cg is not None:  # the host killed A's `sleep` at close, before any new kernel in the slot
             assert strays and not any(_alive(p) for p in strays), strays
-        pool.acquire().close()  # the slot started while A ran
+        held = []  # the slot the pool started while A ran may come first: hold it, so B lands in A's
         b = pool.acquire()
+        while b._zygote is not za and len(held) < 3:
+            held.append(b)
+            b = pool.acquire()
         try:
-            assert b._slot.index == slot and pool.slots_started == 2  # A's slot was reused, not restarted
+            assert b._slot.index == slot and b._zygote is za  # A's slot was reused, not restarted
             # without bubblewrap, /tmp and /dev/shm are the host's: only the work dir is private
             dirs = [".", "/tmp", "/dev/shm", "os.environ.get('IPYTHONDIR', '.')"] if b.plan.bwrap else ["."]
             r = b.run(
@@ -78,6 +81,8 @@ def test_a_reused_slot_starts_clean(config):
                 assert not _alive(sleep_pid)
         finally:
             b.close()
+            for x in held:
+                x.close()
             if not b.plan.bwrap:
                 for junk in ("/tmp/left_by_a", "/dev/shm/left_by_a"):
                     if os.path.exists(junk):
@@ -93,7 +98,8 @@ def test_a_fresh_kernel_per_trajectory_even_in_the_same_slot(config):
                 assert sb.run("'x' in globals()").result == "False"
                 sb.run("x = 1")
                 pids.append((sb._slot.index, sb.kernel_pid))
-        assert len({slot for slot, _ in pids}) == 2 and pool.slots_started == 2  # two slots, taking turns
+        # at most two slots, taking turns (while the second one starts, the first is forked into again)
+        assert len({slot for slot, _ in pids}) <= 2 and pool.slots_started <= 2
         assert len(set(pids)) == 6  # six kernel processes
 
 
