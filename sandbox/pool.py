@@ -7,12 +7,6 @@ sandbox is closed its kernel and every process it started are killed, and the sl
 pool, where the next kernel is forked into it with emptied dirs (~0.075 CPU-s instead of the ~0.5 CPU-s
 of starting a sandbox); a free slot unused for ``idle_ttl_s`` is closed. Stale slots left by a killed
 earlier run are swept when the first slot is claimed (see :mod:`mathagent.sandbox.slots`).
-
-A cold pool (every run's start, and every resume after a crash) has no slot yet, and a new sandbox
-costs ~0.5 CPU-s, several seconds of wall time when the machine is busy. Two rules keep trajectories
-going meanwhile: the first sandbox starts alone (the others wait for it, so it is not slowed by three
-starts competing for the same cores), and a trajectory that finds no ready kernel forks one into a
-slot given back (in its own thread), instead of waiting for a refill thread to finish a cold start.
 """
 
 from __future__ import annotations
@@ -54,14 +48,12 @@ class KernelPool:
         self._idle_lock = threading.Lock()
         self._wanted = threading.Semaphore(size)  # one token per kernel the refiller should start
         self._stop = threading.Event()
-        self._first = threading.Event()
-        """Set once the first sandbox started (or failed): until then only one refill thread starts one."""
         self._last_error: BaseException | None = None
         self.slots_started = 0
         """Sandboxes (zygotes) started so far; kernels forked into reused slots are not counted."""
         # kernels start in parallel: one start is mostly waiting (fork, then the kernel's handshake)
         self._threads = [
-            threading.Thread(target=self._refill, args=(i,), daemon=True, name=f"sandbox-pool-{i}")
+            threading.Thread(target=self._refill, daemon=True, name=f"sandbox-pool-{i}")
             for i in range(min(size, REFILL_THREADS))
         ]
         for t in self._threads:
@@ -116,11 +108,7 @@ class KernelPool:
             self.slots_started += 1
         return sb
 
-    def _refill(self, index: int = 0) -> None:
-        if index > 0:  # the first sandbox starts alone: competing starts would all finish late
-            while not self._first.wait(0.2):
-                if self._stop.is_set():
-                    return
+    def _refill(self) -> None:
         failures = 0
         while not self._stop.is_set():
             if not self._wanted.acquire(timeout=0.2):
@@ -134,13 +122,11 @@ class KernelPool:
                 self._last_error = e
                 failures += 1
                 log.warning("pool could not start a kernel (%d failures): %s", failures, e)
-                self._first.set()  # the other threads try too
                 self._wanted.release()
                 self._stop.wait(min(0.5 * failures, 5.0))
                 continue
             failures = 0
             self._last_error = None
-            self._first.set()
             if self._stop.is_set():
                 sb.close()
                 break
@@ -158,9 +144,6 @@ class KernelPool:
             try:
                 sb = self._ready.get(timeout=min(0.1, max(deadline - time.monotonic(), 0.0)))
             except queue.Empty:
-                reused = self._fork_idle()
-                if reused is not None:
-                    return reused  # not from the ready queue: the refill threads owe nothing for it
                 if time.monotonic() >= deadline:
                     break
         if sb is None:
@@ -170,18 +153,6 @@ class KernelPool:
             ) from err
         self._wanted.release()
         return sb
-
-    def _fork_idle(self) -> JupyterSandbox | None:
-        """A kernel forked into a slot given back (~0.075 CPU-s), for an acquire that found no ready
-        kernel: the refill threads may all be busy with cold starts (~0.5 CPU-s each) meanwhile."""
-        z = self._take_idle()
-        if z is None:
-            return None
-        try:
-            return JupyterSandbox(self.config, _zygote=z, _give_back=self._give_back)
-        except Exception as e:  # noqa: BLE001 - the sandbox dropped the broken slot; keep waiting
-            log.warning("could not fork a kernel in a reused slot: %s", e)
-            return None
 
     def close(self) -> None:
         self._stop.set()
