@@ -19,7 +19,11 @@ What it does (issue 17 §4), with the real ``mathagent eval`` in a subprocess an
 4. prints: problems accounted for, duplicate records, records lost, samples failed after the
    backend's retries, whether the summary equals the clean run's (the metrics, not times or counts of
    invocations), the wall-time ratio faulted/clean (all invocations of the faulted run, restarts
-   included), and the harness's peak RSS (VmHWM of the eval process; kernels are separate processes).
+   included), and the harness's peak RSS (VmHWM of the eval process; kernels are separate processes);
+5. and where the time went (:func:`time_split`): per invocation, start (launch to first saved sample;
+   its setup part: launch to the run folder opened), work and stop; how long the hung requests were
+   waited on (the server's view), the backoff before retries (the eval's WARNING log lines, by error),
+   and the requests re-sent for samples lost to the kills.
 
 ``--backend scripted`` replaces the server by the scripted backend (no HTTP faults; kills and the disk
 episode still happen): the short version the default test suite runs (tests/evals/test_soak.py).
