@@ -5,7 +5,8 @@ with probability ``rate`` (seeded), in one of the kinds of issue 17 §2, drawn e
 
 * ``500``: an OpenAI-style error body with status 500;
 * ``429``: status 429 with a ``Retry-After`` header (``retry_after`` seconds);
-* ``hang``: no answer; the connection is dropped after ``hang_s`` (or when the server stops);
+* ``hang``: no answer; the connection is dropped after ``hang_s`` (or when the server stops); how long
+  each hung request was waited on before the client gave up is kept in ``hang_waits``;
 * ``truncated``: a 200 whose JSON body stops halfway (Content-Length promises the whole body);
 * ``reset``: the connection is reset (RST) without an answer.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import select
 import socket
 import struct
 import sys
@@ -46,6 +48,8 @@ class FaultServer(FakeOpenAIServer):
     hang_s: float = 600.0
     seed: int = 0
     faults: Counter = field(default_factory=Counter)
+    hang_waits: list[float] = field(default_factory=list)
+    """Per hung request: seconds until the client closed the connection (or ``hang_s``)."""
     _rng: random.Random | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -83,7 +87,10 @@ class FaultServer(FakeOpenAIServer):
             h.end_headers()
             _quiet_write(h, data)
         elif kind == "hang":
-            self._stopping.wait(self.hang_s)
+            t0 = time.monotonic()
+            _wait_for_close(h, self._stopping, self.hang_s)
+            with self._lock:
+                self.hang_waits.append(time.monotonic() - t0)
             _reset(h)
         elif kind == "truncated":
             full = json.dumps(
@@ -110,6 +117,22 @@ def _quiet_write(h: Any, data: bytes) -> None:
         h.wfile.flush()
     except OSError:
         pass
+
+
+def _wait_for_close(h: Any, stopping: threading.Event, limit: float) -> None:
+    """Answer nothing until the client closes the connection, the server stops, or ``limit`` s pass."""
+    sock: socket.socket = h.request
+    end = time.monotonic() + limit
+    while not stopping.is_set() and time.monotonic() < end:
+        readable, _, _ = select.select([sock], [], [], 0.1)
+        if not readable:
+            continue
+        try:
+            if not sock.recv(1, socket.MSG_PEEK):
+                return  # the client closed its end (it gave up on this request)
+        except OSError:
+            return
+        stopping.wait(0.1)  # bytes we do not read: only watch for the close
 
 
 def _reset(h: Any) -> None:

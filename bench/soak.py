@@ -19,7 +19,11 @@ What it does (issue 17 §4), with the real ``mathagent eval`` in a subprocess an
 4. prints: problems accounted for, duplicate records, records lost, samples failed after the
    backend's retries, whether the summary equals the clean run's (the metrics, not times or counts of
    invocations), the wall-time ratio faulted/clean (all invocations of the faulted run, restarts
-   included), and the harness's peak RSS (VmHWM of the eval process; kernels are separate processes).
+   included), and the harness's peak RSS (VmHWM of the eval process; kernels are separate processes);
+5. and where the time went (:func:`time_split`): per invocation, start (launch to first saved sample;
+   its setup part: launch to the run folder opened), work and stop; how long the hung requests were
+   waited on (the server's view), the backoff before retries (the eval's WARNING log lines, by error),
+   and the requests re-sent for samples lost to the kills.
 
 ``--backend scripted`` replaces the server by the scripted backend (no HTTP faults; kills and the disk
 episode still happen): the short version the default test suite runs (tests/evals/test_soak.py).
@@ -43,21 +47,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mathagent.evals.summary import result_differences
+
 BENCH = Path(__file__).resolve().parent
-SUMMARY_FIELDS = (
-    "n_samples",
-    "n_failed",
-    "failed_reasons",
-    "overall",
-    "by_level",
-    "by_subject",
-    "tokens_in",
-    "tokens_out",
-    "exec",
-    "stop_reasons",
-    "verification_states",
-)
-"""What must match between the faulted and the clean run (times and invocation counts may differ)."""
 SUBJECTS = ("arithmetic", "sums", "counting")
 QUESTION = re.compile(r"What is (\d+) plus (\d+)\?")
 
@@ -146,6 +138,13 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def _count_lines(path: Path) -> int:
     try:
         with open(path, "rb") as f:
@@ -164,12 +163,15 @@ def invoke(
     timeout_s: float,
 ) -> dict[str, Any]:
     """Run one eval; SIGKILL its process group once ``samples`` holds ``kill_at`` lines (plus a random
-    delay of up to 0.2 s). Returns rc, wall, peak RSS, whether it was killed, and its output."""
+    delay of up to 0.2 s). Returns rc, wall, peak RSS, whether it was killed, its output, and where its
+    time went (:func:`timeline`; the retries its log reports: :func:`retries_of`)."""
+    before = _count_lines(samples)
+    marks: list[tuple[float, int]] = []
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, start_new_session=True)
         try:
-            peak, killed, killed_at = _watch(proc, samples, kill_at, rng, timeout_s, t0, cmd)
+            peak, killed, killed_at = _watch(proc, samples, kill_at, rng, timeout_s, t0, cmd, marks)
         finally:  # never leave an eval (and its kernels) behind, whatever stops the soak
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -182,6 +184,7 @@ def invoke(
                 pass
         out.seek(0)
         err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
         return {
             "rc": proc.returncode,
             "wall_s": wall,
@@ -189,8 +192,42 @@ def invoke(
             "killed": killed,
             "killed_at_records": killed_at if killed else None,
             "stdout": out.read().decode("utf-8", "replace"),
-            "stderr": err.read().decode("utf-8", "replace")[-4000:],
+            "stderr": stderr[-4000:],
+            "timeline": timeline(marks, before, _count_lines(samples), wall),
+            "retries": retries_of(stderr),
         }
+
+
+def timeline(marks: list[tuple[float, int]], before: int, after: int, wall: float) -> dict[str, Any]:
+    """Where one invocation's wall time went: ``start_s`` (launch to its first saved sample), split into
+    ``setup_s`` (launch to the run folder's header written: interpreter, imports, flags, data set,
+    backend, run folder) and the rest (kernel pool, the first sample itself); ``work_s`` (first to
+    last saved sample), ``stop_s`` (last saved sample to exit: the last samples' tail, closing kernels;
+    for a killed one, the kill's delay), and ``saved`` samples."""
+    new = [t for t, n in marks if n > before]
+    opened = [t for t, n in marks if n < 0]
+    setup = round(opened[0], 2) if opened else None
+    if not new:
+        return {"saved": after - before, "setup_s": setup, "start_s": wall, "work_s": 0.0, "stop_s": 0.0}
+    return {
+        "saved": after - before,
+        "setup_s": setup,
+        "start_s": round(new[0], 2),
+        "work_s": round(new[-1] - new[0], 2),
+        "stop_s": round(wall - new[-1], 2),
+    }
+
+
+RETRY_LINE = re.compile(r"failed \(try \d+/\d+\): (.*?); retrying in ([\d.]+) s")
+
+
+def retries_of(stderr: str) -> dict[str, list[float]]:
+    """The retries an eval logged (WARNING lines of :mod:`mathagent.agent.backends.retry`), by the
+    head of their error (``HTTP 429``, ``StuckRequest``, ...): the backoff of each."""
+    out: dict[str, list[float]] = {}
+    for m in RETRY_LINE.finditer(stderr):
+        out.setdefault(m.group(1).split(":")[0].strip(), []).append(float(m.group(2)))
+    return out
 
 
 def _watch(
@@ -201,22 +238,32 @@ def _watch(
     timeout_s: float,
     t0: float,
     cmd: list[str],
+    marks: list[tuple[float, int]],
 ) -> tuple[int, bool, int]:
-    """Poll ``proc`` until it exits: peak RSS, and the SIGKILL once ``samples`` holds ``kill_at`` lines."""
+    """Poll ``proc`` until it exits: peak RSS, and the SIGKILL once ``samples`` holds ``kill_at`` lines.
+    Appends ``(seconds since t0, lines)`` to ``marks`` whenever ``samples`` grew, and ``(seconds, -1)``
+    once when the run folder's header was (re)written (the eval opened the run: its setup is done)."""
     peak = killed_at = 0
     killed = False
     last_size = -1
+    header = samples.parent / "header.json"
+    header_was = _mtime(header)
     while proc.poll() is None:
         peak = max(peak, _hwm_kb(proc.pid))
-        if kill_at is not None and not killed:
-            size = samples.stat().st_size if samples.exists() else 0
-            if size != last_size:
-                last_size = size
-                if _count_lines(samples) >= kill_at:
-                    time.sleep(rng.uniform(0, 0.2))
-                    killed_at = _count_lines(samples)
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    killed = True
+        if header_was is not None or not any(n < 0 for _, n in marks):
+            if _mtime(header) != header_was:
+                marks.append((time.perf_counter() - t0, -1))
+                header_was = None
+        size = samples.stat().st_size if samples.exists() else 0
+        if size != last_size and not killed:
+            last_size = size
+            lines = _count_lines(samples)
+            marks.append((time.perf_counter() - t0, lines))
+            if kill_at is not None and lines >= kill_at:
+                time.sleep(rng.uniform(0, 0.2))
+                killed_at = _count_lines(samples)
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed = True
         if time.perf_counter() - t0 > timeout_s:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -274,7 +321,9 @@ def analyse(run_dir: Path, n: int) -> dict[str, Any]:
 
 
 def summaries_equal(a: dict[str, Any], b: dict[str, Any]) -> tuple[bool, list[str]]:
-    diff = [k for k in SUMMARY_FIELDS if a.get(k) != b.get(k)]
+    """Whether the faulted run's summary has the clean run's results (times and invocation counts may
+    differ): :data:`mathagent.evals.summary.RESULT_FIELDS`."""
+    diff = result_differences(a, b)
     return not diff, diff
 
 
@@ -284,7 +333,7 @@ def soak(cfg: SoakConfig) -> dict[str, Any]:
     rng = random.Random(cfg.seed)
     problems = work / "problems.jsonl"
     pairs = write_problems(problems, cfg.problems, cfg.seed)
-    env = {**os.environ, "MATHAGENT_LOG_LEVEL": "ERROR"}
+    env = {**os.environ, "MATHAGENT_LOG_LEVEL": "WARNING"}  # the retries are logged as warnings
     server = None
     if cfg.backend == "server":
         sys.path.insert(0, str(BENCH))
@@ -422,6 +471,7 @@ def soak(cfg: SoakConfig) -> dict[str, Any]:
             faults=dict(server.faults) if server else {},
             requests={"clean": requests_clean, "faulted": (server.hits - requests_clean) if server else 0},
             counts=summary.get("counts"),
+            split=time_split(clean, invocations, cfg, server, requests_clean),
             notes=notes,
             config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         )
@@ -431,6 +481,89 @@ def soak(cfg: SoakConfig) -> dict[str, Any]:
             server.stop()
         if disk is not None:
             disk.close()
+
+
+def time_split(
+    clean: dict[str, Any],
+    invocations: list[dict[str, Any]],
+    cfg: SoakConfig,
+    server: Any,
+    requests_clean: int,
+) -> dict[str, Any]:
+    """Where the faulted run's extra wall time went, against the clean run.
+
+    - ``start``/``stop``: the faulted run starts ``len(invocations)`` times and the clean run once
+      (each start: interpreter, run folder, backend, kernel pool, first sample; see :func:`timeline`);
+    - ``work``: first to last saved sample, summed; the excess over the clean run holds the faults'
+      waits and the samples in flight at each kill (lost and run again);
+    - ``requests_rerun``: requests beyond the clean run's that no injected fault explains (the
+      requests of samples lost to the kills);
+    - ``hangs``: how long each hung request was waited on (the server's view), and ``retry_waits``:
+      the backoff after each failed try (the eval's log), both in slot-seconds: a trajectory waits,
+      the others go on (``/ concurrency`` is the wall cost when the run is bound by its slots).
+    """
+    tl_clean = clean["timeline"]
+    tls = [i["timeline"] for i in invocations]
+    sums = {k: round(sum(t[k] for t in tls), 2) for k in ("start_s", "work_s", "stop_s")}
+    retry_waits: dict[str, dict[str, float]] = {}
+    for inv in invocations:
+        for head, waits in inv["retries"].items():
+            d = retry_waits.setdefault(head, {"n": 0, "wait_s": 0.0})
+            d["n"] += len(waits)
+            d["wait_s"] = round(d["wait_s"] + sum(waits), 2)
+    hang_waits = list(getattr(server, "hang_waits", []) or [])
+    faults = sum(server.faults.values()) if server is not None else 0
+    requests = (server.hits - requests_clean) if server is not None else 0
+    return {
+        "clean": tl_clean,
+        "faulted": dict(sums, saved=sum(t["saved"] for t in tls), invocations=len(tls)),
+        "extra": {k: round(sums[k] - tl_clean[k], 2) for k in sums},
+        "hangs": {
+            "n": len(hang_waits),
+            "waited_s": round(sum(hang_waits), 2),
+            "mean_s": round(sum(hang_waits) / len(hang_waits), 2) if hang_waits else None,
+            "max_s": round(max(hang_waits), 2) if hang_waits else None,
+        },
+        "retry_waits": retry_waits,
+        "requests_rerun": requests - requests_clean - faults if server is not None else None,
+        "concurrency": cfg.concurrency,
+    }
+
+
+def split_lines(sp: dict[str, Any], invocations: list[dict[str, Any]]) -> list[str]:
+    c, f, x = sp["clean"], sp["faulted"], sp["extra"]
+    lines = [
+        "where the time went (start: launch -> first saved sample, of which setup: launch -> run folder "
+        "opened; work: first -> last saved sample; stop: last saved sample -> exit):",
+        f"  clean      start {c['start_s']:6.2f} s (setup {c['setup_s']} s)  work {c['work_s']:6.2f} s  stop "
+        f"{c['stop_s']:5.2f} s  {c['saved']} samples",
+    ]
+    for inv in invocations:
+        t = inv["timeline"]
+        rate = t["saved"] / t["work_s"] if t["work_s"] else 0.0
+        lines.append(
+            f"  {inv['phase']:<9}  start {t['start_s']:6.2f} s (setup {t['setup_s']} s)  work "
+            f"{t['work_s']:6.2f} s  stop {t['stop_s']:5.2f} s  {t['saved']} samples ({rate:.1f}/s)"
+        )
+    crate = c["saved"] / c["work_s"] if c["work_s"] else 0.0
+    lines.append(
+        f"  faulted-clean: starts {x['start_s']:+.2f} s ({f['invocations']} starts vs 1), work "
+        f"{x['work_s']:+.2f} s (clean rate {crate:.1f}/s), stops {x['stop_s']:+.2f} s"
+    )
+    h = sp["hangs"]
+    if h["n"]:
+        lines.append(
+            f"  hung requests: {h['n']}, waited {h['waited_s']} slot-s before given up (mean {h['mean_s']} s, "
+            f"max {h['max_s']} s)"
+        )
+    if sp["retry_waits"]:
+        parts = ", ".join(f"{k} {v['n']}x {v['wait_s']} s" for k, v in sorted(sp["retry_waits"].items()))
+        total = sum(v["wait_s"] for v in sp["retry_waits"].values())
+        lines.append(f"  backoff before retries: {round(total, 2)} slot-s ({parts})")
+    if sp["requests_rerun"] is not None:
+        lines.append(f"  requests re-sent for samples lost to the kills: {sp['requests_rerun']}")
+    lines.append(f"  (slot-s / {sp['concurrency']} trajectories = wall s when the run is bound by its slots)")
+    return lines
 
 
 def report(r: dict[str, Any]) -> str:
@@ -462,6 +595,8 @@ def report(r: dict[str, Any]) -> str:
             f"{inv['peak_rss_kb'] / 1024:.0f} MB"
             + (f"  killed at {inv['killed_at_records']} samples" if inv["killed"] else "")
         )
+    if r.get("split"):
+        lines += split_lines(r["split"], r["invocations"])
     lines += [f"note: {n}" for n in r["notes"]]
     if d and d["traceback"]:
         lines.append("disk-full stderr: " + r["invocations"][-2]["stderr"])

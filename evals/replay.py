@@ -34,6 +34,7 @@ from mathagent.agent.formats.mathcoder import END_MESSAGE, blocks, steps_from_de
 from mathagent.agent.grading import extract_answer, gold_answer, is_equivalent
 from mathagent.agent.trace import StepKind, Trace
 from mathagent.evals.runner import solve_with_loop
+from mathagent.sandbox.aio import reserve_threads
 from mathagent.sandbox.base import ExecResult
 
 log = logging.getLogger(__name__)
@@ -614,6 +615,7 @@ async def replay_async(
     """Replay ``items`` with up to ``concurrency`` trajectories at once; results in input order."""
     import asyncio
 
+    reserve_threads(concurrency)  # a thread per trajectory for its blocking sandbox calls
     config = replay_config(cell_timeout)
     sem = asyncio.Semaphore(max(1, concurrency))
     results: list[ReplayResult | None] = [None] * len(items)

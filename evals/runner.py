@@ -22,6 +22,7 @@ from mathagent.agent.loop import solve
 from mathagent.agent.trace import StepKind, StopReason, Trace
 from mathagent.evals.datasets import Problem
 from mathagent.evals.runs import RunDir
+from mathagent.sandbox.aio import reserve_threads
 from mathagent.sandbox.base import SandboxProvider
 from mathagent.sandbox.pool import KernelPool
 
@@ -129,7 +130,9 @@ async def run_eval_async(
     retry_failed: bool = False,
     on_record: ProgressFn | None = None,
 ) -> dict[str, int]:
-    """Solve every pending (problem, sample) and append its record. Returns counts."""
+    """Solve every pending (problem, sample) and append its record. Returns counts. The running loop
+    gets a thread per trajectory for blocking sandbox calls (:func:`~mathagent.sandbox.aio.reserve_threads`)."""
+    reserve_threads(concurrency)
     keys = [(p.id, i) for p in problems for i in range(k)]
     pending = run.pending(keys, retry_failed=retry_failed)
     by_id = {p.id: p for p in problems}

@@ -143,6 +143,35 @@ def summarize(
     }
 
 
+RESULT_FIELDS = (
+    "schema_version",
+    "n_samples",
+    "n_failed",
+    "failed_reasons",
+    "weights",
+    "overall",
+    "by_level",
+    "by_subject",
+    "tokens_in",
+    "tokens_out",
+    "exec",
+    "stop_reasons",
+    "verification_states",
+    "verification",
+    "prune",
+    "vote_weights",
+    "mode",
+)
+"""The fields of :func:`eval_summary` that depend only on the records and the run's settings: equal for
+the same records however they were produced (one invocation or a resumed crash, shards merged). The
+others (``sample_time_s``, ``wall_s``, ``run_dir``, ``counts``) differ by nature."""
+
+
+def result_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The :data:`RESULT_FIELDS` in which two summaries differ (empty: the same results)."""
+    return [k for k in RESULT_FIELDS if a.get(k) != b.get(k)]
+
+
 def eval_summary(
     records: Sequence[dict[str, Any]],
     *,

@@ -11,11 +11,9 @@ from mathagent.evals.cli_eval import main as eval_main
 from mathagent.evals.cli_merge import main as merge_main
 from mathagent.evals.datasets import load_problems
 from mathagent.evals.runs import identities_match
+from mathagent.evals.summary import result_differences
 
 pytestmark = pytest.mark.kernel
-
-SAME = ("n_samples", "n_failed", "failed_reasons", "weights", "overall", "by_level", "by_subject", "exec")
-SAME += ("tokens_in", "tokens_out", "stop_reasons", "verification", "prune", "vote_weights", "mode")
 
 
 def write_script(path: Path, n: int, *, wrong: set[int], fail: set[int]) -> None:
@@ -50,8 +48,7 @@ def test_header_as_config_reproduces_the_run(tmp_path, capsys, monkeypatch):
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     again = _run(capsys, "--config", str(tmp_path / "first/header.json"), "--run-dir", "again")
-    for field in SAME:
-        assert again[field] == first[field], field
+    assert result_differences(again, first) == []
     new = json.loads(Path("again/header.json").read_text())["identity"]
     assert identities_match(header["identity"], new, header["cwd"])  # the script named by another path
 
@@ -62,14 +59,12 @@ def test_header_as_config_reproduces_the_run(tmp_path, capsys, monkeypatch):
     Path("old/header.json").write_text(json.dumps(old))
     Path("old/summary.json").write_text(Path(tmp_path / "first/summary.json").read_text())
     legacy = _run(capsys, "--config", "old/header.json", "--run-dir", "legacy")
-    for field in SAME:
-        assert legacy[field] == first[field], field
+    assert result_differences(legacy, first) == []
 
     # and the unsharded run merges as shard 0/1 into the same summary
     assert merge_main([str(tmp_path / "first"), "--out", "merged", "--json"]) == 0
     merged = json.loads(capsys.readouterr().out)
-    for field in SAME:
-        assert merged[field] == first[field], field
+    assert result_differences(merged, first) == []
 
 
 def test_bad_config_is_a_clear_error(tmp_path, capsys):

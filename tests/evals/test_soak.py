@@ -46,6 +46,14 @@ def test_short_soak_kill_and_full_disk_lose_and_duplicate_nothing(tmp_path):
     assert r["kills"] == 1, r["invocations"]  # the kill landed before the run finished
     assert r["failed_samples"] == 0 and r["summary_equal"], r["summary_differs"]
     assert r["accuracy"] == pytest.approx(0.91)  # the fake model is wrong on 9 of these 100 on purpose
+    # where the time went: every saved sample is in one invocation's timeline, and the parts add up
+    sp = r["split"]
+    assert sp["clean"]["saved"] == sp["faulted"]["saved"] == 100, sp
+    for inv in r["invocations"]:
+        t = inv["timeline"]
+        assert t["setup_s"] is not None and 0 < t["setup_s"] <= t["start_s"], t
+        assert t["start_s"] + t["work_s"] + t["stop_s"] == pytest.approx(inv["wall_s"], abs=0.05), (t, inv)
+    assert "where the time went" in soak.report(r)
 
 
 @pytest.mark.slow
