@@ -64,15 +64,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 THREADS_ENV = "MATHAGENT_LLAMA_THREADS"
-"""Threads the bundled server decodes with (default: every CPU this process may use).
+"""Threads the bundled server decodes with (default: one less than the CPUs this process may use).
 
 llama.cpp's threads meet at a barrier for every layer, so one thread that is not on a CPU stalls the
-others: on a machine busy with other work, fewer threads decode much faster (``bench/threads_bench.py``:
-on 2 cores under load, 1 thread 16-18 tokens/s against 1.3-3.9 for 2)."""
+others. A run always has other work (the kernels executing code, parsing, grading), so the default
+leaves one CPU to it. ``bench/threads_bench.py`` on 2 cores, 0.5B model: with one other busy process,
+1 thread decoded 40-45 tokens/s and 2 threads 0.5; at load average ~20, 16-18 against 1.3-3.9."""
 
 
 def default_threads() -> int:
-    """``$MATHAGENT_LLAMA_THREADS`` when set, else the CPUs this process may run on."""
+    """``$MATHAGENT_LLAMA_THREADS`` when set, else one less than the CPUs this process may run on
+    (at least 1)."""
     given = os.environ.get(THREADS_ENV, "").strip()
     if given:
         try:
@@ -83,9 +85,10 @@ def default_threads() -> int:
             raise ValueError(f"{THREADS_ENV} must be a whole number >= 1, got {given!r}")
         return n
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
 
 
 LOG_ROTATE_BYTES = 10 << 20
