@@ -53,6 +53,10 @@ def test_threads_follow_the_environment(monkeypatch):
     threads = "--threads" if s.kind == "llama-server" else "--n_threads"
     assert s.n_threads == 1 and f"{threads} 1" in " ".join(s.command())
     assert LlamaServer(MODEL, n_ctx=N_CTX, n_threads=3).n_threads == 3  # an explicit value wins
+    monkeypatch.delenv("MATHAGENT_LLAMA_THREADS")
+    for cpus, threads in ((1, 1), (2, 1), (16, 15)):  # one CPU is left to the run's own work
+        monkeypatch.setattr("os.sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert LlamaServer(MODEL, n_ctx=N_CTX).n_threads == threads
     for bad in ("0", "two"):
         monkeypatch.setenv("MATHAGENT_LLAMA_THREADS", bad)
         with pytest.raises(ValueError, match="MATHAGENT_LLAMA_THREADS must be a whole number"):
