@@ -31,7 +31,7 @@ from mathagent.agent.backends.base import Backend, BackendError, Completion, Gen
 from mathagent.agent.backends.openai_backend import OpenAIBackend
 from mathagent.agent.backends.transformers_backend import TransformersBackend
 from mathagent.agent.hubcache import cached_model_dir, looks_like_hub_id, not_cached_message
-from mathagent.agent.llama_server import DEFAULT_N_CTX, shared_server
+from mathagent.agent.llama_server import DEFAULT_N_CTX, LlamaServer, shared_server
 from mathagent.agent.models import DEFAULT_MODEL, is_bundled, model_path
 
 __all__ = [
@@ -56,7 +56,11 @@ def bundled_backend(model: str | os.PathLike[str] | None = None, **kw: Any) -> B
     name = str(model or DEFAULT_MODEL)
     server_kw = {k: kw.pop(k) for k in SERVER_KEYS if k in kw}
     server_kw.setdefault("n_ctx", DEFAULT_N_CTX)
-    server = shared_server(name, **server_kw)
+    return server_backend(shared_server(name, **server_kw), **kw)
+
+
+def server_backend(server: LlamaServer, **kw: Any) -> OpenAIBackend:
+    """The OpenAI-compatible backend for a llama.cpp server mathagent started (``kw`` overrides)."""
     kw.setdefault("context_window", server.n_ctx)
     # Queue in the client, where no timeout ticks, not in the server: a request waiting behind three
     # others on a busy machine would otherwise use up its request timeout before its first token.

@@ -20,6 +20,7 @@ import signal
 import time
 
 import pytest
+from mathagent.agent.backends import server_backend
 from mathagent.agent.backends.base import BackendError, GenerationParams
 from mathagent.agent.backends.openai_backend import OpenAIBackend
 from mathagent.agent.backends.retry import RetryPolicy
@@ -67,19 +68,8 @@ def wait_idle(server: LlamaServer, limit_s: float = 180.0) -> float:
 def backend(server: LlamaServer, **kw) -> OpenAIBackend:
     """What ``bundled_backend`` builds for a server we started (that one shares a process-wide
     server; these tests need their own), with a stall timeout of a few seconds."""
-    return OpenAIBackend(
-        model=server.alias,
-        base_url=server.base_url,
-        gguf_path=server.path,
-        server=server,
-        server_kind="llama-cpp-python",
-        context_window=server.n_ctx,
-        max_concurrency=server.slots,
-        progress=server.activity,
-        stall_timeout=STALL_S,
-        request_timeout=600,
-        **kw,
-    )
+    assert "progress" not in kw  # the probe must be the one the product wires in
+    return server_backend(server, stall_timeout=STALL_S, request_timeout=600, **kw)
 
 
 def test_a_stream_silent_while_the_server_generates_completes(server):
