@@ -67,10 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument(
         "--nice", type=int, default=19, help="niceness of each eval (default 19: yield to other work)"
     )
+    rn.add_argument(
+        "--only", nargs="+", default=[], metavar="PART",
+        help="run only the runs whose folder name contains one of these (e.g. 1.5b, or vp- 0.5b): two "
+        "invocations with disjoint parts run side by side, each with its own server",
+    )  # fmt: skip
     rn.add_argument("--dry-run", action="store_true")
     args = p.parse_args(argv)
     if args.cmd == "run":
         for cmd in plan(args.root, args.models, args.datasets):
+            name = Path(cmd[cmd.index("--run-dir") + 1]).name
+            if args.only and not any(part in name for part in args.only):
+                continue
             print(shlex.join(cmd), flush=True)
             if not args.dry_run:
                 rc = subprocess.run(

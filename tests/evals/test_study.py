@@ -171,3 +171,23 @@ def test_cross_fitted_weights_vote_each_fold_with_the_other_folds_labels(tmp_pat
     assert w[0].true < w[0].false and w[1].true > w[1].false  # fold 0's weights come from fold 1
     cf = next(c for c in vote_cells(run) if "cross-fit" in c.label)
     assert all(cf.scores[p] == 0.0 for p in ids if fold_of(p) == 0)
+
+
+def test_run_only_selects_disjoint_streams(tmp_path):
+    """`run --only` keeps the plan's order and selects by folder name, so two invocations can split it."""
+
+    def planned(*only: str) -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "bench" / "method_study.py"), "run", "--root", str(tmp_path),
+             "--dry-run", *(["--only", *only] if only else [])],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        return [line.split("--run-dir ")[1].split()[0].rsplit("/", 1)[1] for line in proc.stdout.splitlines()]
+
+    everything = planned()
+    a, b = planned("1.5b"), planned("vp-", "0.5b")
+    assert a and b and not set(a) & set(b)
+    assert sorted(a + b) == sorted(everything)
+    assert a == [name for name in everything if name in a]  # the plan's order is kept
+    assert b[:3] == ["vp-verify", "vp-verify_substitute", "vp-verify_resolve"]
+    assert planned("no-such-run") == []
