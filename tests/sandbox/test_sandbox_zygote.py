@@ -186,3 +186,47 @@ def test_free_slots_are_closed_after_their_idle_time(config):
         assert not pool._idle and not z.alive() and not slot_dir.exists()
         with pool.acquire() as again:  # the ready one is unaffected
             assert again.run("1 + 1").result == "2"
+
+
+def test_start_threads_follow_the_usable_cpus(monkeypatch):
+    import mathagent.sandbox.pool as pool_mod
+
+    for cpus, size, want in ((1, 16, 1), (2, 16, 1), (3, 16, 1), (4, 16, 2), (16, 16, 4), (16, 2, 2)):
+        monkeypatch.setattr(pool_mod.os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert pool_mod.start_threads(size) == want, (cpus, size)
+
+
+def test_a_cold_pool_starts_new_slots_one_turn_at_a_time(config, monkeypatch):
+    """New slots start one at a time (a start is CPU work), while kernels are still handed out as
+    soon as each is ready and reused slots fork in parallel."""
+    import threading
+
+    import mathagent.sandbox.pool as pool_mod
+
+    lock, active, peak = threading.Lock(), [0], [0]
+
+    class Counting(pool_mod.JupyterSandbox):
+        def __init__(self, *args, **kw):
+            new = kw.get("_zygote") is None
+            if new:
+                with lock:
+                    active[0] += 1
+                    peak[0] = max(peak[0], active[0])
+            try:
+                super().__init__(*args, **kw)
+            finally:
+                if new:
+                    with lock:
+                        active[0] -= 1
+
+    monkeypatch.setattr(pool_mod, "JupyterSandbox", Counting)
+    monkeypatch.setattr(pool_mod, "start_threads", lambda size: 1)
+    with KernelPool(size=3, config=config) as pool:
+        sbs = [pool.acquire() for _ in range(3)]
+        assert [sb.run("6 * 7").result for sb in sbs] == ["42"] * 3
+        for sb in sbs:
+            sb.close()
+        with pool.acquire() as again:  # from a slot given back
+            assert again.run("6 * 7").result == "42"
+        assert pool.slots_started >= 3
+    assert peak[0] == 1
