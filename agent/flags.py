@@ -4,6 +4,10 @@ and ``generate`` add them from :data:`FLAGS` with :func:`add_agent_flags`.
 A command picks the flags it takes and may change a default (``eval`` seeds with 0, ``solve`` with
 none) or the help text (the ``--script`` file formats differ); names, types, choices and the meaning
 stay the same everywhere. Help texts are plain text: argparse prints them as written.
+
+A flag that sets an :class:`~mathagent.agent.config.AgentConfig` field names it (:attr:`Flag.config`)
+and takes its default from ``AgentConfig()``, never a copy of it (``tests/agent/test_flags_config.py``
+checks both, and the types).
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class Flag:
 
     names: tuple[str, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
+    config: str | None = None
+    """The :class:`AgentConfig` field the flag sets, if any; its default is that field's default."""
+    differs: str = ""
+    """Why the flag's default is ``None`` rather than its field's (resolved later), when it is."""
 
 
 FLAGS: dict[str, Flag] = {
@@ -84,14 +92,25 @@ FLAGS: dict[str, Flag] = {
     ),
     "format": Flag(
         ("--format",),
-        {"choices": FORMATS, "default": None, "help": "trace format (default: the backend's own)"},
+        {
+            "choices": FORMATS,
+            "default": _DEFAULTS.format,
+            "help": "trace format (default: the backend's own)",
+        },
+        config="format",
     ),
     "k": Flag(("--k", "-k"), {"type": int, "default": 1, "help": "samples per problem, voted over"}),
     "temperature": Flag(
         ("--temperature", "-t"),
         {"type": float, "default": None, "help": "sampling temperature (default 0 for k=1, else 0.7)"},
+        config="temperature",
+        differs="none given: 0 for k=1, else 0.7 (default_temperature)",
     ),
-    "seed": Flag(("--seed",), {"type": int, "default": None, "help": "sampling seed (sample i uses seed+i)"}),
+    "seed": Flag(
+        ("--seed",),
+        {"type": int, "default": _DEFAULTS.seed, "help": "sampling seed (sample i uses seed+i)"},
+        config="seed",
+    ),
     "max_rounds": Flag(
         ("--max-rounds", "--rounds", "--max-code-calls"),
         {
@@ -100,6 +119,7 @@ FLAGS: dict[str, Flag] = {
             "default": FlagDefault(_DEFAULTS.max_rounds),
             "help": f"most code executions (code calls) per sample (default: the preset's, else {_DEFAULTS.max_rounds})",
         },
+        config="max_rounds",
     ),
     "max_tokens": Flag(
         ("--max-tokens",),
@@ -108,14 +128,16 @@ FLAGS: dict[str, Flag] = {
             "default": FlagDefault(_DEFAULTS.max_tokens),
             "help": f"most tokens per model call (default: the preset's, else {_DEFAULTS.max_tokens})",
         },
+        config="max_tokens",
     ),
     "verify": Flag(
         ("--verify",),
         {
             "action": argparse.BooleanOptionalAction,
-            "default": True,
+            "default": _DEFAULTS.verify,
             "help": "code-based self-verification after an answer; revise when it comes out False",
         },
+        config="verify",
     ),
     "timeout": Flag(
         ("--timeout",),
@@ -124,24 +146,27 @@ FLAGS: dict[str, Flag] = {
             "default": _DEFAULTS.cell_timeout,
             "help": f"seconds one code cell may run (default {_DEFAULTS.cell_timeout:g})",
         },
+        config="cell_timeout",
     ),
     "system_prompt": Flag(
         ("--system-prompt",),
         {
-            "default": None,
+            "default": _DEFAULTS.system_prompt,
             "metavar": "NAME|FILE",
             "help": "system prompt: a shipped name (e.g. markdown, tools) or a text file (default: the "
             "preset's, else the format's own)",
         },
+        config="system_prompt",
     ),
     "preset": Flag(
         ("--preset",),
         {
-            "default": None,
+            "default": _DEFAULTS.preset,
             "metavar": "NAME|FILE",
             "help": "a model family's own protocol: prompts, stop strings, how outputs are written back, "
             "tokens per call and code calls (list them: mathagent presets; or a .toml file)",
         },
+        config="preset",
     ),
     "concurrency": Flag(
         ("--concurrency",), {"type": int, "default": 4, "help": "samples solved at the same time (default 4)"}

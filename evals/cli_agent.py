@@ -77,7 +77,7 @@ def add_run_agent_flags(
         defaults={k: v for k, v in {**base, **(defaults or {})}.items() if k in names},
         helps={
             "seed": "base seed: sample i of a problem uses seed+i; also seeds --shuffle (default 0)",
-            "max_rounds": "most code executions (code calls) per sample (default 6)",
+            "max_rounds": f"most code executions (code calls) per sample (default {AgentConfig().max_rounds})",
             "concurrency": "trajectories solved at the same time (default: --max-inflight plus a quarter)",
             **(helps or {}),
         },

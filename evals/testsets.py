@@ -53,6 +53,11 @@ TEST_SETS = tuple(name for name, split in SPLIT.items() if split == "test")
 FINGERPRINTS_FILE = "test_fingerprints.json"
 DIGITS = 12
 """Hex digits kept of each question's sha256 (48 bits: a chance match among ~10^4 questions is ~10^-10)."""
+ALLOW_TEST_HELP = (
+    "allow problems from an evaluation test set (refused by default: training on them leaks them "
+    "into every later evaluation)"
+)
+"""``--help`` of the ``--allow-test`` flag of every command that takes training data."""
 WHY = (
     "training on test problems leaks them into every later evaluation of the trained model (its score "
     "on that set stops measuring anything)"

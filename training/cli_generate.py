@@ -37,7 +37,7 @@ from mathagent.evals.datasets import STANDARD, dataset_info
 from mathagent.evals.runs import RunDir, RunError, RunWriteError, stop_message
 from mathagent.evals.shards import Shard
 from mathagent.evals.summary import run_counts
-from mathagent.evals.testsets import refuse_test_data
+from mathagent.evals.testsets import ALLOW_TEST_HELP, refuse_test_data
 from mathagent.evals.validate import check_args
 from mathagent.training import dedup
 from mathagent.training import interpolate as I
@@ -95,8 +95,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-test",
         action="store_true",
-        help="allow problems from an evaluation test set (refused by default: training on them leaks them "
-        "into every later evaluation)",
+        help=ALLOW_TEST_HELP,
     )
     p.add_argument("--force", action="store_true", help="start afresh when OUT holds another configuration")
     p.add_argument("--json", action="store_true", help="print the summary as JSON (no progress bar)")

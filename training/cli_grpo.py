@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from mathagent.agent.configfile import check_dataclass_values, read_file
+from mathagent.evals.testsets import ALLOW_TEST_HELP
 from mathagent.training.grpo import GRPORunConfig, train
 from mathagent.training.publish import PushError
 from mathagent.training.rewards import RewardWeights
@@ -39,8 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--allow-test",
         action="store_true",
         default=None,
-        help="allow problems from an evaluation test set (refused by default: training on them leaks them "
-        "into every later evaluation)",
+        help=ALLOW_TEST_HELP,
     )
     a("--num-generations", type=int, help="group size: rollouts per problem (default 4)")
     a("--batch-size", type=int, help="completions per device per micro-batch (default 4)")

@@ -15,6 +15,7 @@ import json
 import sys
 
 from mathagent.agent.configfile import add_config_flag, add_dataclass_flags, parse_args
+from mathagent.evals.testsets import ALLOW_TEST_HELP
 from mathagent.training.cli_grpo import add_parser as _grpo_parser
 from mathagent.training.cli_grpo import run as run_grpo
 from mathagent.training.export import AUTO_SYSTEM, export_traces, read_traces
@@ -37,6 +38,7 @@ def _sft_parser(sub: argparse._SubParsersAction) -> list[str]:
             "precision": {"choices": ("auto", "bf16", "fp32")},
             "lora": {"help": "train LoRA adapters instead of all weights"},
             "system": {"help": "system prompt for raw traces (auto: the agent's prompt for the format)"},
+            "allow_test": {"help": ALLOW_TEST_HELP},
         },
     )
     p.add_argument("--no-merge", action="store_true", help="save base + adapter instead of the merged model")

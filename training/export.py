@@ -135,6 +135,31 @@ def trace_to_row(trace: Trace, fmt: str, system: str | None = AUTO_SYSTEM) -> di
     raise ValueError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
 
 
+def row_problem(record: dict[str, Any]) -> str | None:
+    """The problem text of an SFT record, found where the converters above put it: a raw trace's
+    ``problem``, the first ``user`` message of a ``chat`` row (after the system prompt), the first user
+    text block of a ``mathcoder`` row. ``None`` when the record holds none of these."""
+    if isinstance(record.get("problem"), str) and "steps" in record:
+        return str(record["problem"])
+    messages = record.get("messages")
+    if isinstance(messages, list):
+        user = next((m for m in messages if isinstance(m, dict) and m.get("role") == "user"), None)
+        content = user.get("content") if user else None
+        if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return content if isinstance(content, str) else None
+    text = record.get("text")
+    if isinstance(text, str):
+        opener = f"{T.USER}{T.TEXT}"
+        start = text.find(opener)
+        if start < 0:
+            return None
+        start += len(opener)
+        end = text.find(T.END_BLOCK, start)
+        return text[start:] if end < 0 else text[start:end]
+    return None
+
+
 def read_traces(path: str | os.PathLike[str]) -> Iterator[Trace]:
     """Traces from a JSONL file (one ``Trace.to_dict()`` a line) or every ``*.jsonl`` in a folder.
 

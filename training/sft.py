@@ -23,10 +23,11 @@ from typing import Any
 
 from mathagent.agent.manifest import ModelManifest
 from mathagent.agent.trace import Trace
+from mathagent.evals.testsets import refuse_test_data
 from mathagent.training import masking, publish
 from mathagent.training import tokens as T
 from mathagent.training.convert import resolve_model_dir
-from mathagent.training.export import AUTO_SYSTEM, trace_to_row
+from mathagent.training.export import AUTO_SYSTEM, row_problem, trace_to_row
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class SFTRunConfig:
     """Hub repo id (``owner/name``) to upload the finished model folder to (main process, after saving)."""
     hub_private: bool = False
     """Create the hub repo private (when it does not exist yet)."""
+    allow_test: bool = False
+    """Train on records whose problem is an evaluation test question (refused by default, see
+    :func:`refuse_test_rows`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +139,14 @@ def load_rows(data: str | Path, fmt: str, system: str | None = AUTO_SYSTEM) -> l
     if not rows:
         raise ValueError(f"no {fmt} rows (column {key!r}) or traces found in {data}")
     return rows
+
+
+def refuse_test_rows(data: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Raise :class:`~mathagent.evals.testsets.TestDataError` (a ``ValueError``) when the problem of any
+    row (:func:`~mathagent.training.export.row_problem`) is a question of an evaluation test set, as
+    ``train grpo --data`` and ``generate`` do; the message counts them per set and names ``--allow-test``."""
+    questions = (q for q in map(row_problem, rows) if q is not None)
+    refuse_test_data(str(data), questions, flag="--data")
 
 
 def tokenize_rows(
@@ -224,12 +236,15 @@ def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tupl
 
     if cfg.format not in TRACE_FORMAT:
         raise ValueError(f"unknown format {cfg.format!r}; expected mathcoder or chat")
+    texts = load_rows(cfg.data, cfg.format, cfg.system)
+    if not cfg.allow_test:  # before any model is looked at
+        refuse_test_rows(cfg.data, texts)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     model_dir = resolve_model_dir(cfg.model)
     tok = prepare_tokenizer(model_dir, cfg.format, cfg.chat_template)
-    rows = tokenize_rows(load_rows(cfg.data, cfg.format, cfg.system), tok, cfg.format, cfg.max_length)
+    rows = tokenize_rows(texts, tok, cfg.format, cfg.max_length)
     data = Dataset.from_list(rows)
     eval_data = None
     if cfg.eval_fraction > 0 and len(data) > 1:
@@ -301,8 +316,8 @@ def train(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> TrainResult:
     t0 = time.perf_counter()
     publish.check_push(cfg.push_to_hub)  # fail now, not after training
     out = Path(cfg.out)
+    trainer, tok, counts = build_trainer(cfg, callbacks)  # checks the data (and refuses test data) first
     out.mkdir(parents=True, exist_ok=True)
-    trainer, tok, counts = build_trainer(cfg, callbacks)
     resume_from = latest_checkpoint(out) if cfg.resume else None
     if cfg.resume and resume_from is None:
         log.warning("--resume: no checkpoint in %s/checkpoints, starting from scratch", out)

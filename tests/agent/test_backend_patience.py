@@ -6,14 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from backend_helpers import ANSWER, CHAT, errors
 from fakeserver import FakeOpenAIServer, Reply
 from mathagent.agent.backends.base import GenerationParams
 from mathagent.agent.backends.openai_backend import OpenAIBackend
 from mathagent.agent.backends.patience import Patience
-
-CHAT = [{"role": "user", "content": "What is 6*7?"}]
-ANSWER = "Six times seven: 6*7 = 42, so the answer is 42."
-
 
 # -- the rule -------------------------------------------------------------------------------------
 
@@ -75,10 +72,6 @@ def backend(srv: FakeOpenAIServer, **kw) -> OpenAIBackend:
 async def warm(b: OpenAIBackend, n: int = 4) -> None:
     for _ in range(n):
         await b.generate(CHAT, GenerationParams())
-
-
-def errors(b: OpenAIBackend) -> list[str]:
-    return [e.error for e in b.retry_log]
 
 
 @pytest.mark.server

@@ -17,16 +17,14 @@ import sys
 import time
 
 import pytest
-from fakeserver import FakeOpenAIServer, Reply
+from backend_helpers import ANSWER, CHAT, errors, run
+from fakeserver import Reply
 from mathagent.agent.backends import make_backend
 from mathagent.agent.backends.base import GenerationParams
 from mathagent.agent.backends.openai_backend import OpenAIBackend
 from mathagent.agent.procstat import ProcessActivity, descendants
 
 pytestmark = pytest.mark.server
-
-CHAT = [{"role": "user", "content": "What is 6*7?"}]
-ANSWER = "Six times seven: 6*7 = 42, so the answer is 42."
 
 
 class FakeProbe:
@@ -45,20 +43,6 @@ class FakeProbe:
             self.value += (now - self.last) * self.share
         self.last = now
         return None if self.gone else self.value
-
-
-@pytest.fixture
-def srv():
-    with FakeOpenAIServer(completions=[ANSWER]) as s:
-        yield s
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-def errors(b: OpenAIBackend) -> list[str]:
-    return [e.error for e in b.retry_log]
 
 
 # -- the rule, on the fake server -----------------------------------------------------------------

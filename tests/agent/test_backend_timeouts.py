@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
+from backend_helpers import ANSWER, CHAT, errors, run
 from fakeserver import FakeOpenAIServer, Reply
 from mathagent.agent.backends import make_backend
 from mathagent.agent.backends.base import BackendError, GenerationParams
@@ -26,23 +27,6 @@ from mathagent.agent.backends.openai_backend import (
 from mathagent.agent.backends.retry import RetryPolicy, retry_after_of
 
 pytestmark = pytest.mark.server
-
-CHAT = [{"role": "user", "content": "What is 6*7?"}]
-ANSWER = "Six times seven: 6*7 = 42, so the answer is 42."
-
-
-@pytest.fixture
-def srv():
-    with FakeOpenAIServer(completions=[ANSWER]) as s:
-        yield s
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-def errors(b: OpenAIBackend) -> list[str]:
-    return [e.error for e in b.retry_log]
 
 
 # -- timeouts -------------------------------------------------------------------------------------
