@@ -2,7 +2,7 @@
 
 :func:`solve` runs one trajectory and always returns a :class:`~mathagent.agent.trace.Trace` (bad
 input, backend failures, malformed tool calls and full contexts end it with a stop reason and an
-``error`` message; only cancellation propagates). :func:`solve_k` runs ``k`` samples concurrently,
+``error`` message; only cancellation propagates). :func:`solve_k` runs ``k`` samples (concurrently, except on a one-slot local server),
 each in its own fresh sandbox. Progress is reported through the small frozen event objects of
 :mod:`mathagent.agent.events`.
 """
@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from mathagent.agent.backends.base import Backend, BackendError, Completion, GenerationParams
+from mathagent.agent.backends.base import Backend, BackendError, Completion, GenerationParams, server_slots
 from mathagent.agent.backends.continuation import partial_messages
 from mathagent.agent.backends.scripted import prompt_text
 from mathagent.agent.config import DEFAULT_CONTEXT_BUDGET, AgentConfig
@@ -400,21 +400,27 @@ async def solve_k(
     k: int = 1,
     on_event: EventHandler | None = None,
     problem_id: str = "",
+    at_once: int | None = None,
 ) -> list[Trace]:
-    """``k`` samples of ``problem`` concurrently (sample ``i`` uses seed ``seed + i``), each in its own sandbox."""
-    return list(
-        await asyncio.gather(
-            *(
-                solve(
-                    problem,
-                    backend,
-                    sandbox_provider,
-                    config,
-                    on_event=on_event,
-                    problem_id=problem_id,
-                    sample_index=i,
-                )
-                for i in range(k)
+    """``k`` samples of ``problem`` (sample ``i`` uses seed ``seed + i``), each in its own sandbox, at most
+    ``at_once`` at the same time. Default: all ``k`` together, except on a server this process started
+    that works on one request at a time (llama-cpp-python's): it keeps one KV state, and samples taking
+    turns on it would re-read their whole conversation at every call, so they run one after another
+    (each then reads only its new tokens; see ``bench/interleave_bench.py``)."""
+    if at_once is None:
+        at_once = 1 if server_slots(backend) == 1 else k
+    turns = asyncio.Semaphore(max(1, at_once))
+
+    async def one(i: int) -> Trace:
+        async with turns:
+            return await solve(
+                problem,
+                backend,
+                sandbox_provider,
+                config,
+                on_event=on_event,
+                problem_id=problem_id,
+                sample_index=i,
             )
-        )
-    )
+
+    return list(await asyncio.gather(*(one(i) for i in range(k))))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mathagent.agent.backends import make_backend
-from mathagent.agent.backends.base import Backend, BackendError
+from mathagent.agent.backends.base import Backend, BackendError, server_slots
 from mathagent.agent.backends.scripted import ScriptBook
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.flags import add_agent_flags, given
@@ -229,7 +229,7 @@ def run_limits(args: argparse.Namespace, backend: Backend | None) -> Limits:
         max_inflight=getattr(args, "max_inflight", None),
         concurrency=args.concurrency,
         pool_size=getattr(args, "pool_size", None),
-        server_slots=getattr(getattr(backend, "server", None), "slots", None),
+        server_slots=server_slots(backend),
     )
     if backend is not None and hasattr(backend, "max_concurrency"):
         # OpenAIBackend builds its semaphore from this attribute at the first request

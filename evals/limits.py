@@ -18,7 +18,10 @@ The rule, for a flag left unset:
   queue and hold kernels: ``LOCAL_INFLIGHT`` (4, the old ``--concurrency`` default).
 - **Trajectories at once** (``--concurrency``): requests in flight plus a quarter more, because a
   trajectory spends part of its time executing code, when no request of it is in flight; capped by
-  the kernel budget.
+  the kernel budget. Except on a local server with one slot (llama-cpp-python's): it keeps ONE KV
+  state, so a second trajectory taking turns with the first makes every call re-read its whole
+  conversation; there, one trajectory at a time (``bench/interleave_bench.py``: 2 trajectories took
+  2.2x the wall time of 1 on the bundled 0.5B model, loop+verify).
 - **Ready kernels** (``--pool-size``): one per trajectory, at most ``POOL_PER_CORE`` per core (a
   kernel start costs CPU; 8 per core gives the 16 that measured best on 2 cores: a pool of 8 for 16
   trajectories cost 15% over the model's time, a pool of 16 cost 5%) and at most what the kernel budget leaves after the trajectories' own kernels.
@@ -141,6 +144,11 @@ def derive_limits(
         else:
             max_inflight = LOCAL_INFLIGHT
             reasons["max_inflight"] = "model run by this process: one decode at a time"
+    if concurrency is None and not remote and server_slots == 1 and max_inflight == 1:
+        concurrency = 1
+        reasons["concurrency"] = (
+            "the local server keeps one KV state: a second trajectory would make each call re-read its prompt"
+        )
     if concurrency is None:
         concurrency = max(1, min(max_inflight + math.ceil(max_inflight / 4), max(budget, max_inflight)))
         reasons["concurrency"] = "max-inflight + 1/4 (trajectories executing code hold no request)"

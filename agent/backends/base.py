@@ -102,3 +102,11 @@ class Backend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def server_slots(backend: object) -> int | None:
+    """Requests the model server that this process started for ``backend`` works on at once
+    (llama-cpp-python's: 1, with one KV state; llama-server: its slots, a KV cache each); None when
+    the backend has no such server (a remote one, transformers, scripted turns)."""
+    slots = getattr(getattr(backend, "server", None), "slots", None)
+    return slots if isinstance(slots, int) else None

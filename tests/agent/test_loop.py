@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from mathagent.agent.backends.base import BackendError, Completion, GenerationParams, ToolCall
 from mathagent.agent.backends.scripted import ScriptedBackend
 from mathagent.agent.config import AgentConfig
@@ -132,6 +133,38 @@ def test_solve_k_seeds_and_indices():
     traces = asyncio.run(solve_k("p", b, NoSandbox(), AgentConfig(seed=10, verify=False), k=3))
     assert [t.sample_index for t in traces] == [0, 1, 2]
     assert sorted(t.final_answer for t in traces) == ["10", "11", "12"]
+
+
+class _Slots:
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+
+
+@pytest.mark.parametrize(("server", "at_once", "peak"), [(None, None, 3), (_Slots(4), None, 3), (_Slots(1), None, 1),
+                                                          (_Slots(1), 2, 2), (None, 1, 1)])  # fmt: skip
+def test_solve_k_runs_samples_one_after_another_on_a_one_slot_server(server, at_once, peak):
+    """A server this process started with one slot (one KV state) gets the k samples one after another;
+    other backends get them all at once; ``at_once`` overrides."""
+    state = {"now": 0, "peak": 0}
+
+    class Counting(ScriptedBackend):
+        async def generate(self, *args, **kw):
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+            try:
+                await asyncio.sleep(0.05)
+                return await super().generate(*args, **kw)
+            finally:
+                state["now"] -= 1
+
+    b = Counting([lambda p, params: f"\\boxed{{{params.seed}}}"] * 3)
+    b.server = server
+    traces = asyncio.run(
+        solve_k("p", b, NoSandbox(), AgentConfig(seed=10, verify=False), k=3, at_once=at_once)
+    )
+    assert sorted(t.final_answer for t in traces) == ["10", "11", "12"]
+    assert [t.sample_index for t in traces] == [0, 1, 2]
+    assert state["peak"] == peak
 
 
 def test_config_round_trip_ignores_unknown_keys():

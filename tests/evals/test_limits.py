@@ -74,10 +74,23 @@ def test_a_local_server_with_one_slot_gets_one_request_at_a_time():
     """llama-cpp-python's server works on one request and queues the rest; a queued request's timeout
     would tick in that queue, so the run keeps no more in flight than the server's slots."""
     lim = derive_limits(BIG, remote=False, server_slots=1)
-    assert lim.max_inflight == 1 and lim.concurrency == 2 and "1 request(s) at a time" in lim.describe()
+    assert lim.max_inflight == 1 and "1 request(s) at a time" in lim.describe()
     assert derive_limits(BIG, remote=False, server_slots=1, concurrency=4).max_inflight == 1
     assert derive_limits(BIG, remote=False, server_slots=1, max_inflight=3).max_inflight == 3  # typed wins
     assert derive_limits(BIG, remote=True, server_slots=1).max_inflight > 1  # a served model: not this rule
+
+
+def test_a_local_server_with_one_kv_state_gets_one_trajectory_at_a_time():
+    """llama-cpp-python's server keeps one KV state: two trajectories taking turns on it make every call
+    re-read its conversation (2.2x the wall time in bench/interleave_bench.py), so one at a time."""
+    lim = derive_limits(BIG, remote=False, server_slots=1)
+    assert (lim.max_inflight, lim.concurrency, lim.pool_size) == (1, 1, 1)
+    assert "one KV state" in lim.describe()
+    # given values win; a server with several slots (llama-server: a KV cache per slot) keeps the rule
+    assert derive_limits(BIG, remote=False, server_slots=1, concurrency=3).concurrency == 3
+    assert derive_limits(BIG, remote=False, server_slots=1, max_inflight=2).concurrency == 3
+    assert derive_limits(BIG, remote=False, server_slots=4).concurrency == 5
+    assert derive_limits(BIG, remote=True, server_slots=1).concurrency > 1
 
 
 def test_the_kernel_budget_bounds_what_is_derived():
