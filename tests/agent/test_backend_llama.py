@@ -274,3 +274,18 @@ def test_probe_of_a_llama_cpp_python_server_mathagent_did_not_start(server, capl
     b2 = OpenAIBackend(model=server.alias, base_url=server.base_url, chat_template=str(server.path))
     cont2 = b2.prepare()
     assert cont2.mode == "completions" and cont2.reason.startswith("/v1/completions with the chat template")
+
+
+def test_a_run_on_the_bundled_server_takes_one_trajectory_at_a_time(server, backend):
+    """The started llama-cpp-python server has one slot and one KV state: `eval` derives one request
+    in flight and one trajectory (docs/eval.md); solve_k reads the same `server_slots` (test_loop.py)."""
+    import argparse
+
+    from mathagent.agent.backends.base import server_slots
+    from mathagent.evals.cli_agent import run_limits
+
+    assert server_slots(backend) == 1
+    args = argparse.Namespace(max_inflight=None, concurrency=None, pool_size=None)
+    limits = run_limits(args, backend)
+    assert (limits.max_inflight, limits.concurrency) == (1, 1)
+    assert "one KV state" in limits.describe()
