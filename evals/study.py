@@ -251,7 +251,7 @@ def verification_rows(run: Run) -> dict[str, Any]:
     }
 
 
-def cost_row(run: Run) -> dict[str, float]:
+def cost_row(run: Run) -> dict[str, Any]:
     recs = [r for rs in run.problems.values() for r in rs if r.get("status") != "failed"]
     n = len(recs) or 1
     return {
@@ -260,7 +260,19 @@ def cost_row(run: Run) -> dict[str, float]:
         "tokens_out": sum(int(r.get("tokens_out", 0)) for r in recs) / n,
         "calls": sum(calls(r) for r in recs) / n,
         "seconds": sum(float(r.get("time_s", 0.0)) for r in recs) / n,
+        "verify_share": verify_share(recs),
     }
+
+
+def verify_share(recs: Sequence[dict[str, Any]]) -> float | None:
+    """Share of the trajectories' wall time spent verifying and revising (the traces' ``timings``);
+    None when no sample verified."""
+    total = verify = 0.0
+    for r in recs:
+        t = (r.get("trace") or {}).get("timings") or {}
+        total += float(t.get("total") or 0.0)
+        verify += float(t.get("verify") or 0.0)
+    return verify / total if verify > 0 and total > 0 else None
 
 
 def compare(a: Cell, b: Cell) -> dict[str, Any] | None:
@@ -378,14 +390,15 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
             "",
             "### cost per sample",
             "",
-            "| run | mode | samples | tokens in+out | tokens out | model calls | seconds |",
+            "| run | mode | samples | tokens in+out | tokens out | model calls | seconds | of which verifying % |",
         ]
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|")
         for r in rs:
             cost = cost_row(r)
+            share = "-" if cost["verify_share"] is None else f"{100 * cost['verify_share']:.0f}"
             lines.append(
                 f"| {r.path.name} | {r.mode} | {cost['samples']} | {cost['tokens']:.0f} | {cost['tokens_out']:.0f} | "
-                f"{cost['calls']:.1f} | {cost['seconds']:.1f} |"
+                f"{cost['calls']:.1f} | {cost['seconds']:.1f} | {share} |"
             )
         lines.append("")
     return "\n".join(lines)

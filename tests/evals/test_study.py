@@ -14,7 +14,14 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from mathagent.evals.study import find_runs, k1_cells, pre_verification_answer, verification_rows, vote_cells
+from mathagent.evals.study import (
+    cost_row,
+    find_runs,
+    k1_cells,
+    pre_verification_answer,
+    verification_rows,
+    vote_cells,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +75,11 @@ def test_cells_match_counts_taken_from_the_records(runs_root):
             v = verification_rows(run)
             assert v["total"] == len([r for r in recs if r["status"] != "failed"])
             assert sum(s["n"] for s in v["states"].values()) == v["total"]
+            ok = [r["trace"]["timings"] for r in recs if r["status"] != "failed"]
+            share = sum(t["verify"] for t in ok) / sum(t["total"] for t in ok)
+            assert 0 < cost_row(run)["verify_share"] == pytest.approx(share)
+        else:
+            assert cost_row(run)["verify_share"] is None  # cot never verifies
         if run.k > 1:
             by_label = {c.label: c for c in vote_cells(run)}
             full = {}
