@@ -197,9 +197,11 @@ def test_run_only_selects_disjoint_streams(tmp_path):
         return [line.split("--run-dir ")[1].split()[0].rsplit("/", 1)[1] for line in proc.stdout.splitlines()]
 
     everything = planned()
-    a, b = planned("1.5b"), planned("vp-", "0.5b")
+    a, b = planned("1.5b"), planned("0.5b")
     assert a and b and not set(a) & set(b)
     assert sorted(a + b) == sorted(everything)
     assert a == [name for name in everything if name in a]  # the plan's order is kept
-    assert b[:3] == ["vp-verify", "vp-verify_substitute", "vp-verify_resolve"]
+    # the default model's GSM8K ablations, then its verify-prompt runs on GSM8K train
+    assert a[3:6] == ["vp-verify-1.5b", "vp-verify_substitute-1.5b", "vp-verify_resolve-1.5b"]
+    assert planned("vp-") == a[3:6]
     assert planned("no-such-run") == []
