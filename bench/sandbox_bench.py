@@ -93,7 +93,7 @@ def pool_acquire(config: SandboxConfig, k: int) -> list[float]:
     times = []
     with KernelPool(size=2, config=config) as pool:
         for _ in range(k):
-            while pool._ready.qsize() < 1:  # measure acquire from a warm pool, not a kernel start
+            while pool.ready_count() < 1:  # measure acquire from a warm pool, not a kernel start
                 time.sleep(0.05)
             t = time.perf_counter()
             sb = pool.acquire()
@@ -118,7 +118,7 @@ def run_ours(config: SandboxConfig, trajs: list[list[str]]) -> tuple[float, int,
     """End to end through a pool of 2: acquire, run the trajectory's cells, close."""
     cpu: list[float] = []
     with KernelPool(size=2, config=config) as pool:
-        while pool._ready.qsize() < 2:
+        while pool.ready_count() < 2:
             time.sleep(0.05)
         t0 = time.perf_counter()
         n = 0

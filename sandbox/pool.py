@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 
 from mathagent.sandbox.base import IsolationLevel, IsolationReport
 from mathagent.sandbox.config import SandboxConfig
@@ -62,7 +62,9 @@ class KernelPool:
         """Most free slots kept for reuse (each holds a sandbox with its zygote, ~110 MB)."""
         self.idle_ttl_s = 60.0
         """A free slot unused this long is closed (its memory goes back)."""
-        self._ready: queue.Queue[JupyterSandbox] = queue.Queue()
+        self._ready: deque[JupyterSandbox] = deque()
+        self._waiting: deque[object] = deque()  # one ticket per acquire() waiting, oldest first
+        self._cv = threading.Condition()  # guards _ready and _waiting
         self._idle: list[tuple[_Zygote, float]] = []
         self._idle_lock = threading.Lock()
         self._wanted = threading.Semaphore(size)  # one token per kernel the refiller should start
@@ -159,22 +161,42 @@ class KernelPool:
             if self._stop.is_set():
                 sb.close()
                 break
-            self._ready.put(sb)
+            with self._cv:
+                self._ready.append(sb)
+                self._cv.notify_all()
+
+    def ready_count(self) -> int:
+        """Started kernels waiting to be acquired."""
+        with self._cv:
+            return len(self._ready)
 
     def acquire(self) -> JupyterSandbox:
-        """A fresh, started sandbox for one trajectory; close it when the trajectory ends."""
+        """A fresh, started sandbox for one trajectory; close it when the trajectory ends.
+
+        Waiting callers are served in the order they called (a ticket queue): with many trajectories
+        polling one queue, an unlucky one could lose every race for a minute on a loaded machine and
+        fail with "no kernel became ready" while kernels kept arriving."""
         if self._stop.is_set():
             raise RuntimeError("pool is closed")
         deadline = time.monotonic() + self.acquire_timeout_s
         sb = None
-        while sb is None:  # wait in short slices so a close() from another thread ends the wait at once
-            if self._stop.is_set():
-                raise RuntimeError("pool is closed")
+        ticket = object()
+        with self._cv:
+            self._waiting.append(ticket)
             try:
-                sb = self._ready.get(timeout=min(0.1, max(deadline - time.monotonic(), 0.0)))
-            except queue.Empty:
-                if time.monotonic() >= deadline:
-                    break
+                while True:  # short slices so a close() from another thread ends the wait at once
+                    if self._stop.is_set():
+                        raise RuntimeError("pool is closed")
+                    if self._ready and self._waiting[0] is ticket:
+                        sb = self._ready.popleft()
+                        break
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(min(0.1, left))
+            finally:
+                self._waiting.remove(ticket)
+                self._cv.notify_all()  # the next ticket may take the next kernel
         if sb is None:
             err = self._last_error
             raise SandboxStartError(
@@ -187,11 +209,11 @@ class KernelPool:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=self.config.start_timeout_s + 5)
-        while True:
-            try:
-                self._ready.get_nowait().close()
-            except queue.Empty:
-                break
+        with self._cv:
+            ready, self._ready = list(self._ready), deque()
+            self._cv.notify_all()
+        for sb in ready:
+            sb.close()
         with self._idle_lock:
             idle, self._idle = self._idle, []
         for z, _since in idle:

@@ -230,3 +230,40 @@ def test_a_cold_pool_starts_new_slots_one_turn_at_a_time(config, monkeypatch):
             assert again.run("6 * 7").result == "42"
         assert pool.slots_started >= 3
     assert peak[0] == 1
+
+
+def test_waiting_acquires_are_served_in_the_order_they_came(monkeypatch):
+    """Kernels go to waiting trajectories first come, first served (no trajectory can lose every race)."""
+    import threading
+    import time
+
+    import mathagent.sandbox.pool as pool_mod
+
+    gate = threading.Semaphore(0)  # one release = one kernel finishes starting
+
+    class Gated:
+        def __init__(self, *_args, **_kw):
+            gate.acquire()
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(pool_mod, "JupyterSandbox", Gated)
+    served: list[int] = []
+    with KernelPool(size=1, config=None) as pool:
+        threads = []
+        for i in range(6):
+            t = threading.Thread(target=lambda i=i: (pool.acquire(), served.append(i)))
+            t.start()
+            threads.append(t)
+            while len(pool._waiting) < i + 1:  # each is queued before the next one comes
+                time.sleep(0.005)
+        for n in range(6):
+            gate.release()
+            while len(served) < n + 1:
+                time.sleep(0.005)
+        for t in threads:
+            t.join(timeout=10)
+        assert served == list(range(6))
+        for _ in range(8):  # let the refill threads through before close
+            gate.release()
