@@ -255,8 +255,10 @@ class _Zygote:
     it forks. Kernels of one slot never run at the same time.
     """
 
-    def __init__(self, config: SandboxConfig, plan: Plan, slot: Slot):
+    def __init__(self, config: SandboxConfig, plan: Plan, slot: Slot, cancel: threading.Event | None = None):
         self.slot = slot
+        self.cancel = cancel
+        """Set by a closing pool: a start still waiting gives up at once (:meth:`check_cancel`)."""
         self.conn_inside = conn_inside(plan, slot)
         """The slot's connection dir as the sandbox sees it."""
         self.exits: OrderedDict[int, int] = OrderedDict()
@@ -312,7 +314,7 @@ class _Zygote:
         try:
             if rfd is not None:
                 self.ns_init = _read_child_pid(rfd, deadline)
-            ready = self._reply(("ready",), deadline)
+            ready = self._reply(("ready",), deadline, starting=True)
             if self.ns_init is not None:
                 kids = children_of(self.ns_init)
                 self.pid = kids[0] if kids else self.ns_init
@@ -357,8 +359,17 @@ class _Zygote:
         else:
             self._replies.put(msg)
 
-    def _reply(self, keys: tuple[str, ...], deadline: float) -> dict[str, Any]:
+    def check_cancel(self) -> None:
+        """Raise :class:`SandboxStartError` when the pool that started this slot is closing."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise SandboxStartError("start abandoned: the kernel pool is closing")
+
+    def _reply(self, keys: tuple[str, ...], deadline: float, *, starting: bool = False) -> dict[str, Any]:
+        """The next reply with one of ``keys``; ``starting``: a start, which a closing pool abandons
+        (never a sweep: what it kills must die even while the pool closes)."""
         while True:
+            if starting:
+                self.check_cancel()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self.fail("no answer within start_timeout_s")
@@ -398,7 +409,7 @@ class _Zygote:
             self._cmd.write((json.dumps({"op": "spawn", "conn": conn}) + "\n").encode())
         except OSError as e:
             raise self.fail(f"zygote is gone ({e})") from None
-        msg = self._reply(("spawned", "unclean"), deadline)
+        msg = self._reply(("spawned", "unclean"), deadline, starting=True)
         if "unclean" in msg:
             raise _SlotUnclean(f"the slot could not be emptied: {str(msg['unclean'])[:300]}")
         ns_pid = int(msg["spawned"])
@@ -538,6 +549,7 @@ class _Kernel:
                     raise self.zygote.fail(f"kernel exited with code {self.exit_code()}")
                 if time.monotonic() > deadline:
                     raise self.zygote.fail("no answer within start_timeout_s")
+                self.zygote.check_cancel()
                 try:
                     reply = kc.get_shell_msg(timeout=POLL_S)
                 except queue.Empty:
@@ -694,8 +706,11 @@ class JupyterSandbox:
         start: bool = True,
         _zygote: _Zygote | None = None,
         _give_back: Callable[[_Zygote], None] | None = None,
+        _cancel: threading.Event | None = None,
     ):
         self.config = config or SandboxConfig.from_env()
+        self._cancel = _cancel
+        """A pool's closing event: set, a start in progress is abandoned."""
         self.plan = make_plan(self.config)
         self._lock = threading.RLock()
         self._zygote = _zygote
@@ -737,7 +752,7 @@ class JupyterSandbox:
             if self._slot.cgroup is not None:
                 c = self.config
                 self._slot.cgroup.create(c.memory_mb, c.pids_max, c.cpu_quota)
-        self._zygote = _Zygote(self.config, self.plan, self._slot)
+        self._zygote = _Zygote(self.config, self.plan, self._slot, self._cancel)
 
     def _new_kernel(self) -> None:
         """A fresh kernel forked from the zygote; if the zygote cannot give one, a whole new sandbox."""
@@ -759,7 +774,7 @@ class JupyterSandbox:
             left = empty_dir(str(d), [])
             if left:
                 raise SandboxStartError(f"sandbox slot {self._slot.index} cannot be emptied: {left[:5]}")
-        self._zygote = _Zygote(self.config, self.plan, self._slot)
+        self._zygote = _Zygote(self.config, self.plan, self._slot, self._cancel)
         self._kernel = _Kernel(self._zygote, time.monotonic() + self.config.start_timeout_s, self.config)
 
     def _drop_zygote(self) -> None:

@@ -126,10 +126,16 @@ class KernelPool:
                 try:
                     return JupyterSandbox(self.config, _zygote=z, _give_back=self._give_back)
                 except SandboxStartError as e:  # the slot is broken: drop it and start a new one
+                    if self._stop.is_set():
+                        return None
                     log.warning("could not fork a kernel in a reused slot: %s", e)
             if self._starting.acquire(timeout=0.05):
                 try:
-                    sb = JupyterSandbox(self.config, _give_back=self._give_back)
+                    sb = JupyterSandbox(self.config, _give_back=self._give_back, _cancel=self._stop)
+                except SandboxStartError:
+                    if self._stop.is_set():  # close() abandoned the start
+                        return None
+                    raise
                 finally:
                     self._starting.release()
                 with self._idle_lock:  # several refill threads count here

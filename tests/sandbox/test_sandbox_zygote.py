@@ -267,3 +267,33 @@ def test_waiting_acquires_are_served_in_the_order_they_came(monkeypatch):
         assert served == list(range(6))
         for _ in range(8):  # let the refill threads through before close
             gate.release()
+
+
+def test_close_abandons_a_slot_start_in_progress(config, monkeypatch):
+    """A closing pool does not wait for a slot that is still starting: the start gives up at once and
+    everything it had started is killed. (The zygote's "ready" is held back 10 s here: a slow start.)"""
+    import threading
+    import time
+
+    import mathagent.sandbox.kernel as kernel_mod
+
+    started: list = []
+    real_handle = kernel_mod._Zygote._handle_reply
+
+    def late_ready(self, msg):
+        if "ready" in msg:
+            started.append(self)
+            threading.Timer(10, real_handle, (self, msg)).start()
+            return
+        real_handle(self, msg)
+
+    monkeypatch.setattr(kernel_mod._Zygote, "_handle_reply", late_ready)
+    pool = KernelPool(size=1, config=config)
+    deadline = time.monotonic() + 60
+    while not started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert started, "no slot start began"
+    pool.close()
+    assert pool.slots_started == 0  # abandoned, not finished and then closed
+    [z] = started
+    assert z.proc.poll() is not None and not _alive(z.proc.pid)
