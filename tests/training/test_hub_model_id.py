@@ -90,10 +90,13 @@ def test_a_hub_id_not_in_the_cache_is_a_clear_error_and_nothing_is_downloaded(
     cache.mkdir()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text(json.dumps({"question": "What is 2 + 3?", "answer": "5"}) + "\n")
+    rows = {"grpo": tmp_path / "rows.jsonl", "sft": tmp_path / "sft.jsonl"}
+    rows["grpo"].write_text(json.dumps({"question": "What is 2 + 3?", "answer": "5"}) + "\n")
+    # sft checks its data (and refuses test questions) before it looks for the model: a valid row
+    text = "<|user|><|text|>What is 2 + 3?<|endofblock|><|endofmessage|><|assistant|><|text|>5<|endofblock|><|endofmessage|>"
+    rows["sft"].write_text(json.dumps({"text": text}) + "\n")
     for kind in ("sft", "grpo"):
-        rc = train_main([kind, "--data", str(rows), "--model", "acme/on-the-hub-only", "--out", str(tmp_path / kind),
+        rc = train_main([kind, "--data", str(rows[kind]), "--model", "acme/on-the-hub-only", "--out", str(tmp_path / kind),
                          "--pool-size" if kind == "grpo" else "--seed", "1"])  # fmt: skip
         err = capsys.readouterr().err
         assert rc == 2 and "not in the local Hugging Face cache" in err and str(cache) in err, (kind, err)
