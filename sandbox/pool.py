@@ -39,6 +39,12 @@ def start_threads(size: int) -> int:
     a cold pool): 4 starts at once gave the first kernel after 6.5 s and the 16th after 23.8 s; one at a
     time, 1.5 s and 19.5 s.
     """
+    given = os.environ.get("MATHAGENT_POOL_STARTS", "").strip()
+    if given:
+        try:
+            return max(1, min(size, int(given)))
+        except ValueError:
+            raise ValueError(f"MATHAGENT_POOL_STARTS must be a whole number, got {given!r}") from None
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -72,7 +78,9 @@ class KernelPool:
         self._last_error: BaseException | None = None
         self.slots_started = 0
         """Sandboxes (zygotes) started so far; kernels forked into reused slots are not counted."""
-        self._starting = threading.Semaphore(start_threads(size))  # new slots started at once
+        # new slots started at once: the first alone (a cold pool's first kernel comes soonest), then more
+        self._starting = threading.Semaphore(1)
+        self._more_starts = start_threads(size) - 1
         self._threads = [
             threading.Thread(target=self._refill, daemon=True, name=f"sandbox-pool-{i}")
             for i in range(min(size, REFILL_THREADS))
@@ -140,6 +148,9 @@ class KernelPool:
                     self._starting.release()
                 with self._idle_lock:  # several refill threads count here
                     self.slots_started += 1
+                    more, self._more_starts = self._more_starts, 0
+                for _ in range(more):
+                    self._starting.release()
                 return sb
         return None
 

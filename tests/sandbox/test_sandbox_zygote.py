@@ -191,19 +191,25 @@ def test_free_slots_are_closed_after_their_idle_time(config):
 def test_start_threads_follow_the_usable_cpus(monkeypatch):
     import mathagent.sandbox.pool as pool_mod
 
+    monkeypatch.delenv("MATHAGENT_POOL_STARTS", raising=False)
     for cpus, size, want in ((1, 16, 1), (2, 16, 1), (3, 16, 1), (4, 16, 2), (16, 16, 4), (16, 2, 2)):
         monkeypatch.setattr(pool_mod.os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
         assert pool_mod.start_threads(size) == want, (cpus, size)
+    monkeypatch.setenv("MATHAGENT_POOL_STARTS", "3")  # the environment decides, within the pool's size
+    assert (pool_mod.start_threads(16), pool_mod.start_threads(2)) == (3, 2)
+    monkeypatch.setenv("MATHAGENT_POOL_STARTS", "many")
+    with pytest.raises(ValueError, match="MATHAGENT_POOL_STARTS must be a whole number"):
+        pool_mod.start_threads(16)
 
 
-def test_a_cold_pool_starts_new_slots_one_turn_at_a_time(config, monkeypatch):
-    """New slots start one at a time (a start is CPU work), while kernels are still handed out as
-    soon as each is ready and reused slots fork in parallel."""
+def test_a_cold_pool_starts_new_slots_in_turns_the_first_alone(config, monkeypatch):
+    """New slots start at most ``start_threads`` at a time (a start is CPU work) and the first one
+    alone (the first kernel comes soonest); kernels are handed out as each is ready."""
     import threading
 
     import mathagent.sandbox.pool as pool_mod
 
-    lock, active, peak = threading.Lock(), [0], [0]
+    lock, active, peak, first, started = threading.Lock(), [0], [0], [], [0]
 
     class Counting(pool_mod.JupyterSandbox):
         def __init__(self, *args, **kw):
@@ -212,24 +218,30 @@ def test_a_cold_pool_starts_new_slots_one_turn_at_a_time(config, monkeypatch):
                 with lock:
                     active[0] += 1
                     peak[0] = max(peak[0], active[0])
+                    if started[0] == 0:  # a start before any slot exists
+                        first.append(active[0])
             try:
                 super().__init__(*args, **kw)
             finally:
                 if new:
                     with lock:
                         active[0] -= 1
+                        started[0] += 1
 
     monkeypatch.setattr(pool_mod, "JupyterSandbox", Counting)
-    monkeypatch.setattr(pool_mod, "start_threads", lambda size: 1)
-    with KernelPool(size=3, config=config) as pool:
-        sbs = [pool.acquire() for _ in range(3)]
-        assert [sb.run("6 * 7").result for sb in sbs] == ["42"] * 3
-        for sb in sbs:
-            sb.close()
-        with pool.acquire() as again:  # from a slot given back
-            assert again.run("6 * 7").result == "42"
-        assert pool.slots_started >= 3
-    assert peak[0] == 1
+    for turns in (1, 2):
+        monkeypatch.setattr(pool_mod, "start_threads", lambda size, n=turns: n)
+        active[0], peak[0], first[:], started[0] = 0, 0, [], 0
+        with KernelPool(size=3, config=config) as pool:
+            sbs = [pool.acquire() for _ in range(3)]
+            assert [sb.run("6 * 7").result for sb in sbs] == ["42"] * 3
+            for sb in sbs:
+                sb.close()
+            with pool.acquire() as again:  # from a slot given back
+                assert again.run("6 * 7").result == "42"
+            assert pool.slots_started >= 3
+        assert peak[0] <= turns, turns
+        assert first and set(first) == {1}, turns  # the first slot starts alone
 
 
 def test_waiting_acquires_are_served_in_the_order_they_came(monkeypatch):
