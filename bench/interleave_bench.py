@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput_bench import pause_study, resume_study  # noqa: E402
+from throughput_bench import pause_study, resume_study, save_json  # noqa: E402
 
 
 def run_once(args: argparse.Namespace, concurrency: int, run_dir: Path) -> dict[str, Any]:
@@ -111,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         (a, ra), (b, rb) = by_c.items()
         ratio = statistics.median(r["wall_s"] for r in rb) / statistics.median(r["wall_s"] for r in ra)
         print(f"\nmedian wall, concurrency {b} / concurrency {a}: x{ratio:.2f}")
-    if args.json:
-        args.json.write_text(
-            json.dumps({"args": vars(args) | {"json": str(args.json)}, "runs": results}, indent=1)
-        )
+    save_json(args, runs=results)
     return 0
 
 

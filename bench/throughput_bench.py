@@ -399,11 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         resume_study()
     report(results, args)
-    if args.json:
-        args.json.write_text(
-            json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=1)
-        )
+    save_json(args, results=results)
     return 0
+
+
+def save_json(args: argparse.Namespace, **data: Any) -> None:
+    """Write the flags and ``data`` to ``--json FILE`` when one was given (the benches that pause the study)."""
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, **data}, indent=1))
 
 
 if __name__ == "__main__":
