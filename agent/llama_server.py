@@ -47,6 +47,7 @@ from mathagent.agent import native_server
 from mathagent.agent.cache import cache_dir
 from mathagent.agent.models import is_bundled, model_path
 from mathagent.agent.procstat import ProcessActivity
+from mathagent.sandbox.concurrency import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,7 @@ def default_threads() -> int:
         if n < 1:
             raise ValueError(f"{THREADS_ENV} must be a whole number >= 1, got {given!r}")
         return n
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus - 1)
+    return max(1, usable_cpus() - 1)
 
 
 LOG_ROTATE_BYTES = 10 << 20

@@ -34,6 +34,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mathagent.sandbox.concurrency import usable_cpus
+
 KERNEL_MB = 113
 """Memory of one sandbox slot (zygote + idle kernel in its memory cgroup; docs/sandbox.md)."""
 KERNEL_MEMORY_SHARE = 0.5
@@ -199,10 +201,7 @@ def _warnings(
 
 def machine() -> Machine:
     """This host: the CPUs this process may use and ``MemAvailable`` (all memory when unreadable)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    cores = usable_cpus()
     mem_kb = 0
     try:
         with open("/proc/meminfo", encoding="ascii") as f:

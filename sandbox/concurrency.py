@@ -12,6 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _lock = threading.Lock()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; the CPU count where that is not known)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 _sems: dict[int, threading.BoundedSemaphore] = {}
 
 

@@ -18,6 +18,7 @@ import time
 from collections import deque
 
 from mathagent.sandbox.base import IsolationLevel, IsolationReport
+from mathagent.sandbox.concurrency import usable_cpus
 from mathagent.sandbox.config import SandboxConfig
 from mathagent.sandbox.isolation import make_plan
 from mathagent.sandbox.kernel import JupyterSandbox, SandboxStartError, _Zygote
@@ -45,11 +46,7 @@ def start_threads(size: int) -> int:
             return max(1, min(size, int(given)))
         except ValueError:
             raise ValueError(f"MATHAGENT_POOL_STARTS must be a whole number, got {given!r}") from None
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(size, REFILL_THREADS, cpus // 2))
+    return max(1, min(size, REFILL_THREADS, usable_cpus() // 2))
 
 
 class KernelPool:
