@@ -16,11 +16,14 @@ What it does (issue 17 §4), with the real ``mathagent eval`` in a subprocess an
    random number of saved samples, plus a random delay), resumed each time; then the tmpfs is shrunk to
    just above what it holds, the eval must stop with its disk-full message and leave no temporary
    file; then the tmpfs grows and the eval resumes to the end;
-4. prints: problems accounted for, duplicate records, records lost, samples failed after the
+4. the faults alone (server backend; ``--no-faults-only`` skips it): one more run through the same
+   faulty server, one invocation, no kill and no disk episode: what the fault mix itself costs
+   against the clean run (issue 17 §2), apart from what restarting after kills costs;
+5. prints: problems accounted for, duplicate records, records lost, samples failed after the
    backend's retries, whether the summary equals the clean run's (the metrics, not times or counts of
    invocations), the wall-time ratio faulted/clean (all invocations of the faulted run, restarts
-   included), and the harness's peak RSS (VmHWM of the eval process; kernels are separate processes);
-5. and where the time went (:func:`time_split`): per invocation, start (launch to first saved sample;
+   included), the faults-only ratio, and the harness's peak RSS (VmHWM of the eval process; kernels are separate processes);
+6. and where the time went (:func:`time_split`): per invocation, start (launch to first saved sample;
    its setup part: launch to the run folder opened), work and stop; how long the hung requests were
    waited on (the server's view), the backoff before retries (the eval's WARNING log lines, by error),
    and the requests re-sent for samples lost to the kills.
@@ -72,6 +75,8 @@ class SoakConfig:
     eval_args: list[str] = field(default_factory=list)
     timeout_s: float = 3600.0
     """Longest one eval invocation may take."""
+    faults_only: bool = True
+    """Also run the faults alone (one invocation through the faulty server, no kill, no disk episode)."""
     code: bool = True
     """The fake model writes a Python cell (run in a real kernel) before answering; False: it answers
     at once, so no sample waits for a kernel (the default-suite version: run-folder logic only)."""
@@ -446,6 +451,12 @@ def soak(cfg: SoakConfig) -> dict[str, Any]:
         result = analyse(run_dir, cfg.problems)
         if disk is not None:  # keep the faulted run for a look once the tmpfs is gone
             shutil.copytree(run_dir, work / "faulted", dirs_exist_ok=True)
+        at_end = server_counts(server, requests_clean)
+        faults_only = None
+        if cfg.faults_only and server is not None:
+            faults_only = run_faults_only(cfg, command(work / "faults"), env, work / "faults", server, rng)
+            faults_only["ratio"] = round(faults_only["wall_s"] / clean["wall_s"], 3)
+            faults_only["summary_equal"] = summaries_equal(faults_only.pop("summary"), clean_summary)[0]
         equal, differs = summaries_equal(summary, clean_summary)
         fault_wall = sum(i["wall_s"] for i in invocations)
         result.update(
@@ -468,10 +479,11 @@ def soak(cfg: SoakConfig) -> dict[str, Any]:
             accuracy=(summary.get("overall") or {}).get("accuracy"),
             failed_reasons=summary.get("failed_reasons"),
             clean_failed_reasons=clean_summary.get("failed_reasons"),
-            faults=dict(server.faults) if server else {},
-            requests={"clean": requests_clean, "faulted": (server.hits - requests_clean) if server else 0},
+            faults=at_end["faults"],
+            requests={"clean": requests_clean, "faulted": at_end["requests"]},
+            faults_only=faults_only,
             counts=summary.get("counts"),
-            split=time_split(clean, invocations, cfg, server, requests_clean),
+            split=time_split(clean, invocations, cfg, at_end, requests_clean),
             notes=notes,
             config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         )
@@ -483,11 +495,48 @@ def soak(cfg: SoakConfig) -> dict[str, Any]:
             disk.close()
 
 
+def server_counts(server: Any, before: int) -> dict[str, Any]:
+    """The fault server's counters since the clean run: requests, faults injected by kind, and how long
+    each hung request was waited on (nothing without a server)."""
+    if server is None:
+        return {"requests": 0, "faults": {}, "hang_waits": [], "server": False}
+    return {
+        "requests": server.hits - before,
+        "faults": dict(server.faults),
+        "hang_waits": list(getattr(server, "hang_waits", []) or []),
+        "server": True,
+    }
+
+
+def run_faults_only(
+    cfg: SoakConfig, cmd: list[str], env: dict[str, str], run_dir: Path, server: Any, rng: random.Random
+) -> dict[str, Any]:
+    """One invocation through the faulty server into a fresh folder: no kill, no disk episode."""
+    hits, faults, hangs = server.hits, dict(server.faults), len(server.hang_waits)
+    inv = invoke(cmd, env, run_dir / "samples.jsonl", kill_at=None, rng=rng, timeout_s=cfg.timeout_s)
+    summary = json.loads((run_dir / "summary.json").read_text()) if inv["rc"] == 0 else {}
+    counted = analyse(run_dir, cfg.problems)
+    waits = server.hang_waits[hangs:]
+    return {
+        "rc": inv["rc"],
+        "wall_s": round(inv["wall_s"], 2),
+        "timeline": inv["timeline"],
+        "accounted": counted["accounted"],
+        "duplicates": counted["duplicates"],
+        "failed_samples": counted["failed_samples"],
+        "requests": server.hits - hits,
+        "faults": {k: v - faults.get(k, 0) for k, v in server.faults.items() if v - faults.get(k, 0)},
+        "hangs": {"n": len(waits), "waited_s": round(sum(waits), 2)},
+        "summary": summary,
+        "stderr": inv["stderr"][-1500:] if inv["rc"] else "",
+    }
+
+
 def time_split(
     clean: dict[str, Any],
     invocations: list[dict[str, Any]],
     cfg: SoakConfig,
-    server: Any,
+    at_end: dict[str, Any],
     requests_clean: int,
 ) -> dict[str, Any]:
     """Where the faulted run's extra wall time went, against the clean run.
@@ -511,9 +560,9 @@ def time_split(
             d = retry_waits.setdefault(head, {"n": 0, "wait_s": 0.0})
             d["n"] += len(waits)
             d["wait_s"] = round(d["wait_s"] + sum(waits), 2)
-    hang_waits = list(getattr(server, "hang_waits", []) or [])
-    faults = sum(server.faults.values()) if server is not None else 0
-    requests = (server.hits - requests_clean) if server is not None else 0
+    hang_waits = at_end["hang_waits"]
+    faults = sum(at_end["faults"].values())
+    requests = at_end["requests"]
     return {
         "clean": tl_clean,
         "faulted": dict(sums, saved=sum(t["saved"] for t in tls), invocations=len(tls)),
@@ -525,7 +574,7 @@ def time_split(
             "max_s": round(max(hang_waits), 2) if hang_waits else None,
         },
         "retry_waits": retry_waits,
-        "requests_rerun": requests - requests_clean - faults if server is not None else None,
+        "requests_rerun": requests - requests_clean - faults if at_end["server"] else None,
         "concurrency": cfg.concurrency,
     }
 
@@ -566,6 +615,20 @@ def split_lines(sp: dict[str, Any], invocations: list[dict[str, Any]]) -> list[s
     return lines
 
 
+def faults_only_lines(fo: dict[str, Any] | None, n: int) -> list[str]:
+    if not fo:
+        return []
+    t = fo["timeline"]
+    return [
+        f"faults only (one invocation, no kill, no disk episode): wall {fo['wall_s']} s; ratio {fo['ratio']}; "
+        f"{fo['accounted']}/{n} accounted for, {fo['duplicates']} duplicates, {fo['failed_samples']} failed, "
+        f"summary equal to the clean run's: {'yes' if fo['summary_equal'] else 'no'}",
+        f"  faults {fo['faults']} over {fo['requests']} requests; hung requests {fo['hangs']['n']} waited "
+        f"{fo['hangs']['waited_s']} slot-s; start {t['start_s']} s, work {t['work_s']} s, stop {t['stop_s']} s"
+        + (f"; rc {fo['rc']}: {fo['stderr']}" if fo["rc"] else ""),
+    ]
+
+
 def report(r: dict[str, Any]) -> str:
     d = r.get("disk_full")
     lines = [
@@ -577,6 +640,7 @@ def report(r: dict[str, Any]) -> str:
         f"summary equal to a clean run's: {'yes' if r['summary_equal'] else 'no ' + str(r['summary_differs'])}",
         f"wall: clean {r['clean_wall_s']} s; faulted {r['faulted_wall_s']} s over {len(r['invocations'])} "
         f"invocations ({r['kills']} killed); ratio {r['wall_ratio']}",
+        *faults_only_lines(r.get("faults_only"), r["problems"]),
         f"harness peak RSS: {r['peak_rss_mb']} MB (clean run {r['clean_peak_rss_mb']} MB)",
         f"accuracy: {r['accuracy']}",
         f"failed reasons: faulted run {r['failed_reasons']}, clean run {r['clean_failed_reasons']}",
@@ -619,6 +683,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-arg", action="append", default=[], help="extra flag for `mathagent eval` (repeat)")
     p.add_argument("--timeout-s", type=float, default=3600.0)
     p.add_argument("--no-code", dest="code", action="store_false", help="answers without a code cell")
+    p.add_argument(
+        "--no-faults-only", dest="faults_only", action="store_false", help="skip the run of the faults alone"
+    )
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up (evals, server, tmpfs)
@@ -637,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_args=a.eval_arg,
         timeout_s=a.timeout_s,
         code=a.code,
+        faults_only=a.faults_only,
     )
     r = soak(cfg)
     print(json.dumps(r, indent=2) if a.json else report(r))

@@ -8,10 +8,16 @@ backend's recent requests (request sent to headers, and to first event) and decl
 request **stuck** when both hold:
 
 - it has waited longer than ``factor`` times the p95 of the recent latencies of that phase (and at
-  least ``floor_s``; nothing is declared before ``min_samples`` latencies are known), and
+  least ``floor_s``, 2 s by default; nothing is declared before ``min_samples`` latencies are known),
+  and
 - a request sent *after* it has already passed that phase: the server is answering, but not this
   request. A serial server (llama.cpp) answers in order, so a request queued behind others is never
   overtaken, however long it waits; only the fixed limits apply to it.
+
+The floor decides only for servers whose p95 is under ``floor_s / factor`` (0.2 s): a request to
+such a server that has waited 2 s while later ones were answered has waited ten times what nearly all
+of them took. It was 5 s; the fault benchmark's hangs (p95 ~0.3 s) were then given up after ~5 s
+instead of ~3 s, each holding a trajectory 2 s longer (bench/soak.py, 17 hangs per run).
 
 Only the waits *before* the first event are judged this way: a generation that is producing events
 is never abandoned (the stall timeout, on silence, applies after the first event).
@@ -32,7 +38,7 @@ class Patience:
     """Latencies of one server's recent requests, and the rule that declares a request stuck."""
 
     def __init__(
-        self, factor: float = 10.0, floor_s: float = 5.0, min_samples: int = 8, keep: int = 64
+        self, factor: float = 10.0, floor_s: float = 2.0, min_samples: int = 8, keep: int = 64
     ) -> None:
         if not (factor >= 1 and floor_s > 0 and min_samples >= 1 and keep >= min_samples):
             raise ValueError("Patience needs factor >= 1, floor_s > 0 and keep >= min_samples >= 1")
