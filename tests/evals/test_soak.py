@@ -54,6 +54,7 @@ def test_short_soak_kill_and_full_disk_lose_and_duplicate_nothing(tmp_path):
         assert t["setup_s"] is not None and 0 < t["setup_s"] <= t["start_s"], t
         assert t["start_s"] + t["work_s"] + t["stop_s"] == pytest.approx(inv["wall_s"], abs=0.05), (t, inv)
     assert "where the time went" in soak.report(r)
+    assert r["faults_only"] is None  # no fault server, no run of the faults alone
 
 
 @pytest.mark.slow
@@ -73,3 +74,11 @@ def test_soak_through_a_faulty_server_with_real_kernels(tmp_path):
     assert sum(r["faults"].values()) > 0
     if r["failed_samples"] == 0:
         assert r["summary_equal"], r["summary_differs"]
+    # the faults alone: one more invocation through the same server, no kill, its own folder
+    fo = r["faults_only"]
+    assert fo["rc"] == 0 and fo["accounted"] == 200 and fo["duplicates"] == 0, fo
+    assert sum(fo["faults"].values()) > 0 and fo["requests"] > 200, fo
+    assert fo["ratio"] == pytest.approx(fo["wall_s"] / r["clean_wall_s"], abs=0.01)
+    if fo["failed_samples"] == 0:
+        assert fo["summary_equal"], fo
+    assert "faults only (one invocation" in soak.report(r)
