@@ -47,7 +47,7 @@ from mathagent.agent import native_server
 from mathagent.agent.cache import cache_dir
 from mathagent.agent.models import is_bundled, model_path
 from mathagent.agent.procstat import ProcessActivity
-from mathagent.sandbox.concurrency import usable_cpus
+from mathagent.sandbox.concurrency import env_count, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,8 @@ leaves one CPU to it. ``bench/threads_bench.py`` on 2 cores, 0.5B model: with on
 def default_threads() -> int:
     """``$MATHAGENT_LLAMA_THREADS`` when set, else one less than the CPUs this process may run on
     (at least 1)."""
-    given = os.environ.get(THREADS_ENV, "").strip()
-    if given:
-        try:
-            n = int(given)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise ValueError(f"{THREADS_ENV} must be a whole number >= 1, got {given!r}")
-        return n
-    return max(1, usable_cpus() - 1)
+    given = env_count(THREADS_ENV)
+    return given if given is not None else max(1, usable_cpus() - 1)
 
 
 LOG_ROTATE_BYTES = 10 << 20

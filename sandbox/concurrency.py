@@ -22,6 +22,22 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def env_count(name: str) -> int | None:
+    """A count (threads, processes, starts at once) set by the environment variable ``name``: None when
+    it is unset or blank, else a whole number of at least 1. Anything else is refused with the
+    variable's name (``0`` too: no count here means "none", and silently raising it to 1 hides a typo)."""
+    given = os.environ.get(name, "").strip()
+    if not given:
+        return None
+    try:
+        n = int(given)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {given!r}")
+    return n
+
+
 _sems: dict[int, threading.BoundedSemaphore] = {}
 
 

@@ -12,13 +12,12 @@ earlier run are swept when the first slot is claimed (see :mod:`mathagent.sandbo
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
 
 from mathagent.sandbox.base import IsolationLevel, IsolationReport
-from mathagent.sandbox.concurrency import usable_cpus
+from mathagent.sandbox.concurrency import env_count, usable_cpus
 from mathagent.sandbox.config import SandboxConfig
 from mathagent.sandbox.isolation import make_plan
 from mathagent.sandbox.kernel import JupyterSandbox, SandboxStartError, _Zygote
@@ -40,12 +39,9 @@ def start_threads(size: int) -> int:
     a cold pool): 4 starts at once gave the first kernel after 6.5 s and the 16th after 23.8 s; one at a
     time, 1.5 s and 19.5 s.
     """
-    given = os.environ.get("MATHAGENT_POOL_STARTS", "").strip()
-    if given:
-        try:
-            return max(1, min(size, int(given)))
-        except ValueError:
-            raise ValueError(f"MATHAGENT_POOL_STARTS must be a whole number, got {given!r}") from None
+    given = env_count("MATHAGENT_POOL_STARTS")
+    if given is not None:
+        return min(size, given)
     return max(1, min(size, REFILL_THREADS, usable_cpus() // 2))
 
 

@@ -24,12 +24,14 @@ import threading
 import time
 
 from mathagent.agent.grading.symbolic import sympy_equal
+from mathagent.sandbox.concurrency import env_count
 
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 60.0
 """How long a fresh worker may take to import sympy before it counts as broken."""
-_POOL_SIZE = max(1, int(os.environ.get("MATHAGENT_GRADER_WORKERS", "1")))
+WORKERS_ENV = "MATHAGENT_GRADER_WORKERS"
+"""Worker processes of the grader's pool (default 1); read when the pool starts."""
 
 
 class _Worker:
@@ -134,7 +136,7 @@ def _get_pool() -> _Pool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = _Pool(_POOL_SIZE)
+            _pool = _Pool(env_count(WORKERS_ENV) or 1)
             atexit.register(_pool.close)
         return _pool
 

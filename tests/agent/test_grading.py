@@ -289,3 +289,23 @@ def test_an_echoed_empty_box_is_not_part_of_the_answer():
     assert extract_answer(text, "gsm8k") == "940"
     assert extract_answer("Put it in \\boxed{}.", "math") is None
     assert extract_answer("$\\boxed{-2}$ and $\\boxed{1}$", "math") == "-2, 1"  # a real list still joins
+
+
+def test_grader_workers_follow_the_environment(monkeypatch):
+    """``MATHAGENT_GRADER_WORKERS`` sizes the worker pool when it starts (not when the module is
+    imported); a value that is not a count >= 1 is refused with the variable's name."""
+    from mathagent.agent.grading import worker
+
+    monkeypatch.setattr(worker, "_pool", None)
+    monkeypatch.setenv("MATHAGENT_GRADER_WORKERS", "3")
+    pool = worker._get_pool()
+    try:
+        assert pool._idle.qsize() == 3
+        assert worker.bounded_sympy_equal(r"\frac{1}{2}", "0.5", 60) is True
+    finally:
+        pool.close()
+    for bad in ("0", "two"):
+        monkeypatch.setattr(worker, "_pool", None)
+        monkeypatch.setenv("MATHAGENT_GRADER_WORKERS", bad)
+        with pytest.raises(ValueError, match="MATHAGENT_GRADER_WORKERS must be a whole number >= 1"):
+            worker.bounded_sympy_equal("1", "1", 60)

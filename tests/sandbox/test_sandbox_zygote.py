@@ -193,13 +193,14 @@ def test_start_threads_follow_the_usable_cpus(monkeypatch):
 
     monkeypatch.delenv("MATHAGENT_POOL_STARTS", raising=False)
     for cpus, size, want in ((1, 16, 1), (2, 16, 1), (3, 16, 1), (4, 16, 2), (16, 16, 4), (16, 2, 2)):
-        monkeypatch.setattr(pool_mod.os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        monkeypatch.setattr("os.sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
         assert pool_mod.start_threads(size) == want, (cpus, size)
     monkeypatch.setenv("MATHAGENT_POOL_STARTS", "3")  # the environment decides, within the pool's size
     assert (pool_mod.start_threads(16), pool_mod.start_threads(2)) == (3, 2)
-    monkeypatch.setenv("MATHAGENT_POOL_STARTS", "many")
-    with pytest.raises(ValueError, match="MATHAGENT_POOL_STARTS must be a whole number"):
-        pool_mod.start_threads(16)
+    for bad in ("many", "0", "-2"):  # refused with the variable's name, as MATHAGENT_LLAMA_THREADS is
+        monkeypatch.setenv("MATHAGENT_POOL_STARTS", bad)
+        with pytest.raises(ValueError, match="MATHAGENT_POOL_STARTS must be a whole number >= 1"):
+            pool_mod.start_threads(16)
 
 
 def test_a_cold_pool_starts_new_slots_in_turns_the_first_alone(config, monkeypatch):
