@@ -13,6 +13,7 @@ each is an ordinary resumable run folder, so re-running the command resumes wher
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -53,6 +54,19 @@ def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
     return k1[:3] + vp + k1[3:] + k4
 
 
+def finished(cmd: list[str]) -> bool:
+    """Whether the run folder of ``cmd`` already holds every sample it asks for (its summary says
+    nothing is pending, of ``--limit`` x ``--k`` samples). Such a run is not started again: resuming it
+    would load its model only to find nothing to do."""
+    run_dir = Path(cmd[cmd.index("--run-dir") + 1])
+    try:
+        counts = json.loads((run_dir / "summary.json").read_text())["counts"]
+        want = int(cmd[cmd.index("--limit") + 1]) * int(cmd[cmd.index("--k") + 1])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return counts.get("total") == want and counts.get("pending") == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -79,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         for cmd in plan(args.root, args.models, args.datasets):
             name = Path(cmd[cmd.index("--run-dir") + 1]).name
             if args.only and not any(part in name for part in args.only):
+                continue
+            if finished(cmd):
+                print(f"finished: {name}", flush=True)
                 continue
             print(shlex.join(cmd), flush=True)
             if not args.dry_run:

@@ -194,7 +194,8 @@ def test_run_only_selects_disjoint_streams(tmp_path):
              "--dry-run", *(["--only", *only] if only else [])],
             capture_output=True, text=True, timeout=120, check=True,
         )  # fmt: skip
-        return [line.split("--run-dir ")[1].split()[0].rsplit("/", 1)[1] for line in proc.stdout.splitlines()]
+        lines = [line for line in proc.stdout.splitlines() if not line.startswith("finished: ")]
+        return [line.split("--run-dir ")[1].split()[0].rsplit("/", 1)[1] for line in lines]
 
     everything = planned()
     a, b = planned("1.5b"), planned("0.5b")
@@ -205,3 +206,12 @@ def test_run_only_selects_disjoint_streams(tmp_path):
     assert a[3:6] == ["vp-verify-1.5b", "vp-verify_substitute-1.5b", "vp-verify_resolve-1.5b"]
     assert planned("vp-") == a[3:6]
     assert planned("no-such-run") == []
+    # a run whose summary has every sample it asks for is not started again; a partial one is
+    counts = {"total": 40, "done": 40, "pending": 0, "failed": 0}
+    (tmp_path / "vp-verify-1.5b").mkdir()
+    (tmp_path / "vp-verify-1.5b" / "summary.json").write_text(json.dumps({"counts": counts}))
+    (tmp_path / "vp-verify_resolve-1.5b").mkdir()
+    (tmp_path / "vp-verify_resolve-1.5b" / "summary.json").write_text(
+        json.dumps({"counts": {**counts, "done": 39, "pending": 1}})
+    )
+    assert planned("vp-") == ["vp-verify_substitute-1.5b", "vp-verify_resolve-1.5b"]
