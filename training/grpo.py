@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -35,8 +34,7 @@ from mathagent.training import tokens as T
 from mathagent.training.convert import resolve_model_dir
 from mathagent.training.rewards import REWARD_NAMES, ROLLOUT_COLUMN, RewardWeights, reward_functions
 from mathagent.training.rollout import FORMATS, HFGenerator, RolloutConfig, VLLMGenerator, run_rollouts
-from mathagent.training.sft import _dtype as sft_dtype
-from mathagent.training.sft import latest_checkpoint, report_to, warmup_steps
+from mathagent.training.sft import latest_checkpoint, load_causal_lm, lora_config, trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -247,10 +245,6 @@ def load_rows(cfg: GRPORunConfig) -> tuple[list[dict[str, Any]], str]:
     return rows, grading
 
 
-def _dtype(precision: str) -> Any:
-    return sft_dtype(precision)
-
-
 class RolloutLog:
     """Collects per-step rollout timings and writes ``rollouts.jsonl`` (main process, or one file a rank)."""
 
@@ -417,7 +411,7 @@ def build_trainer(
     """Model, tokenizer, data and ``GRPOTrainer``; returns (trainer, tokenizer, number of problems)."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import AutoTokenizer, set_seed
     from trl import GRPOConfig, GRPOTrainer
 
     if cfg.format not in FORMATS:
@@ -436,36 +430,14 @@ def build_trainer(
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    dtype = _dtype(cfg.precision)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    if len(tok) > model.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
-        model.resize_token_embeddings(len(tok))
-    model.config.pad_token_id = tok.pad_token_id
+    model, dtype = load_causal_lm(model_dir, tok, cfg.precision)
     if cfg.format == "mathcoder":  # the message ends at <|endofmessage|>: an end of sequence for TRL too
         publish.mathcoder_eos(model, tok)
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-            modules_to_save=["embed_tokens", "lm_head"] if cfg.format == "mathcoder" else None,
-        )
+    peft_config = lora_config(cfg)
     out = Path(cfg.out)
-    reporters = report_to(cfg.report_to, out)
     extra = {**vllm_args, **cfg.extra}
     args = GRPOConfig(
-        output_dir=str(out / "checkpoints"),
-        max_steps=cfg.max_steps,
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        warmup_steps=warmup_steps(cfg.warmup_ratio),
+        **trainer_args(cfg, out, dtype),
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
@@ -475,16 +447,6 @@ def build_trainer(
         epsilon=cfg.epsilon,
         loss_type=cfg.loss_type,
         reward_weights=cfg.reward_weights.as_list(),
-        logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        bf16=dtype == torch.bfloat16,
-        use_cpu=not torch.cuda.is_available(),  # with `accelerate launch` on CPU: DDP over gloo
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        report_to=reporters,
-        disable_tqdm=not sys.stderr.isatty(),  # a progress bar where a person is looking
         **extra,
     )
     rank = int(os.environ.get("RANK", "0"))

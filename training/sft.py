@@ -227,11 +227,67 @@ def latest_checkpoint(out: Path) -> str | None:
     return str(ckpts[-1]) if ckpts else None
 
 
+def load_causal_lm(model_dir: str | Path, tok: Any, precision: str) -> tuple[Any, Any]:
+    """The model to train (SFT and GRPO) in ``precision``, with rows for the tokens the tokenizer added
+    and its pad token; returns (model, dtype)."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = _dtype(precision)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
+        model.resize_token_embeddings(len(tok))
+    model.config.pad_token_id = tok.pad_token_id
+    return model, dtype
+
+
+def lora_config(cfg: Any) -> Any:
+    """PEFT's LoRA config for a run (``None`` without ``--lora``): adapters on every linear layer; with the
+    mathcoder format, whose special tokens are new, the embeddings and the head train whole, because
+    LoRA alone does not give new tokens trainable rows."""
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+        modules_to_save=["embed_tokens", "lm_head"] if cfg.format == "mathcoder" else None,
+    )
+
+
+def trainer_args(cfg: Any, out: Path, dtype: Any) -> dict[str, Any]:
+    """The ``TrainingArguments`` fields SFT and GRPO runs set alike (their configs share these names)."""
+    import torch
+
+    return {
+        "output_dir": str(out / "checkpoints"),
+        "max_steps": cfg.max_steps,
+        "num_train_epochs": cfg.epochs,
+        "per_device_train_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "learning_rate": cfg.lr,
+        "warmup_steps": warmup_steps(cfg.warmup_ratio),
+        "logging_steps": cfg.logging_steps,
+        "save_steps": cfg.save_steps,
+        "save_total_limit": cfg.save_total_limit,
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "bf16": dtype == torch.bfloat16,
+        "use_cpu": not torch.cuda.is_available(),  # with `accelerate launch` on CPU: DDP over gloo
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "report_to": report_to(cfg.report_to, out),
+        "disable_tqdm": not sys.stderr.isatty(),  # a progress bar where a person is looking
+    }
+
+
 def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tuple[Any, Any, dict[str, int]]:
     """Model, tokenizer, data and ``SFTTrainer``; returns (trainer, tokenizer, counts)."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, set_seed
+    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
     if cfg.format not in TRACE_FORMAT:
@@ -250,49 +306,16 @@ def build_trainer(cfg: SFTRunConfig, callbacks: list[Any] | None = None) -> tupl
     if cfg.eval_fraction > 0 and len(data) > 1:
         split = data.train_test_split(test_size=cfg.eval_fraction, seed=cfg.seed)
         data, eval_data = split["train"], split["test"]
-    dtype = _dtype(cfg.precision)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    if len(tok) > model.get_input_embeddings().weight.shape[0]:  # type: ignore[index]
-        model.resize_token_embeddings(len(tok))
-    model.config.pad_token_id = tok.pad_token_id
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        new_tokens = cfg.format == "mathcoder"
-        peft_config = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-            # new special tokens need trainable embeddings, which LoRA alone does not give them
-            modules_to_save=["embed_tokens", "lm_head"] if new_tokens else None,
-        )
+    model, dtype = load_causal_lm(model_dir, tok, cfg.precision)
+    peft_config = lora_config(cfg)
     out = Path(cfg.out)
     args = SFTConfig(
-        output_dir=str(out / "checkpoints"),
-        max_steps=cfg.max_steps,
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
+        **trainer_args(cfg, out, dtype),
         per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        warmup_steps=warmup_steps(cfg.warmup_ratio),
-        logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if eval_data is not None else "no",
         eval_steps=cfg.save_steps if eval_data is not None else None,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        bf16=dtype == torch.bfloat16,
-        use_cpu=not torch.cuda.is_available(),  # with `accelerate launch` on CPU: DDP over gloo
-        gradient_checkpointing=cfg.gradient_checkpointing,
         max_length=cfg.max_length,
         packing=False,
-        report_to=report_to(cfg.report_to, out),
-        disable_tqdm=not sys.stderr.isatty(),  # a progress bar where a person is looking
     )
     trainer = SFTTrainer(
         model=model,

@@ -105,4 +105,4 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"data": str(data), "model": "m", "out": "o", "nonsense": 1}))
     assert train_main(["grpo", "--config", str(cfg)]) == 2
-    assert "unknown GRPO config keys: nonsense" in capsys.readouterr().err
+    assert "unknown key 'nonsense'" in capsys.readouterr().err
