@@ -7,7 +7,9 @@
 What it runs: both servers are started (an idle one takes no CPU); the first ``--problems`` GSM8K
 test problems of a seeded shuffle go through the real agent loop (``solve_k``: real sandboxed Jupyter
 kernels, mode ``loop``, verification off unless ``--verify``), ``--k`` samples each, one problem at a
-time, so ``k`` requests are in flight together (concurrency = k); each problem runs on both servers,
+time, each server used as the product uses it: on llama-server the ``k`` samples run together (one slot
+each), on llama-cpp-python one after another (``solve_k`` does so on a server with one KV state, where
+interleaved samples re-read each other's prompts); each problem runs on both servers,
 alternating which goes first (A B, B A, ...), so that the machine's changing load hits both alike.
 Same settings for both. llama-server runs ``--parallel`` slots with continuous batching;
 llama-cpp-python's server serves one request at a time.
@@ -42,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mathagent.agent.backends.base import GenerationParams
+from mathagent.agent.backends.base import GenerationParams, server_slots
 from mathagent.agent.backends.openai_backend import OpenAIBackend
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.formats import get_format
@@ -158,6 +160,7 @@ class Arm:
             base_url=self.server.base_url,
             gguf_path=self.server.path,
             context_window=self.server.n_ctx,
+            server=self.server,  # as the product's backend on a server it started: solve_k reads its slots
             max_concurrency=args.k,
             # a queued request on the one-at-a-time server may wait for k - 1 whole generations on a
             # busy machine: no retries (they would re-queue it and skew the figures)
@@ -238,8 +241,14 @@ class Arm:
                 "first_call": texts[0],
             }
 
+        turns = asyncio.Semaphore(1 if server_slots(self.backend) == 1 else args.k)  # as solve_k does
+
+        async def in_turn(i: int) -> dict[str, Any]:
+            async with turns:
+                return await conversation(i)
+
         tp = time.perf_counter()
-        samples = await asyncio.gather(*(conversation(i) for i in range(args.k)))
+        samples = await asyncio.gather(*(in_turn(i) for i in range(args.k)))
         self.problems.append(
             {"id": p.id, "gold": p.gold, "wall_s": round(time.perf_counter() - tp, 2), "samples": samples}
         )
@@ -323,7 +332,8 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, int]:
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print()
     print(
-        f"model {args.model}, {args.problems} GSM8K problems x k={args.k} (concurrency {args.k}), "
+        f"model {args.model}, {args.problems} GSM8K problems x k={args.k} (llama-server: k at once; "
+        "llama-cpp-python: one after another), "
         f"temperature {args.temperature}, max_tokens {args.max_tokens}, max_rounds {args.max_rounds}, "
         f"verify {args.verify}, llama-server --parallel {args.parallel}"
     )
