@@ -24,7 +24,6 @@ import threading
 import time
 
 from mathagent.agent.grading.symbolic import sympy_equal
-from mathagent.sandbox.concurrency import env_count
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,22 @@ STARTUP_TIMEOUT_S = 60.0
 """How long a fresh worker may take to import sympy before it counts as broken."""
 WORKERS_ENV = "MATHAGENT_GRADER_WORKERS"
 """Worker processes of the grader's pool (default 1); read when the pool starts."""
+
+
+def pool_size() -> int:
+    """``$MATHAGENT_GRADER_WORKERS``, a whole number >= 1 (default 1). The same rule and message as
+    ``mathagent.sandbox.concurrency.env_count``, which the grading library may not import (it imports
+    nothing else from mathagent, so every layer can use it)."""
+    given = os.environ.get(WORKERS_ENV, "").strip()
+    if not given:
+        return 1
+    try:
+        n = int(given)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{WORKERS_ENV} must be a whole number >= 1, got {given!r}")
+    return n
 
 
 class _Worker:
@@ -136,7 +151,7 @@ def _get_pool() -> _Pool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = _Pool(env_count(WORKERS_ENV) or 1)
+            _pool = _Pool(pool_size())
             atexit.register(_pool.close)
         return _pool
 
