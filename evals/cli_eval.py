@@ -180,7 +180,7 @@ def main(argv: list[str]) -> int:
     if counts is None:  # the run folder could not be written; what is saved and how to resume are printed
         return 1
     keys = {(p.id, i) for p in problems for i in range(args.k)}
-    records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
+    records = run.records_of(keys)
     dataset = problems[0].dataset if problems else "math"
     summary = eval_summary(
         records,
@@ -191,7 +191,7 @@ def main(argv: list[str]) -> int:
         vote_weights=vote_weights.to_dict(),
         mode=config_mode(agent_cfg),
     )
-    counts = run_counts(records, len(keys), counts, 1 + len(run.header.get("resumed", [])))
+    counts = run_counts(records, len(keys), counts, run.invocations)
     summary.update(run_dir=str(run.path), wall_s=round(time.perf_counter() - t0, 2), counts=counts)
     try:
         run.write_summary(summary)

@@ -435,6 +435,18 @@ class RunDir:
         with self._lock:
             return list(self._records.values())
 
+    def records_of(self, keys: Iterable[Key]) -> list[dict[str, Any]]:
+        """The latest record of each of ``keys`` that has one, in first-seen order (the folder may also
+        hold samples this invocation did not select, e.g. of a larger ``--k`` or ``--limit``)."""
+        want = set(keys)
+        with self._lock:
+            return [r for k, r in self._records.items() if k in want]
+
+    @property
+    def invocations(self) -> int:
+        """How many times the run was started: the first time and each resume."""
+        return 1 + len(self.header.get("resumed", []))
+
     def done(self, *, retry_failed: bool = False) -> set[Key]:
         with self._lock:
             return {k for k, r in self._records.items() if not (retry_failed and r.get("status") == "failed")}

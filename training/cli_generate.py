@@ -218,7 +218,7 @@ def run_main(argv: list[str], *, warn: bool = True) -> int:
     )
     if counts is None:  # the run folder could not be written; what is saved and how to resume are printed
         return 1
-    records = [r for r in run.records() if (str(r["problem_id"]), int(r.get("sample_index", 0))) in keys]
+    records = run.records_of(keys)
     problem_stats = {
         "loaded": n_loaded,
         "duplicates_dropped": dup_problems,
@@ -232,7 +232,7 @@ def run_main(argv: list[str], *, warn: bool = True) -> int:
         summary = {
             "run_dir": str(run.path),
             "wall_s": round(time.perf_counter() - t0, 2),
-            "counts": run_counts(records, len(keys), counts, 1 + len(run.header.get("resumed", []))),
+            "counts": run_counts(records, len(keys), counts, run.invocations),
             "problems": problem_stats,
             "dataset": data,
         }

@@ -26,6 +26,21 @@ def test_append_and_resume_skips_done(tmp_path):
     assert run2.pending(keys) == [("b", 0), ("b", 1)]
     assert len(run2.records()) == 2
     assert "resumed" in json.loads((tmp_path / "r" / "header.json").read_text())
+    assert (run.invocations, run2.invocations) == (1, 2)
+
+
+def test_records_of_keeps_the_selected_keys_latest_record_in_order(tmp_path):
+    """What ``eval`` and ``generate`` summarise: the latest record of each selected key, not the
+    folder's other samples (a larger ``--k`` or ``--limit`` of an earlier invocation)."""
+    run = RunDir.open(tmp_path / "r", ID)
+    for r in (rec("b", 0), rec("a", 0, "failed"), rec("a", 1), rec("a", 0, answer="7")):
+        run.append(r)
+    got = run.records_of([("a", 0), ("b", 0), ("c", 0)])
+    assert [(r["problem_id"], r["sample_index"], r["status"]) for r in got] == [
+        ("b", 0, "ok"),
+        ("a", 0, "ok"),
+    ]
+    assert got[1]["answer"] == "7" and run.records_of([]) == []
 
 
 def test_torn_last_line_is_repaired(tmp_path):
