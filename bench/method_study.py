@@ -7,7 +7,8 @@
 it covers) and writes the tables (evals/study.py). ``run`` runs the k = 1 modes (cot, pot, loop+verify,
 greedy), the k = 4 loop+verify runs on the same seeded subsets, and the verify-prompt runs on GSM8K
 train, one `mathagent eval` after another;
-each is an ordinary resumable run folder, so re-running the command resumes where it stopped.
+each is an ordinary resumable run folder, so re-running the command resumes where it stopped (a run
+whose folder already holds all its samples is skipped: `finished: NAME`).
 """
 
 from __future__ import annotations
