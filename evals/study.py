@@ -13,6 +13,8 @@ Cells of a (model, data set) group:
   with pruning, pass@k, over the problems whose k samples are all done.
 * Verification: share of T/U/F and precision P(correct | state); revisions that fixed / broke an answer.
 * Cost per sample: tokens (in + out), model calls, wall seconds.
+* Coverage (once, above the groups): samples finished of those each run asks for, and the hours the
+  rest takes at the pace measured so far.
 * Paired comparisons on the problems both sides cover: difference with a bootstrap 95% interval and
   McNemar's exact p-value.
 """
@@ -55,6 +57,10 @@ class Run:
     grading: str
     verify_prompt: str = "verify"
     """The verification prompt the run used (``--verify-prompt``)."""
+    limit: int | None = None
+    """Problems the run asks for (``--limit``); None: the whole data set."""
+    concurrency: int | None = None
+    """Trajectories its last invocation ran at once (the header's ``limits``); None: not recorded."""
     problems: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Problem id -> its finished records, by sample index."""
 
@@ -72,6 +78,8 @@ def load_run(path: Path) -> Run:
         temperature=float(cfg.get("temperature", 0.0)),
         grading=str(ident.get("grading_dataset") or "math"),
         verify_prompt=str(((cfg.get("extra") or {}).get("agent") or {}).get("verify_prompt") or "verify"),
+        limit=int(cfg["limit"]) if cfg.get("limit") is not None else None,
+        concurrency=(rd.header.get("limits") or {}).get("concurrency"),
     )
     for r in rd.records():
         run.problems.setdefault(str(r["problem_id"]), []).append(r)
@@ -264,6 +272,32 @@ def cost_row(run: Run) -> dict[str, Any]:
     }
 
 
+def coverage_row(run: Run) -> dict[str, Any]:
+    """How far a run is: samples finished of those it asks for (``--limit`` x k), problems with all k
+    samples, the median wall seconds of a sample and, at that pace, the hours its remaining samples
+    take in one stream (a sample's wall time over the trajectories run at once; None when the run's
+    size, pace or concurrency is unknown)."""
+    recs = [r for rs in run.problems.values() for r in rs if r.get("status") != "failed"]
+    planned = run.limit * run.k if run.limit is not None else None
+    times = sorted(float(r.get("time_s", 0.0)) for r in recs)
+    median = (times[(len(times) - 1) // 2] + times[len(times) // 2]) / 2 if times else None
+    left = None
+    if planned is not None and len(recs) >= planned:
+        left = 0.0
+    elif planned is not None and median is not None and run.concurrency:
+        left = (planned - len(recs)) * median / run.concurrency / 3600
+    complete = sum(
+        1 for rs in run.problems.values() if len([r for r in rs if r.get("status") != "failed"]) >= run.k
+    )
+    return {
+        "done": len(recs),
+        "planned": planned,
+        "complete": complete,
+        "median_s": median,
+        "hours_left": left,
+    }
+
+
 def verify_share(recs: Sequence[dict[str, Any]]) -> float | None:
     """Share of the trajectories' wall time spent verifying and revising (the traces' ``timings``);
     None when no sample verified."""
@@ -318,6 +352,7 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
         "McNemar's exact test (discordant counts a-only / b-only).",
         "",
     ]
+    lines += coverage_table(runs)
     for (model, dataset), rs in sorted(groups.items()):
         rs = sorted(
             rs, key=lambda r: (MODE_ORDER.index(r.mode) if r.mode in MODE_ORDER else 9, r.k, r.path.name)
@@ -402,6 +437,34 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def coverage_table(runs: Sequence[Run]) -> list[str]:
+    """Which runs are complete and, for the others, what is left at the pace measured so far."""
+    out = [
+        "## coverage",
+        "",
+        "Samples finished of those each run asks for (`--limit` x k), problems with all k samples, the median "
+        "wall time of a sample as recorded (on a shared machine, waiting included), how many trajectories the run's "
+        "last invocation ran at once, and the hours the rest takes at that pace in one stream (? where the "
+        "header does not record it). Partial runs count in the tables below on the problems they cover.",
+        "",
+        "| run | mode | k | samples done / planned | problems complete | median s per sample | at once | hours left |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: r.path.name):
+        c = coverage_row(r)
+        planned = "?" if c["planned"] is None else str(c["planned"])
+        median = "-" if c["median_s"] is None else f"{c['median_s']:.0f}"
+        left = (
+            "-" if c["hours_left"] is None else ("done" if c["hours_left"] == 0 else f"{c['hours_left']:.1f}")
+        )
+        at_once = "?" if r.concurrency is None else str(r.concurrency)
+        out.append(
+            f"| {r.path.name} | {r.mode} | {r.k} | {c['done']} / {planned} | {c['complete']} | {median} | "
+            f"{at_once} | {left} |"
+        )
+    return [*out, ""]
 
 
 def prompt_table(ver: Sequence[tuple[Run, dict[str, Any]]]) -> list[str]:

@@ -94,8 +94,9 @@ def test_cells_match_counts_taken_from_the_records(runs_root):
                 assert all(cell.scores[p] <= by_label[f"pass@{run.k}"].scores[p] for p in cell.scores), label
 
 
-def _write_run(root: Path, name: str, mode: str, k: int, rows: list[tuple]) -> None:
-    """rows: (problem_id, sample_index, answer, correct, state, pre_verification_answer)."""
+def _write_run(root: Path, name: str, mode: str, k: int, rows: list[tuple], **header_extra) -> None:
+    """rows: (problem_id, sample_index, answer, correct, state, pre_verification_answer[, time_s]);
+    ``header_extra``: ``limit`` (into the identity's config) and ``concurrency`` (into ``limits``)."""
     d = root / name
     d.mkdir(parents=True)
     agent = {"verify": mode == "loop+verify", **({"mode": mode} if mode in ("cot", "pot") else {})}
@@ -112,13 +113,17 @@ def _write_run(root: Path, name: str, mode: str, k: int, rows: list[tuple]) -> N
             "grading_dataset": "gsm8k",
         }
     }
+    if "limit" in header_extra:
+        header["identity"]["config"]["limit"] = header_extra["limit"]
+    if "concurrency" in header_extra:
+        header["limits"] = {"concurrency": header_extra["concurrency"]}
     (d / "header.json").write_text(json.dumps(header))
     lines = []
-    for pid, i, ans, ok, state, pre in rows:
+    for pid, i, ans, ok, state, pre, *rest in rows:
         ver = [{"round": 0, "state": state, "answer": pre}] if state else []
         rec = {"problem_id": pid, "sample_index": i, "gold": "5", "dataset": "gsm8k", "status": "ok", "answer": ans,
                "correct": ok, "verification_state": state, "ran_code": mode != "cot", "tokens_in": 10, "tokens_out": 5,
-               "time_s": 1.0, "trace": {"verification": ver, "meta": {"calls": 1 if mode in ("cot", "pot") else 3}}}  # fmt: skip
+               "time_s": rest[0] if rest else 1.0, "trace": {"verification": ver, "meta": {"calls": 1 if mode in ("cot", "pot") else 3}}}  # fmt: skip
         lines.append(json.dumps(rec))
     (d / "samples.jsonl").write_text("\n".join(lines) + "\n")
 
@@ -153,6 +158,40 @@ def test_tables_on_hand_made_runs(tmp_path):
     doc = render(runs)
     assert "| loop+verify − loop (before verification) | 3 | 33.3 [" in doc
     assert "| cot | 33.3 [" in doc and "| 3 | k=1 T=0 cot |" in doc
+
+
+def test_coverage_counts_what_is_left_at_the_measured_pace(tmp_path):
+    """A k = 2 run of 3 problems with 3 samples done (one problem complete), sample times 10, 30 and 50 s
+    at 2 trajectories at once: 3 samples left x 30 s median / 2 = 45 s. A finished run says done; a run
+    whose header does not say how many ran at once (older folders) has no estimate, and neither has a run
+    without a --limit (its size is the whole data set, which the report does not know)."""
+    from mathagent.evals.study import coverage_row, render
+
+    rows = [
+        ("a", 0, "5", True, "T", "5", 10.0),
+        ("a", 1, "5", True, "T", "5", 50.0),
+        ("b", 0, "6", False, "U", "6", 30.0),
+    ]
+    _write_run(tmp_path / "1", "partial", "loop+verify", 2, rows, limit=3, concurrency=2)
+    _write_run(tmp_path / "2", "full", "cot", 1, [("a", 0, "5", True, None, None)], limit=1, concurrency=1)
+    _write_run(tmp_path / "3", "old", "loop+verify", 2, rows, limit=3)
+    _write_run(tmp_path / "4", "nolimit", "loop+verify", 2, rows, concurrency=1)
+    runs = {
+        r.path.name: r for r in find_runs([tmp_path / "1", tmp_path / "2", tmp_path / "3", tmp_path / "4"])
+    }
+    c = coverage_row(runs["partial"])
+    assert (c["done"], c["planned"], c["complete"], c["median_s"]) == (3, 6, 1, 30.0)
+    assert c["hours_left"] == pytest.approx(3 * 30.0 / 2 / 3600)
+    assert coverage_row(runs["full"])["hours_left"] == 0.0
+    assert coverage_row(runs["old"])["hours_left"] is None
+    assert (
+        coverage_row(runs["nolimit"])["planned"] is None
+        and coverage_row(runs["nolimit"])["hours_left"] is None
+    )
+    doc = render(list(runs.values()))
+    assert "| partial | loop+verify | 2 | 3 / 6 | 1 | 30 | 2 | 0.0 |" in doc
+    assert "| full | cot | 1 | 1 / 1 | 1 | 1 | 1 | done |" in doc
+    assert "| old | loop+verify | 2 | 3 / 6 | 1 | 30 | ? | - |" in doc
 
 
 def test_cross_fitted_weights_vote_each_fold_with_the_other_folds_labels(tmp_path):
