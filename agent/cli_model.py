@@ -66,6 +66,8 @@ def _list(as_json: bool, verify: bool) -> int:
             "assembled": models.is_assembled(m),
             "path": str(path),
             "description": m.description,
+            "verify_at_k1": m.verify_at_k1,
+            "evidence": m.evidence,
         }
         if verify:
             row["sha_ok"] = models.verify(m)
@@ -79,7 +81,15 @@ def _list(as_json: bool, verify: bool) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("name", "size", "installed", "assembled", *(["sha ok"] if verify else []), "description")
+    t = Table(
+        "name",
+        "size",
+        "installed",
+        "assembled",
+        *(["sha ok"] if verify else []),
+        "verify at k=1",
+        "description",
+    )
     for r in rows:
         mark = {True: "yes", False: "no"}
         extra = [mark[bool(r["sha_ok"])]] if verify else []
@@ -89,6 +99,7 @@ def _list(as_json: bool, verify: bool) -> int:
             mark[bool(r["installed"])],
             mark[bool(r["assembled"])],
             *extra,
+            "on" if r["verify_at_k1"] else "off (measured)",
             str(r["description"]),
         )
     Console().print(t)
@@ -99,6 +110,9 @@ def _list(as_json: bool, verify: bool) -> int:
             f"T={w['true']:g} U={w['uncertain']:g} F={w['false']:g}"
             + (" (majority: fitted weights lost on held-out problems)" if c.get("fallback") else "")
         )
+    for r in rows:
+        if not r["verify_at_k1"]:
+            print(f"{r['name']}: verification off by default at k = 1: {r['evidence']}")
     print(f"cache: {models.cache_dir()}")
     return 0
 

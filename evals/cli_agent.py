@@ -19,7 +19,7 @@ from mathagent.agent.backends.base import Backend, BackendError, server_slots
 from mathagent.agent.backends.scripted import ScriptBook
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.flags import add_agent_flags, given
-from mathagent.agent.modes import split_mode
+from mathagent.agent.modes import args_mode
 from mathagent.agent.presets import Preset, PresetError, apply_preset, load_preset
 from mathagent.agent.prompts import load_prompt, prompt_hashes
 from mathagent.agent.trace import Trace
@@ -147,6 +147,8 @@ class AgentSetup:
 
     backend_info: dict[str, Any] = field(default_factory=dict)
     """How the backend continues a partial assistant turn and its context length (run header)."""
+    verify_note: str | None = None
+    """Why verification is off when a measured default turned it off (``modes.default_verify``)."""
 
     def eval_config(self, args: argparse.Namespace, temperature: float, **fields: Any) -> EvalConfig:
         """The run's ``EvalConfig`` from the flags ``eval`` and ``generate`` share; ``fields`` adds the rest."""
@@ -198,7 +200,7 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
         or "markdown"
     )
     model = args.model or (getattr(backend, "model", "") if backend else "scripted")
-    mode, args.verify = split_mode(getattr(args, "mode", None), args.verify)
+    mode, args.verify, why = args_mode(args)
     cfg = AgentConfig(format=fmt, temperature=temperature, seed=args.seed, verify=args.verify, mode=mode)
     if getattr(args, "verify_prompt", None):
         cfg = cfg.with_(verify_prompt=args.verify_prompt)
@@ -213,7 +215,9 @@ def agent_setup(args: argparse.Namespace, temperature: float) -> AgentSetup:
     )
     limits = run_limits(args, backend)
     args.concurrency = limits.concurrency
-    return AgentSetup(book, backend, fmt, model, cfg, limits, preset=preset, backend_info=info)
+    return AgentSetup(
+        book, backend, fmt, model, cfg, limits, preset=preset, backend_info=info, verify_note=why
+    )
 
 
 def run_limits(args: argparse.Namespace, backend: Backend | None) -> Limits:
@@ -316,6 +320,8 @@ def _run_agent(
     print(setup.limits.describe(), file=sys.stderr)
     for warning in setup.limits.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if setup.verify_note:
+        print(setup.verify_note, file=sys.stderr)
     run.header["sandbox_level"] = str(getattr(getattr(provider, "level", None), "value", None))
 
     async def solve_fn(problem: Problem, i: int, seed: int | None) -> Trace:

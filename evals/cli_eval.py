@@ -26,7 +26,7 @@ from mathagent.agent.choose import resolve_weights
 from mathagent.agent.configfile import add_config_flag, parse_args, recorded_settings
 from mathagent.agent.flags import default_temperature
 from mathagent.agent.grading.voting import Weights
-from mathagent.agent.modes import add_mode_arg, config_mode
+from mathagent.agent.modes import add_mode_arg, config_mode, run_mode
 from mathagent.evals import cli_replay
 from mathagent.evals.cli_agent import (
     add_run_agent_flags,
@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def recorded_mode(run_dir: Path) -> str | None:
+    """The mode a run folder was started with (its ``header.json``), None for a new or unreadable folder."""
+    try:
+        header = json.loads((run_dir / "header.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return run_mode(header) if isinstance(header, dict) else None
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "merge":
         from mathagent.evals.cli_merge import main as merge_main  # lazy: only `eval merge` needs it
@@ -112,6 +121,10 @@ def main(argv: list[str]) -> int:
         return 2
     n_total = len(problems)
     problems = [p for p in problems if shard.holds(p.id)]
+    if args.mode is None and args.verify is None and args.run_dir:
+        # resuming without --mode/--verify: the folder's own mode, not today's default for the model
+        # (a run started before a measured default changed would otherwise refuse to resume)
+        args.mode = recorded_mode(Path(args.run_dir))
     try:
         setup = agent_setup(args, temperature)
     except ValueError as e:  # an unknown preset or system prompt, a conflicting --format

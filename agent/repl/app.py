@@ -53,7 +53,7 @@ def settings_from_args(args: argparse.Namespace) -> ReplSettings:
         base_url=args.base_url,
         temperature=args.temperature if args.temperature is not None else 0.0,
         format=preset.format,
-        verify=_split_mode(args)[1],
+        verify=_verify_setting(args),
         rounds=preset.max_rounds,
         vote=args.vote,
         seed=args.seed,
@@ -63,7 +63,14 @@ def settings_from_args(args: argparse.Namespace) -> ReplSettings:
 
 
 def _split_mode(args: argparse.Namespace) -> tuple[str, bool]:
-    return split_mode(getattr(args, "mode", None), args.verify)
+    return split_mode(getattr(args, "mode", None), bool(args.verify))
+
+
+def _verify_setting(args: argparse.Namespace) -> bool | None:
+    """``--mode`` decides verification when given; else ``--verify``/``--no-verify``; else None (auto)."""
+    if getattr(args, "mode", None) is not None:
+        return _split_mode(args)[1]
+    return args.verify
 
 
 def _preset_config(args: argparse.Namespace) -> AgentConfig:
@@ -163,6 +170,9 @@ class Repl:
         self.console.print(Text("mathagent", style="bold") + Text(" interactive solver", style="dim"))
         if warming:
             self.console.print(Text("warming up: " + "; ".join(warming), style="dim"))
+        why = self.settings.verify_default()[1]
+        if why:
+            self.console.print(Text(f"{why}; /verify on turns it on", style="dim"))
         self.console.print(
             Text(
                 "Type a problem and press Enter (Alt-Enter or a trailing \\ for a new line). "
@@ -229,6 +239,9 @@ class Repl:
         warming = self.runtime.warm(self.settings)
         if warming:
             self.console.print(Text("warming up: " + "; ".join(warming), style="dim"))
+        why = self.settings.verify_default()[1]
+        if why:
+            self.console.print(Text(f"{why}; /verify on turns it on", style="dim"))
             self.runtime.close_retired()
         action = res.action
         if action == "help":
@@ -260,7 +273,9 @@ class Repl:
             if name == "script" and value is None:
                 continue
             shown = (
-                "default"
+                self.settings.verify_shown()
+                if name == "verify"
+                else "default"
                 if value is None
                 else ("on" if value is True else "off" if value is False else value)
             )

@@ -121,8 +121,10 @@ def _format(s: ReplSettings, v: str) -> CommandResult:
 
 
 def _verify(s: ReplSettings, v: str) -> CommandResult:
-    on = _choice(v or "on", "verify", ("on", "off", "true", "false", "1", "0"))
-    return _set("verify", lambda n: "on" if n.verify else "off")(s, verify=on in ("on", "true", "1"))
+    on = _choice(v or "on", "verify", ("on", "off", "auto", "true", "false", "1", "0"))
+    new = s.with_(verify=None if on == "auto" else on in ("on", "true", "1"))
+    why = new.verify_default()[1]
+    return CommandResult(new, f"verify = {new.verify_shown()}" + (f" ({why})" if why else ""))
 
 
 def _rounds(s: ReplSettings, v: str) -> CommandResult:
@@ -175,7 +177,13 @@ COMMANDS: dict[str, Command] = {
         Command(
             "format", "/format markdown|mathcoder|tools", "trace format (`default`: the backend's)", _format
         ),
-        Command("verify", "/verify on|off", "code-based self-verification after an answer", _verify),
+        Command(
+            "verify",
+            "/verify on|off|auto",
+            "code-based self-verification after an answer (auto: off at k = 1 on a bundled model measured "
+            "not to gain from it)",
+            _verify,
+        ),
         Command("rounds", "/rounds N", "most code executions per sample", _rounds),
         Command("vote", "/vote weighted|majority", "how k samples are combined", _vote),
         Command("seed", "/seed N", "sampling seed (`default`: none)", _seed),

@@ -11,6 +11,7 @@ from mathagent.agent.cache import cache_dir
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.hubcache import looks_like_hub_id
 from mathagent.agent.models import DEFAULT_MODEL
+from mathagent.agent.modes import default_verify, measured_model
 
 BACKENDS = ("openai", "transformers", "llama", "scripted")
 FORMATS = ("markdown", "mathcoder", "tools")
@@ -39,8 +40,9 @@ class ReplSettings:
     """Sampling temperature (with k > 1 and 0.0, the REPL samples at 0.7)."""
     format: str | None = None
     """Trace format; None: the backend's default."""
-    verify: bool = True
-    """Run code-based self-verification after an answer."""
+    verify: bool | None = None
+    """Run code-based self-verification after an answer; None (``/verify auto``): on, except at k = 1
+    on a bundled model measured not to gain from it (:func:`~mathagent.agent.modes.default_verify`)."""
     rounds: int = 6
     """Most code executions per sample (AgentConfig.max_rounds)."""
     vote: str = "weighted"
@@ -71,6 +73,18 @@ class ReplSettings:
             return 0.7
         return self.temperature
 
+    def verify_default(self) -> tuple[bool, str | None]:
+        """(whether the next problem verifies, why when a measured default turned it off)."""
+        if self.verify is not None:
+            return self.verify, None
+        model = measured_model(self.model, base_url=self.base_url, backend=self.backend, script=self.script)
+        return default_verify(model, self.k)
+
+    def verify_shown(self) -> str:
+        """``on`` / ``off``, or ``auto: on|off`` when the default decides."""
+        on = "on" if self.verify_default()[0] else "off"
+        return on if self.verify is not None else f"auto: {on}"
+
     def backend_key(self) -> tuple[Any, ...]:
         """The fields that, when changed, need a new backend (a script wins over everything else)."""
         if self.script:
@@ -85,7 +99,7 @@ class ReplSettings:
             max_rounds=self.rounds,
             temperature=self.effective_temperature,
             seed=self.seed,
-            verify=self.verify,
+            verify=self.verify_default()[0],
         )
 
     def describe_backend(self) -> str:

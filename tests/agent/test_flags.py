@@ -33,12 +33,13 @@ def test_each_command_keeps_its_defaults(monkeypatch):
     for var in ("MATHAGENT_MODEL", "MATHAGENT_BACKEND", "OPENAI_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
     solve = cli_solve.build_parser().parse_args([])
+    # verify: None until the model and k are known (modes.default_verify)
     assert (solve.seed, solve.max_rounds, solve.max_tokens, solve.timeout, solve.verify) == (
         None,
         6,
         1024,
         10.0,
-        True,
+        None,
     )
     assert solve.model is None and solve.temperature is None and solve.k == 1
     ev = cli_eval.build_parser().parse_args([])
@@ -47,7 +48,7 @@ def test_each_command_keeps_its_defaults(monkeypatch):
         0,
         None,
         "",
-        True,
+        None,
         None,
         None,
     )

@@ -82,6 +82,12 @@ def test_cli_list_and_path(tmp_path, monkeypatch, capsys):
 
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == set(REGISTRY) and rows[SMALL]["assembled"] is False
+    assert (
+        rows["qwen2.5-coder-1.5b"]["verify_at_k1"] is False
+        and "GSM8K" in rows["qwen2.5-coder-1.5b"]["evidence"]
+    )
+    assert cli_model.main(["list"]) == 0  # the table says which models skip verification at k = 1, and why
+    assert "qwen2.5-coder-1.5b: verification off by default at k = 1: GSM8K" in capsys.readouterr().out
     assert cli_model.main(["assemble", SMALL]) == 0
     capsys.readouterr()
     assert cli_model.main(["path", SMALL]) == 0

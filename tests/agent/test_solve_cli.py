@@ -48,14 +48,15 @@ def test_solve_rejects_empty_problem():
 @pytest.mark.model
 @pytest.mark.server
 def test_solve_with_the_bundled_model():
-    """The README command shape on the real 0.5B model served by llama.cpp."""
+    """The README command shape on the real 0.5B model served by llama.cpp, with the default flags: at
+    k = 1 the measured default leaves verification off, and says so."""
     pytest.importorskip("llama_cpp.server")
     problem = "A shop sells pencils at 3 dollars each. How much do 17 pencils cost? Use Python to compute it."
-    out = solve_cli(
-        problem, "--model", "qwen2.5-coder-0.5b", "--no-verify", "--json", "--seed", "0", timeout=600
-    )
+    out = solve_cli(problem, "--model", "qwen2.5-coder-0.5b", "--json", "--seed", "0", timeout=600)
     assert out.returncode in (0, 1), out.stderr[-2000:]
+    assert "verification off by default for qwen2.5-coder-0.5b at k = 1" in out.stderr
     trace = json.loads(out.stdout.strip().splitlines()[-1])
+    assert trace["verification"] == [] and trace["meta"]["config"]["verify"] is False
     execs = [s for s in trace["steps"] if s["kind"] == "execution"]
     assert execs, trace
     assert any(s["execution"]["error"] is None for s in execs), execs

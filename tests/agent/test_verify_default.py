@@ -1,0 +1,128 @@
+"""Verification's default follows the method study: off at k = 1 on a bundled model measured not to
+gain from it, on otherwise; an explicit ``--verify``/``--no-verify`` or ``--mode`` always wins."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mathagent.agent import cli_solve, models
+from mathagent.agent.modes import args_mode, default_verify, measured_model
+from mathagent.agent.repl import app
+from mathagent.agent.repl.commands import run_command
+from mathagent.evals.cli_eval import main as eval_main
+from mathagent.evals.cli_eval import recorded_mode
+
+
+@pytest.fixture(autouse=True)
+def _no_server_env(monkeypatch):
+    for var in ("OPENAI_BASE_URL", "MATHAGENT_SCRIPT", "MATHAGENT_MODEL", "MATHAGENT_BACKEND"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_the_bundled_models_carry_their_measurement():
+    for name in ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"):
+        m = models.REGISTRY[name]
+        assert m.verify_at_k1 is False and "docs/results.md" in m.evidence and "k = 1" in m.evidence
+    assert models.REGISTRY["smollm2-135m"].verify_at_k1 is True  # not measured: the method's default
+
+
+def test_which_model_a_run_uses(monkeypatch):
+    assert measured_model(None) is models.REGISTRY[models.DEFAULT_MODEL]
+    assert measured_model("qwen2.5-coder-0.5b") is models.REGISTRY["qwen2.5-coder-0.5b"]
+    assert measured_model("some-model-a-server-knows") is None
+    assert measured_model(None, base_url="http://127.0.0.1:9/v1") is None
+    assert measured_model(None, script="turns.json") is None
+    assert measured_model("qwen2.5-coder-0.5b", backend="scripted") is None
+    assert measured_model(None, backend="transformers") is None
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert measured_model(None) is None  # the server's model, not the bundled default
+    assert measured_model("qwen2.5-coder-1.5b") is models.REGISTRY["qwen2.5-coder-1.5b"]
+
+
+def test_default_verify_by_model_and_k():
+    m = models.REGISTRY["qwen2.5-coder-1.5b"]
+    on, why = default_verify(m, 1)
+    assert on is False and why.startswith("verification off by default for qwen2.5-coder-1.5b at k = 1 (")
+    assert default_verify(m, 4) == (True, None)  # the vote weighs samples by their states
+    assert default_verify(None, 1) == (True, None)
+    assert default_verify(models.REGISTRY["smollm2-135m"], 1) == (True, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], ("loop", False, True)),
+        (["--k", "3"], ("loop", True, False)),
+        (["--verify"], ("loop", True, False)),
+        (["--no-verify", "--k", "3"], ("loop", False, False)),
+        (["--mode", "loop+verify"], ("loop", True, False)),
+        (["--mode", "cot", "--verify"], ("cot", False, False)),  # an explicit mode wins
+        (["--model", "qwen2.5-coder-0.5b"], ("loop", False, True)),
+        (["--model", "served-model", "--base-url", "http://127.0.0.1:9/v1"], ("loop", True, False)),
+        (["--script", "turns.json"], ("loop", True, False)),
+    ],
+)
+def test_solve_flags_resolve_the_mode(argv, expected):
+    args = cli_solve.build_parser().parse_args(["2+2?", *argv])
+    mode, verify, why = args_mode(args)
+    assert (mode, verify, why is not None) == expected
+    if why:
+        assert why.endswith("; --verify turns it on")
+    assert cli_solve.config_from_args(args).verify is expected[1]
+
+
+def test_repl_verify_is_auto_until_set():
+    args = cli_solve.build_parser().parse_args([])
+    s = app.settings_from_args(args)
+    assert s.verify is None and s.verify_shown() == "auto: off" and s.agent_config().verify is False
+    assert "qwen2.5-coder-1.5b" in s.verify_default()[1]
+    s = run_command("/k 4", s).settings
+    assert s.verify_shown() == "auto: on" and s.agent_config().verify is True
+    s = run_command("/k 1", s).settings
+    r = run_command("/verify on", s)
+    assert (
+        r.settings.verify is True and r.message == "verify = on" and r.settings.agent_config().verify is True
+    )
+    r = run_command("/verify auto", r.settings)
+    assert r.settings.verify is None and r.message.startswith(
+        "verify = auto: off (verification off by default"
+    )
+    assert run_command("/verify off", r.settings.with_(k=4)).settings.agent_config().verify is False
+    explicit = app.settings_from_args(cli_solve.build_parser().parse_args(["--verify"]))
+    assert explicit.verify is True and explicit.verify_shown() == "on"
+    cot = app.settings_from_args(cli_solve.build_parser().parse_args(["--mode", "cot"]))
+    assert cot.verify is False
+
+
+def _turn(answer: str) -> str:
+    return f"Compute.\n```python\nprint({answer})\n```\n```output\n{answer}\n```\nSo $\\boxed{{{answer}}}$."
+
+
+@pytest.mark.kernel
+def test_eval_resumes_a_folder_in_its_own_mode(tmp_path, capsys):
+    """A run folder started with verification off (as the measured default does) resumes in that mode
+    when neither --mode nor --verify is given, even where today's default would verify (scripted turns
+    are not a measured model): the folder's identity matches, nothing is refused, the lost sample is
+    solved again."""
+    from mathagent.evals.datasets import load_problems
+
+    problems = load_problems("gsm8k", limit=2)
+    script = tmp_path / "script.jsonl"
+    script.write_text(
+        "".join(json.dumps({"problem_id": p.id, "turns": [_turn(p.gold)]}) + "\n" for p in problems)
+    )
+    run_dir = tmp_path / "run"
+    base = ["--dataset", "gsm8k", "--backend", "scripted", "--script", str(script), "--run-dir", str(run_dir)]
+    base += ["--limit", "2", "--json"]
+    assert eval_main([*base, "--no-verify"]) == 0
+    assert recorded_mode(run_dir) == "loop" and recorded_mode(tmp_path / "nothing") is None
+    samples = run_dir / "samples.jsonl"
+    samples.write_text(samples.read_text().splitlines(keepends=True)[0])  # as if killed after one sample
+    capsys.readouterr()
+    assert eval_main(base) == 0
+    recs = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert [r["problem_id"] for r in recs] == [p.id for p in problems]  # one new sample, none redone
+    assert all(r["verification_state"] is None and r["correct"] for r in recs)
+    header = json.loads((run_dir / "header.json").read_text())
+    assert header["mode"] == "loop" and header["identity"]["config"]["verify"] is False
