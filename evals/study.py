@@ -61,6 +61,8 @@ class Run:
     """Problems the run asks for (``--limit``); None: the whole data set."""
     concurrency: int | None = None
     """Trajectories its last invocation ran at once (the header's ``limits``); None: not recorded."""
+    revision: str = ""
+    """The git revision the run was started at (the header's ``git_revision``, short)."""
     problems: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Problem id -> its finished records, by sample index."""
 
@@ -80,6 +82,7 @@ def load_run(path: Path) -> Run:
         verify_prompt=str(((cfg.get("extra") or {}).get("agent") or {}).get("verify_prompt") or "verify"),
         limit=int(cfg["limit"]) if cfg.get("limit") is not None else None,
         concurrency=(rd.header.get("limits") or {}).get("concurrency"),
+        revision=str(rd.header.get("git_revision") or "")[:7],
     )
     for r in rd.records():
         run.problems.setdefault(str(r["problem_id"]), []).append(r)
@@ -447,10 +450,12 @@ def coverage_table(runs: Sequence[Run]) -> list[str]:
         "Samples finished of those each run asks for (`--limit` x k), problems with all k samples, the median "
         "wall time of a sample as recorded (on a shared machine, waiting included), how many trajectories the run's "
         "last invocation ran at once, and the hours the rest takes at that pace in one stream (? where the "
-        "header does not record it). Partial runs count in the tables below on the problems they cover.",
+        "header does not record it), and the revision each run started at. Partial runs count in the tables "
+        "below on the problems they cover.",
         "",
-        "| run | mode | k | samples done / planned | problems complete | median s per sample | at once | hours left |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | mode | k | samples done / planned | problems complete | median s per sample | at once | hours left "
+        "| started at |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(runs, key=lambda r: r.path.name):
         c = coverage_row(r)
@@ -462,7 +467,7 @@ def coverage_table(runs: Sequence[Run]) -> list[str]:
         at_once = "?" if r.concurrency is None else str(r.concurrency)
         out.append(
             f"| {r.path.name} | {r.mode} | {r.k} | {c['done']} / {planned} | {c['complete']} | {median} | "
-            f"{at_once} | {left} |"
+            f"{at_once} | {left} | {r.revision or '?'} |"
         )
     return [*out, ""]
 

@@ -9,6 +9,7 @@ from mathagent.agent.trace import StepKind, VerificationState
 from mathagent.agent.verification import (
     PhasePrompt,
     TurnResult,
+    is_verdict_word,
     load_phase_prompt,
     model_statement,
     parse_verification_state,
@@ -157,6 +158,29 @@ def test_driver_revision_without_answer_keeps_refuted_answer():
     assert out.answer == "5" and out.state is F and len(out.rounds) == 1
 
 
+@pytest.mark.parametrize("boxed", ["False", "UNCERTAIN", "\\text{UNCERTAIN}", "\\text{ True }", "correct."])
+def test_driver_revision_that_boxes_a_verdict_keeps_refuted_answer(boxed):
+    """A small model asked to revise may box its judgement instead of an answer; that is not a revised
+    answer (it could never be right), so the refuted answer stays, False, and nothing is verified again."""
+    from mathagent.agent.grading import extract_answer
+
+    text = f"The check failed, so the answer is \\boxed{{{boxed}}}"
+    revised = extract_answer(text)
+    assert revised and is_verdict_word(revised)
+    ctx, out = drive([TurnResult("", (ok("False"),)), TurnResult(text, answer=revised)], max_revisions=2)
+    assert out.answer == "5" and out.state is F and len(out.rounds) == 1
+    assert ctx.phases == ["verify", "revise"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "verdict"),
+    [("False", True), ("\\mathrm{True}", True), ("uncertain!", True), ("12", False), ("Falsehood", False),
+     ("x = false", False), ("", False), (None, False)],
+)  # fmt: skip
+def test_is_verdict_word(answer, verdict):
+    assert is_verdict_word(answer) is verdict
+
+
 def test_driver_records_turn_errors():
     _, out = drive([TurnResult("", (), error="backend error: boom")])
     assert out.state is U and "backend error: boom" in out.rounds[0].reason
@@ -239,3 +263,15 @@ def test_loop_revise_limit(provider):
     trace, backend = run_loop(turns, provider, max_revisions=1)
     assert [r.state for r in trace.verification] == [F, F]
     assert trace.final_answer == "5" and backend.remaining == 0
+
+
+@pytest.mark.kernel
+def test_loop_revision_boxing_a_verdict_keeps_the_answer(provider):
+    """The 0.5B model's habit from the study, on the real loop and kernel: refuted, it revises by boxing
+    ``\\text{UNCERTAIN}``; the refuted answer stays with state False and no second verification runs."""
+    refute = ["```python\nprint(2 + 2 == 5)\n```", "VERDICT: FALSE"]
+    turns = [*SOLVE_WRONG, *refute, "I cannot tell. The final answer is \\boxed{\\text{UNCERTAIN}}."]
+    trace, backend = run_loop(turns, provider, max_revisions=1)
+    assert trace.final_answer == "5" and trace.verification_state is F
+    assert [(r.round, r.answer) for r in trace.verification] == [(0, "5")]
+    assert len(backend.calls) == 5  # solve (2), verify (2), revise (1): nothing after the verdict

@@ -96,7 +96,8 @@ def test_cells_match_counts_taken_from_the_records(runs_root):
 
 def _write_run(root: Path, name: str, mode: str, k: int, rows: list[tuple], **header_extra) -> None:
     """rows: (problem_id, sample_index, answer, correct, state, pre_verification_answer[, time_s]);
-    ``header_extra``: ``limit`` (into the identity's config) and ``concurrency`` (into ``limits``)."""
+    ``header_extra``: ``limit`` (into the identity's config), ``concurrency`` (into ``limits``) and
+    ``git_revision``."""
     d = root / name
     d.mkdir(parents=True)
     agent = {"verify": mode == "loop+verify", **({"mode": mode} if mode in ("cot", "pot") else {})}
@@ -117,6 +118,8 @@ def _write_run(root: Path, name: str, mode: str, k: int, rows: list[tuple], **he
         header["identity"]["config"]["limit"] = header_extra["limit"]
     if "concurrency" in header_extra:
         header["limits"] = {"concurrency": header_extra["concurrency"]}
+    if "git_revision" in header_extra:
+        header["git_revision"] = header_extra["git_revision"]
     (d / "header.json").write_text(json.dumps(header))
     lines = []
     for pid, i, ans, ok, state, pre, *rest in rows:
@@ -172,7 +175,16 @@ def test_coverage_counts_what_is_left_at_the_measured_pace(tmp_path):
         ("a", 1, "5", True, "T", "5", 50.0),
         ("b", 0, "6", False, "U", "6", 30.0),
     ]
-    _write_run(tmp_path / "1", "partial", "loop+verify", 2, rows, limit=3, concurrency=2)
+    _write_run(
+        tmp_path / "1",
+        "partial",
+        "loop+verify",
+        2,
+        rows,
+        limit=3,
+        concurrency=2,
+        git_revision="0123456789abcdef",
+    )
     _write_run(tmp_path / "2", "full", "cot", 1, [("a", 0, "5", True, None, None)], limit=1, concurrency=1)
     _write_run(tmp_path / "3", "old", "loop+verify", 2, rows, limit=3)
     _write_run(tmp_path / "4", "nolimit", "loop+verify", 2, rows, concurrency=1)
@@ -189,9 +201,9 @@ def test_coverage_counts_what_is_left_at_the_measured_pace(tmp_path):
         and coverage_row(runs["nolimit"])["hours_left"] is None
     )
     doc = render(list(runs.values()))
-    assert "| partial | loop+verify | 2 | 3 / 6 | 1 | 30 | 2 | 0.0 |" in doc
-    assert "| full | cot | 1 | 1 / 1 | 1 | 1 | 1 | done |" in doc
-    assert "| old | loop+verify | 2 | 3 / 6 | 1 | 30 | ? | - |" in doc
+    assert "| partial | loop+verify | 2 | 3 / 6 | 1 | 30 | 2 | 0.0 | 0123456 |" in doc
+    assert "| full | cot | 1 | 1 / 1 | 1 | 1 | 1 | done | ? |" in doc
+    assert "| old | loop+verify | 2 | 3 / 6 | 1 | 30 | ? | - | ? |" in doc
 
 
 def test_cross_fitted_weights_vote_each_fold_with_the_other_folds_labels(tmp_path):
