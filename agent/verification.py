@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from mathagent.agent.grading.extract import stated_answer
 from mathagent.agent.prompts import load_prompt
 from mathagent.agent.trace import Step, VerificationRound, VerificationState
 from mathagent.sandbox.base import ExecResult
@@ -197,7 +198,11 @@ async def verify_and_revise(
     A revision that states no answer ends the phase: the refuted answer stays, with state False. So does
     a revision whose "answer" is a verdict word (``\\boxed{False}``, ``\\boxed{\\text{UNCERTAIN}}``: small
     models box their judgement instead of a corrected answer; in the method study 15 of 100 GSM8K
-    revisions of the 0.5B model did, each replacing a number with a word that can never be right).
+    revisions of the 0.5B model did, each replacing a number with a word that can never be right), and
+    a revision that states its answer nowhere (no ``\\boxed{}``, "the answer is" or ``####``, as the
+    revise prompt asks): what the fallbacks find there is a fragment (``2 \\times 20 = 40``, ``-16 = 2S``,
+    a sentence cut by ``max_tokens``); in the study one of 10 such "answers" was right, repeating the
+    refuted one.
     """
     vp = verify_prompt or load_phase_prompt(VERIFY_PROMPT)
     rp = revise_prompt or load_phase_prompt(REVISE_PROMPT)
@@ -226,6 +231,9 @@ async def verify_and_revise(
             log.info(
                 "revision %d stated a verdict (%r), not an answer; keeping %r", r + 1, turn.answer, current
             )
+            break
+        if stated_answer(turn.text) is None:
+            log.info("revision %d boxed no answer (found only %r); keeping %r", r + 1, turn.answer, current)
             break
         current = turn.answer
     return VerificationOutcome(current, tuple(rounds), hashes)

@@ -113,6 +113,21 @@ def output_value(output: str | None) -> str | None:
     return value
 
 
+def stated_answer(text: str) -> str | None:
+    """The answer ``text`` states in so many words, not found by a fallback: the final ``\\boxed{}``,
+    "the answer is ...", or ``#### ...``; None when the text only contains numbers or math spans (a
+    revision cut off mid-sentence, or one that ends on ``$2 \\times 20 = 40$``)."""
+    text = text or ""
+    box = final_boxed(text)
+    if box is not None:
+        return box
+    phrase = _answer_phrase(text)
+    if phrase is not None:
+        return _unwrap_math(phrase)
+    hashes = _HASH_RE.findall(text)
+    return hashes[-1].strip() if hashes else None
+
+
 def extract_raw(text: str, policy: GradingPolicy, last_output: str | None = None) -> str | None:
     """The answer substring as found in ``text`` (not normalized).
 
@@ -124,15 +139,9 @@ def extract_raw(text: str, policy: GradingPolicy, last_output: str | None = None
     if not text and not last_output:
         return None
     text = text or ""
-    box = final_boxed(text)
-    if box is not None:
-        return box
-    phrase = _answer_phrase(text)
-    if phrase is not None:
-        return _unwrap_math(phrase)
-    hashes = _HASH_RE.findall(text)
-    if hashes:
-        return hashes[-1].strip()
+    stated = stated_answer(text)
+    if stated is not None:
+        return stated
     value = output_value(last_output)
     if value is not None and (not policy.numeric_only or _NUMBER_RE.search(value)):
         return value

@@ -173,6 +173,32 @@ def test_driver_revision_that_boxes_a_verdict_keeps_refuted_answer(boxed):
 
 
 @pytest.mark.parametrize(
+    ("text", "found", "kept"),
+    [
+        ("Second day: dumbbell presses \\(2 \\times 20 = 40\\)\n\n3. **Total:**\n - Total pushups:", "2 \\times 20 = 40", True),
+        ("The calculated revenue of $480 does not match the given answer of $2400.", "2400", True),
+        ("I recomputed it: 6", "6", True),
+        ("The corrected answer is \\boxed{6}.", "6", False),
+        ("So the answer is 6.", "6", False),
+        ("Recounted.\n#### 6", "6", False),
+    ],
+)  # fmt: skip
+def test_driver_revision_must_state_its_answer(text, found, kept):
+    """The revise prompt asks for the corrected answer in \\boxed{}; a revision that states none that way
+    (boxed, "the answer is", ####) is no answer, whatever the extraction fallbacks would find in it."""
+    from mathagent.agent.grading.extract import stated_answer
+
+    assert (stated_answer(text) is None) is kept
+    ctx, out = drive(
+        [TurnResult("", (ok("False"),)), TurnResult(text, answer=found), TurnResult("", (ok("True"),))]
+    )
+    if kept:
+        assert out.answer == "5" and out.state is F and len(out.rounds) == 1
+    else:
+        assert out.answer == "6" and out.state is T and [r.answer for r in out.rounds] == ["5", "6"]
+
+
+@pytest.mark.parametrize(
     ("answer", "verdict"),
     [("False", True), ("\\mathrm{True}", True), ("uncertain!", True), ("12", False), ("Falsehood", False),
      ("x = false", False), ("", False), (None, False)],
@@ -275,3 +301,18 @@ def test_loop_revision_boxing_a_verdict_keeps_the_answer(provider):
     assert trace.final_answer == "5" and trace.verification_state is F
     assert [(r.round, r.answer) for r in trace.verification] == [(0, "5")]
     assert len(backend.calls) == 5  # solve (2), verify (2), revise (1): nothing after the verdict
+
+
+@pytest.mark.kernel
+def test_loop_revision_cut_before_its_answer_keeps_the_answer(provider):
+    """A revision that runs out of tokens mid-explanation (its last math span is a step, not an answer)
+    does not replace the refuted answer."""
+    refute = ["```python\nprint(2 + 2 == 5)\n```", "VERDICT: FALSE"]
+    turns = [
+        *SOLVE_WRONG,
+        *refute,
+        "The mistake: \\(2 + 3 = 5\\) should use 2. Recount:\n1. \\(2 + 2 = 4\\)\n2. Then",
+    ]
+    trace, backend = run_loop(turns, provider, max_revisions=1)
+    assert trace.final_answer == "5" and trace.verification_state is F
+    assert [(r.round, r.answer) for r in trace.verification] == [(0, "5")]
