@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_mode_arg(p)
     p.add_argument("--verify-prompt", help="shipped verification prompt name (default: verify)")
+    p.add_argument(
+        "--verify-all",
+        action="store_true",
+        help="with --k > 1, verify every sample (default: only when the samples' answers disagree, "
+        "since an agreed answer wins the vote whatever the states)",
+    )
     add_vote_args(p)
     p.add_argument("--json", action="store_true", help="print the trace record(s) as JSON lines")
     p.add_argument("--pool-size", type=int, default=2, help="REPL: warm kernels kept ready (default 2)")
@@ -140,11 +146,14 @@ async def run(args: argparse.Namespace, problem: str) -> int:
         print(f"mathagent solve: {why}", file=sys.stderr)
     try:
         with KernelPool(size=max(1, min(args.k, 4))) as pool:
+            contested = not args.verify_all
             if args.json or not sys.stderr.isatty():
-                traces = await solve_k(problem, backend, pool, config, k=args.k)
+                traces = await solve_k(problem, backend, pool, config, k=args.k, verify_contested=contested)
             else:
                 with err.status(f"solving with {backend.name}:{backend.model or 'default'} ..."):
-                    traces = await solve_k(problem, backend, pool, config, k=args.k)
+                    traces = await solve_k(
+                        problem, backend, pool, config, k=args.k, verify_contested=contested
+                    )
     finally:
         model = getattr(backend, "model", None) or args.model
         await close_backend(backend)

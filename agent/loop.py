@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from mathagent.agent.backends.base import Backend, BackendError, Completion, GenerationParams, server_slots
@@ -30,6 +30,7 @@ from mathagent.agent.events import (
     VerificationEvent,
 )
 from mathagent.agent.formats import FormatError, TraceFormat, get_format
+from mathagent.agent.grading.voting import grader_cluster_fn
 from mathagent.agent.modes import check_mode, default_prompt, run_single_call
 from mathagent.agent.presets import Preset, PresetError, extract_final, load_preset
 from mathagent.agent.prompts import SystemPrompt, load_prompt
@@ -311,8 +312,13 @@ async def solve(
     on_event: EventHandler | None = None,
     problem_id: str = "",
     sample_index: int = 0,
+    verify_gate: Callable[[str], Awaitable[bool]] | None = None,
 ) -> Trace:
-    """Run one trajectory on ``problem``; always returns a trace (see the module docstring)."""
+    """Run one trajectory on ``problem``; always returns a trace (see the module docstring).
+
+    ``verify_gate``: called with the answer before verification (when ``config.verify`` is on); the
+    trajectory verifies only when it returns True (:func:`solve_k`'s contested-only verification).
+    """
     config = config or AgentConfig()
     t0 = time.perf_counter()
     base = Trace(
@@ -367,8 +373,11 @@ async def solve(
             reason, error = await traj.run("solve")
             answer = traj.answer() if reason is StopReason.ANSWERED else None
         if answer is not None and config.verify and mode == "loop":
-            answer, verification, extra = await _verify(traj, answer)
-            meta.update(extra)
+            if verify_gate is None or await verify_gate(answer):
+                answer, verification, extra = await _verify(traj, answer)
+                meta.update(extra)
+            else:
+                meta["verification_skipped"] = "the other samples agreed with this answer"
     except (asyncio.CancelledError, KeyboardInterrupt):
         reason, error, answer = StopReason.CANCELLED, "cancelled", None
         raise
@@ -401,26 +410,84 @@ async def solve_k(
     on_event: EventHandler | None = None,
     problem_id: str = "",
     at_once: int | None = None,
+    verify_contested: bool = False,
+    dataset: str = "math",
 ) -> list[Trace]:
     """``k`` samples of ``problem`` (sample ``i`` uses seed ``seed + i``), each in its own sandbox, at most
     ``at_once`` at the same time. Default: all ``k`` together, except on a server this process started
     that works on one request at a time (llama-cpp-python's): it keeps one KV state, and samples taking
     turns on it would re-read their whole conversation at every call, so they run one after another
-    (each then reads only its new tokens; see ``bench/interleave_bench.py``)."""
+    (each then reads only its new tokens; see ``bench/interleave_bench.py``).
+
+    ``verify_contested`` (with ``config.verify`` and k > 1): each sample stops before verification until
+    every sample has an answer or has ended without one; the samples verify only when their answers
+    fall in more than one cluster of ``dataset``'s grader (the vote's clustering). When they all agree,
+    the vote's winner is that answer whatever the states, so the verification that costs most of a
+    sample's time is skipped (each such trace's ``meta["verification_skipped"]`` says why); the one
+    thing lost is a revision that would have changed an agreed answer."""
     if at_once is None:
         at_once = 1 if server_slots(backend) == 1 else k
     turns = asyncio.Semaphore(max(1, at_once))
+    contest = (
+        _Contest(k, dataset) if verify_contested and k > 1 and (config or AgentConfig()).verify else None
+    )
 
     async def one(i: int) -> Trace:
-        async with turns:
-            return await solve(
-                problem,
-                backend,
-                sandbox_provider,
-                config,
-                on_event=on_event,
-                problem_id=problem_id,
-                sample_index=i,
-            )
+        gate = None
+        if contest is not None:
+
+            async def gate(answer: str) -> bool:
+                return await contest.gate(i, answer, turns)
+
+        try:
+            async with turns:
+                return await solve(
+                    problem,
+                    backend,
+                    sandbox_provider,
+                    config,
+                    on_event=on_event,
+                    problem_id=problem_id,
+                    sample_index=i,
+                    verify_gate=gate,
+                )
+        finally:
+            if contest is not None:
+                contest.ended(i)
 
     return list(await asyncio.gather(*(one(i) for i in range(k))))
+
+
+class _Contest:
+    """Whether ``k`` samples disagree: decided once each has stated its answer or ended without one."""
+
+    def __init__(self, k: int, dataset: str) -> None:
+        self.k, self.cluster = k, grader_cluster_fn(dataset)
+        self.answers: dict[int, str] = {}
+        self.done: set[int] = set()
+        self.decided = asyncio.Event()
+        self.contested = True
+
+    def _decide(self) -> None:
+        if self.decided.is_set() or len(self.answers.keys() | self.done) < self.k:
+            return
+        self.contested = len(set(self.cluster(list(self.answers.values())))) > 1
+        self.decided.set()
+
+    async def gate(self, i: int, answer: str, turns: asyncio.Semaphore) -> bool:
+        """Sample ``i`` has ``answer``: wait for the others (letting them run meanwhile), then say
+        whether to verify."""
+        self.answers[i] = answer
+        self._decide()
+        if not self.decided.is_set():
+            turns.release()  # a one-at-a-time server: the samples still to run need the turn
+            try:
+                await self.decided.wait()
+            finally:
+                await turns.acquire()
+        return self.contested
+
+    def ended(self, i: int) -> None:
+        """Sample ``i`` returned (with or without passing its gate)."""
+        self.done.add(i)
+        self._decide()

@@ -94,6 +94,8 @@ def print_vote(
         + ")"
         for t in traces
     ]
+    if any(t.meta.get("verification_skipped") for t in traces):
+        lines.append("not verified: the samples agreed, so the vote needs no states (--verify-all verifies)")
     lines += describe_vote(vote, vw)
     (console or Console()).print(
         Panel(Text("\n".join(lines)), title=f"{len(traces)} samples", title_align="left")

@@ -136,6 +136,8 @@ class Repl:
         """``--weights`` (None: calibrated for the model if saved, else the defaults)."""
         self.prune = False
         """``--prune``: drop samples without an answer, code or with invented outputs before the vote."""
+        self.verify_all = False
+        """``--verify-all``: with k > 1 verify every sample, not only when the samples disagree."""
         self.console = console
         self.runtime = Runtime(pool_size=pool_size)
         self.traces: list[Trace] = []
@@ -364,7 +366,15 @@ class Repl:
                 if s.k == 1:
                     traces = [await solve(problem, backend, provider, config, on_event=on_event)]
                 else:
-                    traces = await solve_k(problem, backend, provider, config, k=s.k, on_event=on_event)
+                    traces = await solve_k(
+                        problem,
+                        backend,
+                        provider,
+                        config,
+                        k=s.k,
+                        on_event=on_event,
+                        verify_contested=not self.verify_all,
+                    )
                 if isinstance(view, TableView):
                     view.finish(traces)
             except asyncio.CancelledError:
@@ -411,6 +421,13 @@ class Repl:
             c = result.clusters[0]
             line.append(f"  {c.count}/{len(traces)} samples, score {c.score:.2f}", style="dim")
         self.console.print(line)
+        if any(t.meta.get("verification_skipped") for t in traces):
+            self.console.print(
+                Text(
+                    "not verified: the samples agreed, so the vote needs no states (--verify-all)",
+                    style="dim",
+                )
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,5 +445,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mathagent: {e}", file=sys.stderr)
         return 2
     repl = Repl(settings, console, pool_size=max(1, args.pool_size), base_config=base)
-    repl.vote_weights, repl.prune = args.weights, args.prune
+    repl.vote_weights, repl.prune, repl.verify_all = args.weights, args.prune, args.verify_all
     return asyncio.run(repl.run())

@@ -62,3 +62,29 @@ def test_solve_with_the_bundled_model():
     assert any(s["execution"]["error"] is None for s in execs), execs
     assert trace["final_answer"] is not None, trace
     assert trace["model"] and trace["backend"] == "openai"
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.server
+def test_solve_k_verifies_only_when_the_real_samples_disagree():
+    """``--k 2 --verify`` on the real 0.5B: the samples verify exactly when their answers fall in two
+    clusters of the grader (whatever the model writes this time)."""
+    from mathagent.agent.grading.voting import grader_cluster_fn
+
+    pytest.importorskip("llama_cpp.server")
+    problem = "Tom has 3 boxes with 14 apples each. He eats 5 apples. How many apples are left?"
+    out = solve_cli(
+        problem, "--model", "qwen2.5-coder-0.5b", "--k", "2", "--verify", "--json", "--seed", "0", timeout=900
+    )
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    traces = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    assert len(traces) == 2
+    answered = [t["final_answer"] for t in traces if t["final_answer"] is not None]
+    pre = [t["verification"][0]["answer"] if t["verification"] else t["final_answer"] for t in traces]
+    agree = len(set(grader_cluster_fn("math")([a for a in pre if a is not None]))) <= 1
+    for t in traces:
+        if t["final_answer"] is None and not t["verification"]:
+            continue  # ended without an answer: nothing to verify
+        assert bool(t["meta"].get("verification_skipped")) is agree, (agree, answered, t["meta"])
+        assert bool(t["verification"]) is not agree
