@@ -222,6 +222,12 @@ def calibrate_records(
     done = [r for r in records if r.get("status") != "failed"]
     if not done:
         raise ValueError("no finished samples to calibrate on")
+    # samples left unverified because their problem's samples agreed (``eval --verify-contested``) carry
+    # no state; counted as Uncertain they would skew its precision, and an agreed problem's vote needs
+    # no weights
+    done = [
+        r for r in done if not ((r.get("trace") or {}).get("meta") or {}).get("verification_skipped")
+    ] or done
     if not any(r.get("verification_state") for r in done):
         raise ValueError("the samples carry no verification state: calibrate needs runs with verification on")
     counts = state_counts([(r.get("verification_state"), r.get("correct")) for r in done])

@@ -373,7 +373,13 @@ async def solve(
             reason, error = await traj.run("solve")
             answer = traj.answer() if reason is StopReason.ANSWERED else None
         if answer is not None and config.verify and mode == "loop":
-            if verify_gate is None or await verify_gate(answer):
+            gate_t0 = time.perf_counter()
+            verify = verify_gate is None or await verify_gate(answer)
+            waited = time.perf_counter() - gate_t0 if verify_gate is not None else 0.0
+            if verify_gate is not None:  # the wait for the other samples is not this sample's time
+                t0 += waited
+                traj.timings["gate_wait"] = waited
+            if verify:
                 answer, verification, extra = await _verify(traj, answer)
                 meta.update(extra)
             else:
@@ -412,6 +418,7 @@ async def solve_k(
     at_once: int | None = None,
     verify_contested: bool = False,
     dataset: str = "math",
+    backend_for: Callable[[int], Backend] | None = None,
 ) -> list[Trace]:
     """``k`` samples of ``problem`` (sample ``i`` uses seed ``seed + i``), each in its own sandbox, at most
     ``at_once`` at the same time. Default: all ``k`` together, except on a server this process started
@@ -424,7 +431,11 @@ async def solve_k(
     fall in more than one cluster of ``dataset``'s grader (the vote's clustering). When they all agree,
     the vote's winner is that answer whatever the states, so the verification that costs most of a
     sample's time is skipped (each such trace's ``meta["verification_skipped"]`` says why); the one
-    thing lost is a revision that would have changed an agreed answer."""
+    thing lost is a revision that would have changed an agreed answer. A sample's ``timings["total"]``
+    leaves out its wait for the others (``timings["gate_wait"]``).
+
+    ``backend_for``: the backend of sample ``i`` (scripted runs give each sample its own turns);
+    default ``backend`` for all."""
     if at_once is None:
         at_once = 1 if server_slots(backend) == 1 else k
     turns = asyncio.Semaphore(max(1, at_once))
@@ -443,7 +454,7 @@ async def solve_k(
             async with turns:
                 return await solve(
                     problem,
-                    backend,
+                    backend if backend_for is None else backend_for(i),
                     sandbox_provider,
                     config,
                     on_event=on_event,

@@ -19,13 +19,20 @@ from mathagent.agent.backends.base import Backend, BackendError, server_slots
 from mathagent.agent.backends.scripted import ScriptBook
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.flags import add_agent_flags, given
+from mathagent.agent.loop import solve_k
 from mathagent.agent.modes import args_mode
 from mathagent.agent.presets import Preset, PresetError, apply_preset, load_preset
 from mathagent.agent.prompts import load_prompt, prompt_hashes
 from mathagent.agent.trace import Trace
 from mathagent.evals.datasets import Problem
 from mathagent.evals.limits import Limits, derive_limits, machine
-from mathagent.evals.runner import EvalConfig, make_provider, run_eval_async, solve_with_loop
+from mathagent.evals.runner import (
+    EvalConfig,
+    make_provider,
+    run_eval_async,
+    run_eval_by_problem,
+    solve_with_loop,
+)
 from mathagent.evals.runs import RunDir, RunWriteError, git_revision, package_versions, stop_message
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -315,6 +322,7 @@ def _run_agent(
     seed: int | None,
     retry_failed: bool,
     progress: bool,
+    verify_contested: bool = False,
 ) -> dict[str, int]:
     provider = make_provider(setup.limits.pool_size)
     print(setup.limits.describe(), file=sys.stderr)
@@ -334,10 +342,37 @@ def _run_agent(
             sample_index=i,
         )
 
+    async def solve_problem(problem: Problem) -> list[Trace]:
+        first = setup.backend_for(problem.id, 0)
+        return await solve_k(
+            problem.question,
+            first,
+            provider,
+            setup.config,
+            k=k,
+            problem_id=problem.id,
+            at_once=None if server_slots(first) == 1 else max(1, min(k, concurrency)),
+            verify_contested=True,
+            dataset=problem.dataset or "math",
+            backend_for=lambda i: setup.backend_for(problem.id, i),
+        )
+
     keys = {(p.id, i) for p in problems for i in range(k)}
     bar = EvalProgress(len(keys), len(run.done(retry_failed=retry_failed) & keys)) if progress else None
     try:
         with bar if bar is not None else contextlib.nullcontext():
+            if verify_contested:
+                return asyncio.run(
+                    run_eval_by_problem(
+                        problems,
+                        solve_problem,
+                        run,
+                        k=k,
+                        problems_at_once=max(1, concurrency // k),
+                        retry_failed=retry_failed,
+                        on_record=bar.update if bar is not None else None,
+                    )
+                )
             return asyncio.run(
                 run_eval_async(
                     problems,

@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_mode_arg(p)
     p.add_argument("--verify-prompt", default=None, help="shipped verification prompt (default: verify)")
     p.add_argument(
+        "--verify-contested",
+        action="store_true",
+        help="with k > 1: solve a problem's k samples together and verify them only when their answers "
+        "disagree, as `solve --k` does (default: verify every sample)",
+    )
+    p.add_argument(
         "--prune",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -131,6 +137,7 @@ def main(argv: list[str]) -> int:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
     model, agent_cfg, fmt = setup.model, setup.config, setup.format
+    contested = bool(args.verify_contested and args.k > 1 and agent_cfg.verify)
     # The run's identity keeps the weights string (default unless --weights); calibrated weights for
     # the model are used for an extra weighted column and recorded in the header and summary.
     vote_weights = resolve_weights(
@@ -149,6 +156,7 @@ def main(argv: list[str]) -> int:
             "script": args.script,
             "agent": agent_cfg.to_dict(),
             **({"shard": str(shard)} if args.shard else {}),  # unsharded runs keep their identity
+            **({"verify_contested": True} if contested else {}),  # likewise runs that verify every sample
         },
     )
     run_dir = (
@@ -187,6 +195,7 @@ def main(argv: list[str]) -> int:
         seed=args.seed,
         retry_failed=args.retry_failed,
         progress=not args.json,
+        verify_contested=contested,
         prog="mathagent eval",
         argv=argv,
     )

@@ -163,6 +163,61 @@ async def run_eval_async(
     return counts
 
 
+async def run_eval_by_problem(
+    problems: Sequence[Problem],
+    solve_problem: Callable[[Problem], Awaitable[Sequence[Trace]]],
+    run: RunDir,
+    *,
+    k: int,
+    problems_at_once: int = 1,
+    retry_failed: bool = False,
+    on_record: ProgressFn | None = None,
+) -> dict[str, int]:
+    """Like :func:`run_eval_async`, but the ``k`` samples of a problem are solved together
+    (``solve_problem`` returns them in sample order), as contested-only verification needs: a problem
+    with any sample pending is solved again in full, and its new records supersede the old ones (the
+    newest record of a sample is the one that counts). A failed ``solve_problem`` records all ``k``
+    samples as failed; ``problems_at_once`` problems run at the same time."""
+    keys = [(p.id, i) for p in problems for i in range(k)]
+    pending = set(run.pending(keys, retry_failed=retry_failed))
+    todo = [p for p in problems if any((p.id, i) in pending for i in range(k))]
+    reserve_threads(max(1, problems_at_once) * k)
+    sem = asyncio.Semaphore(max(1, problems_at_once))
+    counts = {"total": len(keys), "skipped": len(keys) - k * len(todo), "ran": 0, "failed": 0}
+    log.info(
+        "run %s: %d problems of %d samples, %d samples already done",
+        run.path,
+        len(todo),
+        k,
+        counts["skipped"],
+    )
+
+    async def one(problem: Problem) -> None:
+        async with sem:
+            t0 = time.perf_counter()
+            try:
+                traces = list(await solve_problem(problem))
+                if len(traces) != k:
+                    raise RuntimeError(f"{len(traces)} samples came back, not {k}")
+                recs = [sample_record(problem, i, t) for i, t in enumerate(traces)]
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a failed problem is recorded; the run goes on
+                log.warning("problem %s failed: %s", problem.id, e)
+                recs = [sample_record(problem, i, None, f"{type(e).__name__}: {e}") for i in range(k)]
+                for rec in recs:
+                    rec["time_s"] = (time.perf_counter() - t0) / k
+            for rec in recs:
+                run.append(rec)
+                counts["ran"] += 1
+                counts["failed"] += rec["status"] == "failed"
+                if on_record:
+                    on_record(rec)
+
+    await asyncio.gather(*(one(p) for p in todo))
+    return counts
+
+
 # -- the real agent ------------------------------------------------------------------------------
 def make_provider(size: int = 2) -> KernelPool:
     """The sandbox provider of a run: a kernel pool keeping ``size`` kernels ready."""

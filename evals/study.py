@@ -225,8 +225,14 @@ def vote_cells(run: Run, weights: Any = None, calibrated: Any = None) -> list[Ce
     return out
 
 
+def skipped(rec: dict[str, Any]) -> bool:
+    """Whether a sample was not verified because its problem's samples agreed (``--verify-contested``)."""
+    return bool(((rec.get("trace") or {}).get("meta") or {}).get("verification_skipped"))
+
+
 def verification_rows(run: Run) -> dict[str, Any]:
-    """State shares and precisions over all finished samples; revisions that fixed or broke an answer."""
+    """State shares and precisions over all finished samples (``skipped``: not verified, as its
+    problem's samples agreed); revisions that fixed or broke an answer."""
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     fixed = broke = revised = 0
     scores: dict[str, list[float]] = defaultdict(list)
@@ -234,7 +240,7 @@ def verification_rows(run: Run) -> dict[str, Any]:
         for r in recs:
             if r.get("status") == "failed":
                 continue
-            s = r.get("verification_state") or "none"
+            s = r.get("verification_state") or ("skipped" if skipped(r) else "none")
             counts[s][0] += 1
             counts[s][1] += bool(r.get("correct"))
             scores[s].append(float(bool(r.get("correct"))))
@@ -253,7 +259,7 @@ def verification_rows(run: Run) -> dict[str, Any]:
                 "share": counts[s][0] / total if total else 0.0,
                 "precision": bootstrap_mean(scores[s]) if scores[s] else None,
             }
-            for s in ("T", "U", "F", "none")
+            for s in ("T", "U", "F", "none", "skipped")
             if counts[s][0]
         },
         "revised": revised,

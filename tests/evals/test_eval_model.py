@@ -42,3 +42,37 @@ def test_k4_run_with_verification_on_the_bundled_model(tmp_path, capsys):
     assert full["majority"] <= full["pass_at_k"] and full["weighted"] <= full["pass_at_k"]
     (tmp_path / "summary_copy.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({"by_k": summary["overall"]["by_k"], "verification": ver}, indent=2))
+
+
+def test_contested_run_on_the_bundled_model(tmp_path, capsys):
+    """``--verify-contested`` on the real 0.5B: per problem, the samples skipped verification exactly
+    when their answers agreed (the grader's clustering), whatever the model wrote this time."""
+    from mathagent.agent.grading.voting import grader_cluster_fn
+
+    run_dir = tmp_path / "run"
+    argv = [
+        "--dataset", "gsm8k", "--limit", "2", "--k", "2", "--max-rounds", "3", "--temperature", "0.7", "--seed", "1",
+        "--model", "qwen2.5-coder-0.5b", "--run-dir", str(run_dir), "--verify", "--verify-contested", "--json",
+    ]  # fmt: skip
+    assert eval_main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["n_samples"] == 4
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    by_problem: dict[str, list[dict]] = {}
+    for r in records:
+        by_problem.setdefault(r["problem_id"], []).append(r)
+    for recs in by_problem.values():
+        pre = [
+            (r["trace"]["verification"][0]["answer"] if r["trace"]["verification"] else r["answer"])
+            for r in recs
+            if r["status"] == "ok"
+        ]
+        answered = [a for a in pre if a is not None]
+        agree = len(set(grader_cluster_fn("gsm8k")(answered))) <= 1
+        for r in recs:
+            if r["status"] != "ok" or (r["answer"] is None and not r["trace"]["verification"]):
+                continue
+            assert bool(r["trace"]["meta"].get("verification_skipped")) is agree, (
+                answered,
+                r["trace"]["meta"],
+            )
+            assert (r["verification_state"] is None) is agree
