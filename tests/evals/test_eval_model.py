@@ -18,13 +18,17 @@ pytestmark = [
 ]
 
 
+def _argv(run_dir, *, k: int, rounds: int, extra: tuple[str, ...] = ()) -> list[str]:
+    """2 GSM8K problems on the real 0.5B at T = 0.7, seed 1."""
+    return [
+        "--dataset", "gsm8k", "--limit", "2", "--k", str(k), "--max-rounds", str(rounds), "--temperature", "0.7",
+        "--seed", "1", "--model", "qwen2.5-coder-0.5b", "--run-dir", str(run_dir), *extra, "--json",
+    ]  # fmt: skip
+
+
 def test_k4_run_with_verification_on_the_bundled_model(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    argv = [
-        "--dataset", "gsm8k", "--limit", "2", "--k", "4", "--max-rounds", "4", "--temperature", "0.7", "--seed", "1",
-        "--model", "qwen2.5-coder-0.5b", "--run-dir", str(run_dir), "--concurrency", "2", "--json",
-    ]  # fmt: skip
-    assert eval_main(argv) == 0
+    assert eval_main(_argv(run_dir, k=4, rounds=4, extra=("--concurrency", "2"))) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_samples"] == 8
     records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
@@ -50,11 +54,7 @@ def test_contested_run_on_the_bundled_model(tmp_path, capsys):
     from mathagent.agent.grading.voting import grader_cluster_fn
 
     run_dir = tmp_path / "run"
-    argv = [
-        "--dataset", "gsm8k", "--limit", "2", "--k", "2", "--max-rounds", "3", "--temperature", "0.7", "--seed", "1",
-        "--model", "qwen2.5-coder-0.5b", "--run-dir", str(run_dir), "--verify", "--verify-contested", "--json",
-    ]  # fmt: skip
-    assert eval_main(argv) == 0
+    assert eval_main(_argv(run_dir, k=2, rounds=3, extra=("--verify", "--verify-contested"))) == 0
     assert json.loads(capsys.readouterr().out)["n_samples"] == 4
     records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     by_problem: dict[str, list[dict]] = {}
