@@ -120,3 +120,22 @@ def test_ctrl_c_stops_a_long_cell_and_ctrl_d_leaves_no_kernel(tmp_path):
     gone, alive = psutil.wait_procs(kernels, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "kernel processes left behind"
     assert json.loads(json.dumps(first.to_dict()))["stop_reason"] == "cancelled"
+
+
+def test_k_samples_that_agree_are_not_verified(tmp_path):
+    """With verification on and k = 2, two samples that agree skip verification (the vote needs no
+    states) and the REPL says so; the script holds no verification turns, so none are asked for."""
+    term = spawn_repl(tmp_path, [SOLVE_42, SOLVE_42], "--verify")
+    term.line("/verify auto", "verify = auto: on")  # scripted turns are no measured model
+    term.line("/verify on", "verify = on")
+    term.line("/k 2", "k = 2")
+    shown = term.line("What is 6*7?", "vote of 2): 42")
+    assert "not verified: the samples agreed" in shown
+    out = tmp_path / "traces.jsonl"
+    term.line(f"/save {out}", "saved 2 traces")
+    traces = [Trace.from_json(line) for line in out.read_text().splitlines()]
+    assert [t.final_answer for t in traces] == ["42", "42"]
+    assert all(t.verification == () and t.meta["verification_skipped"] for t in traces)
+    term.child.send("/quit\r")
+    term.wait_for("bye")
+    assert term.wait_exit() == 0
