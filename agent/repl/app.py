@@ -241,9 +241,6 @@ class Repl:
         warming = self.runtime.warm(self.settings)
         if warming:
             self.console.print(Text("warming up: " + "; ".join(warming), style="dim"))
-        why = self.settings.verify_default()[1]
-        if why:
-            self.console.print(Text(f"{why}; /verify on turns it on", style="dim"))
             self.runtime.close_retired()
         action = res.action
         if action == "help":
