@@ -209,6 +209,12 @@ class Calibration:
         return p
 
 
+def verification_skipped(rec: Mapping[str, Any]) -> bool:
+    """Whether a sample record went unverified because its problem's samples agreed
+    (``eval --verify-contested``): it carries no state, and its problem's vote needs no weights."""
+    return bool(((rec.get("trace") or {}).get("meta") or {}).get("verification_skipped"))
+
+
 def calibrate_records(
     records: Sequence[dict[str, Any]],
     *,
@@ -222,12 +228,9 @@ def calibrate_records(
     done = [r for r in records if r.get("status") != "failed"]
     if not done:
         raise ValueError("no finished samples to calibrate on")
-    # samples left unverified because their problem's samples agreed (``eval --verify-contested``) carry
-    # no state; counted as Uncertain they would skew its precision, and an agreed problem's vote needs
-    # no weights
-    done = [
-        r for r in done if not ((r.get("trace") or {}).get("meta") or {}).get("verification_skipped")
-    ] or done
+    # counted as Uncertain, samples left unverified because their problem's samples agreed would skew
+    # that state's precision
+    done = [r for r in done if not verification_skipped(r)] or done
     if not any(r.get("verification_state") for r in done):
         raise ValueError("the samples carry no verification state: calibrate needs runs with verification on")
     counts = state_counts([(r.get("verification_state"), r.get("correct")) for r in done])

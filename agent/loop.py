@@ -373,12 +373,13 @@ async def solve(
             reason, error = await traj.run("solve")
             answer = traj.answer() if reason is StopReason.ANSWERED else None
         if answer is not None and config.verify and mode == "loop":
-            gate_t0 = time.perf_counter()
-            verify = verify_gate is None or await verify_gate(answer)
-            waited = time.perf_counter() - gate_t0 if verify_gate is not None else 0.0
-            if verify_gate is not None:  # the wait for the other samples is not this sample's time
+            verify = True
+            if verify_gate is not None:
+                gate_t0 = time.perf_counter()
+                verify = await verify_gate(answer)
+                # the wait for the other samples is not this sample's time
+                traj.timings["gate_wait"] = waited = time.perf_counter() - gate_t0
                 t0 += waited
-                traj.timings["gate_wait"] = waited
             if verify:
                 answer, verification, extra = await _verify(traj, answer)
                 meta.update(extra)

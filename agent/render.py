@@ -81,6 +81,13 @@ def print_trace(trace: Trace, console: Console | None = None, *, show_problem: b
     (console or Console()).print(trace_renderable(trace, show_problem=show_problem))
 
 
+def skipped_note(traces: Sequence[Trace]) -> str | None:
+    """The line saying k samples were not verified because they agreed (``solve_k(verify_contested=True)``)."""
+    if any(t.meta.get("verification_skipped") for t in traces):
+        return "not verified: the samples agreed, so the vote needs no states (--verify-all verifies)"
+    return None
+
+
 def print_vote(
     traces: Sequence[Trace], console: Console | None = None, *, vote: Any = None, weights: Any = None
 ) -> None:
@@ -94,8 +101,9 @@ def print_vote(
         + ")"
         for t in traces
     ]
-    if any(t.meta.get("verification_skipped") for t in traces):
-        lines.append("not verified: the samples agreed, so the vote needs no states (--verify-all verifies)")
+    note = skipped_note(traces)
+    if note:
+        lines.append(note)
     lines += describe_vote(vote, vw)
     (console or Console()).print(
         Panel(Text("\n".join(lines)), title=f"{len(traces)} samples", title_align="left")

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mathagent.agent.calibrate import crossfit_weights, fold_of
+from mathagent.agent.calibrate import crossfit_weights, fold_of, verification_skipped
 from mathagent.agent.grading import is_equivalent
 from mathagent.agent.grading.voting import MAJORITY, Sample, Weights, weighted_vote
 from mathagent.agent.modes import run_mode
@@ -225,11 +226,6 @@ def vote_cells(run: Run, weights: Any = None, calibrated: Any = None) -> list[Ce
     return out
 
 
-def skipped(rec: dict[str, Any]) -> bool:
-    """Whether a sample was not verified because its problem's samples agreed (``--verify-contested``)."""
-    return bool(((rec.get("trace") or {}).get("meta") or {}).get("verification_skipped"))
-
-
 def verification_rows(run: Run) -> dict[str, Any]:
     """State shares and precisions over all finished samples (``skipped``: not verified, as its
     problem's samples agreed); revisions that fixed or broke an answer."""
@@ -240,7 +236,7 @@ def verification_rows(run: Run) -> dict[str, Any]:
         for r in recs:
             if r.get("status") == "failed":
                 continue
-            s = r.get("verification_state") or ("skipped" if skipped(r) else "none")
+            s = r.get("verification_state") or ("skipped" if verification_skipped(r) else "none")
             counts[s][0] += 1
             counts[s][1] += bool(r.get("correct"))
             scores[s].append(float(bool(r.get("correct"))))
@@ -286,22 +282,19 @@ def coverage_row(run: Run) -> dict[str, Any]:
     samples, the median wall seconds of a sample and, at that pace, the hours its remaining samples
     take in one stream (a sample's wall time over the trajectories run at once; None when the run's
     size, pace or concurrency is unknown)."""
-    recs = [r for rs in run.problems.values() for r in rs if r.get("status") != "failed"]
+    finished = [[r for r in rs if r.get("status") != "failed"] for rs in run.problems.values()]
+    recs = [r for rs in finished for r in rs]
     planned = run.limit * run.k if run.limit is not None else None
-    times = sorted(float(r.get("time_s", 0.0)) for r in recs)
-    median = (times[(len(times) - 1) // 2] + times[len(times) // 2]) / 2 if times else None
+    median = statistics.median(float(r.get("time_s", 0.0)) for r in recs) if recs else None
     left = None
     if planned is not None and len(recs) >= planned:
         left = 0.0
     elif planned is not None and median is not None and run.concurrency:
         left = (planned - len(recs)) * median / run.concurrency / 3600
-    complete = sum(
-        1 for rs in run.problems.values() if len([r for r in rs if r.get("status") != "failed"]) >= run.k
-    )
     return {
         "done": len(recs),
         "planned": planned,
-        "complete": complete,
+        "complete": sum(len(rs) >= run.k for rs in finished),
         "median_s": median,
         "hours_left": left,
     }

@@ -28,7 +28,7 @@ from mathagent.agent.flags import given
 from mathagent.agent.loop import solve, solve_k
 from mathagent.agent.modes import split_mode
 from mathagent.agent.presets import apply_preset
-from mathagent.agent.render import answer_renderable, footer
+from mathagent.agent.render import answer_renderable, footer, skipped_note
 from mathagent.agent.repl.commands import CommandError, completions, help_rows, is_command, run_command
 from mathagent.agent.repl.display import StreamView, TableView, badge
 from mathagent.agent.repl.recorder import EventRecorder
@@ -418,13 +418,9 @@ class Repl:
             c = result.clusters[0]
             line.append(f"  {c.count}/{len(traces)} samples, score {c.score:.2f}", style="dim")
         self.console.print(line)
-        if any(t.meta.get("verification_skipped") for t in traces):
-            self.console.print(
-                Text(
-                    "not verified: the samples agreed, so the vote needs no states (--verify-all)",
-                    style="dim",
-                )
-            )
+        note = skipped_note(traces)
+        if note:
+            self.console.print(Text(note, style="dim"))
 
 
 def main(argv: list[str] | None = None) -> int:
