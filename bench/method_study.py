@@ -10,6 +10,11 @@ disagree, as `solve --k` does), and the verify-prompt runs on GSM8K train, one `
 another;
 each is an ordinary resumable run folder, so re-running the command resumes where it stopped (a run
 whose folder already holds all its samples is skipped: `finished: NAME`).
+
+Several ``run`` invocations side by side share the work: each takes the next run that is neither
+finished nor held by another process (``run.lock``, held by the eval writing the folder), and skips a
+held one (`busy: NAME (pid ...)`). Two streams on 2 cores stay busy until the last run starts, with no
+split to plan by hand; ``--only`` still restricts a stream to some runs.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from mathagent.evals.runs import run_holder
 
 MODELS = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")
 DATASETS = ("gsm8k", "math500")
@@ -71,6 +79,16 @@ def finished(cmd: list[str]) -> bool:
     return counts.get("total") == want and counts.get("pending") == 0
 
 
+def run_one(cmd: list[str], nice: int, run_dir: Path) -> int | str:
+    """Run one eval; if another stream took the folder first (both saw it free an instant apart, and
+    this eval stopped on the lock: exit 2), say so instead of a bare failure."""
+    started = time.monotonic()
+    rc = subprocess.run(["nice", "-n", str(nice), *cmd], stdout=subprocess.DEVNULL).returncode
+    if rc == 2 and (holder := run_holder(run_dir)):
+        return f"2, busy: taken by another stream ({holder}) after {time.monotonic() - started:.0f} s"
+    return rc
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -95,17 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "run":
         for cmd in plan(args.root, args.models, args.datasets):
-            name = Path(cmd[cmd.index("--run-dir") + 1]).name
-            if args.only and not any(part in name for part in args.only):
+            run_dir = Path(cmd[cmd.index("--run-dir") + 1])
+            if args.only and not any(part in run_dir.name for part in args.only):
                 continue
             if finished(cmd):
-                print(f"finished: {name}", flush=True)
+                print(f"finished: {run_dir.name}", flush=True)
+                continue
+            if holder := run_holder(run_dir):
+                print(f"busy: {run_dir.name} ({holder})", flush=True)
                 continue
             print(shlex.join(cmd), flush=True)
             if not args.dry_run:
-                rc = subprocess.run(
-                    ["nice", "-n", str(args.nice), *cmd], stdout=subprocess.DEVNULL
-                ).returncode
+                rc = run_one(cmd, args.nice, run_dir)
                 print(f"rc={rc}", flush=True)
         return 0
     from mathagent.evals.study import find_runs, load_calibrations, render

@@ -35,7 +35,15 @@ from mathagent.evals.cli_agent import (
     run_agent,
 )
 from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
-from mathagent.evals.runs import RunDir, RunError, RunWriteError, default_run_dir, stop_message
+from mathagent.evals.runs import (
+    RunDir,
+    RunError,
+    RunWriteError,
+    busy_error,
+    default_run_dir,
+    run_holder,
+    stop_message,
+)
 from mathagent.evals.shards import Shard
 from mathagent.evals.summary import eval_summary, run_counts, summary_rows
 from mathagent.evals.validate import check_args
@@ -127,6 +135,10 @@ def main(argv: list[str]) -> int:
         return 2
     n_total = len(problems)
     problems = [p for p in problems if shard.holds(p.id)]
+    if args.run_dir and (holder := run_holder(Path(args.run_dir))):
+        # refused again by RunDir.open below; saying it now spares starting a model server for nothing
+        print(f"mathagent eval: {busy_error(Path(args.run_dir), holder)}", file=sys.stderr)
+        return 2
     if args.mode is None and args.verify is None and args.run_dir:
         # resuming without --mode/--verify: the folder's own mode, not today's default for the model
         # (a run started before a measured default changed would otherwise refuse to resume)
@@ -185,46 +197,47 @@ def main(argv: list[str]) -> int:
     except RunError as e:
         print(f"mathagent eval: {e}", file=sys.stderr)
         return 2
-    t0 = time.perf_counter()
-    counts = run_agent(
-        problems,
-        run,
-        setup,
-        k=args.k,
-        concurrency=args.concurrency,
-        seed=args.seed,
-        retry_failed=args.retry_failed,
-        progress=not args.json,
-        verify_contested=contested,
-        prog="mathagent eval",
-        argv=argv,
-    )
-    if counts is None:  # the run folder could not be written; what is saved and how to resume are printed
-        return 1
-    keys = {(p.id, i) for p in problems for i in range(args.k)}
-    records = run.records_of(keys)
-    dataset = problems[0].dataset if problems else "math"
-    summary = eval_summary(
-        records,
-        k=args.k,
-        weights=args.weights,
-        dataset=dataset,
-        prune=args.prune,
-        vote_weights=vote_weights.to_dict(),
-        mode=config_mode(agent_cfg),
-    )
-    counts = run_counts(records, len(keys), counts, run.invocations)
-    summary.update(run_dir=str(run.path), wall_s=round(time.perf_counter() - t0, 2), counts=counts)
-    try:
-        run.write_summary(summary)
-    except RunWriteError as e:
-        print(stop_message("mathagent eval", e, argv), file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        print_summary(summary)
-    return 0
+    with run:  # the folder stays this process's (run.lock) until the summary is written
+        t0 = time.perf_counter()
+        counts = run_agent(
+            problems,
+            run,
+            setup,
+            k=args.k,
+            concurrency=args.concurrency,
+            seed=args.seed,
+            retry_failed=args.retry_failed,
+            progress=not args.json,
+            verify_contested=contested,
+            prog="mathagent eval",
+            argv=argv,
+        )
+        if counts is None:  # the run folder could not be written; what is saved and how to resume are printed
+            return 1
+        keys = {(p.id, i) for p in problems for i in range(args.k)}
+        records = run.records_of(keys)
+        dataset = problems[0].dataset if problems else "math"
+        summary = eval_summary(
+            records,
+            k=args.k,
+            weights=args.weights,
+            dataset=dataset,
+            prune=args.prune,
+            vote_weights=vote_weights.to_dict(),
+            mode=config_mode(agent_cfg),
+        )
+        counts = run_counts(records, len(keys), counts, run.invocations)
+        summary.update(run_dir=str(run.path), wall_s=round(time.perf_counter() - t0, 2), counts=counts)
+        try:
+            run.write_summary(summary)
+        except RunWriteError as e:
+            print(stop_message("mathagent eval", e, argv), file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(summary, indent=2, default=str))
+        else:
+            print_summary(summary)
+        return 0
 
 
 def print_summary(summary: dict[str, Any]) -> None:

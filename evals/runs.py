@@ -25,6 +25,15 @@ Writes that fail (a full disk, a read-only file system) raise :class:`RunWriteEr
 ENOSPC / EDQUOT) saying what is saved and that re-running resumes; a sample line half written is cut
 off again, and no ``*.tmp`` file is left behind.
 
+One process writes a run at a time: :meth:`RunDir.open` takes an exclusive ``flock`` on the folder's
+``run.lock`` (holding the writer's pid, start time and command) before it touches anything, and keeps it
+until :meth:`RunDir.close` or the process ends (the kernel drops the lock of a killed process, so no
+stale lock survives a crash). A second writer gets :class:`RunBusy`, naming the holder: otherwise both
+would run the same samples, and a repair (torn line cut, corrupt lines moved aside, ``--force``) would
+rewrite ``samples.jsonl`` under the other's open file, whose later records would land in the replaced
+file and be lost. :func:`run_holder` tells whether a folder is held without taking it; readers
+(:meth:`RunDir.read`, reports) need no lock.
+
 Each record stores the problem statement once: ``question`` at the top level. :meth:`RunDir.append`
 leaves it out of the embedded ``trace`` when it equals ``question``, and loading puts it back (the
 same string object), so readers see full records. Records written before (question twice) still load.
@@ -33,14 +42,18 @@ same string object), so readers see full records. Records written before (questi
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import shlex
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -52,6 +65,7 @@ HEADER = "header.json"
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
 BAD = "samples.bad.jsonl"
+LOCK = "run.lock"
 """Corrupt lines moved out of ``samples.jsonl`` on resume (raw bytes, appended)."""
 
 PATH_FIELDS = ("config.dataset", "config.extra.script", "dataset.path")
@@ -67,6 +81,10 @@ class RunError(RuntimeError):
 
 class RunMismatch(RunError):
     """The folder holds a run with a different configuration."""
+
+
+class RunBusy(RunError):
+    """Another process holds the run folder open for writing (:data:`LOCK`)."""
 
 
 class RunWriteError(RunError):
@@ -280,6 +298,19 @@ class RunDir:
         """(line number, reason) of corrupt lines left in place by :meth:`read` (not loaded)."""
         self._lock = threading.Lock()
         self._records: dict[Key, dict[str, Any]] = {}
+        self._release: Callable[[], None] | None = None  # drops this RunDir's hold on run.lock
+
+    def close(self) -> None:
+        """Release the folder for other writers (the last RunDir of this process on it drops the
+        flock). Also happens when the RunDir is garbage-collected, and when the process ends."""
+        if self._release is not None:
+            self._release()
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -301,32 +332,42 @@ class RunDir:
             run.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise run._write_error(e, f"cannot create the run folder {run.path}", before_run=True) from None
+        key = _take_lock(run.path)  # before anything is repaired or moved aside: another writer may run
+        run._release = weakref.finalize(run, _drop_lock, key)
+        try:
+            run._open(identity, extra, force=force)
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    def _open(self, identity: dict[str, Any], extra: dict[str, Any] | None, *, force: bool) -> None:
         for name in (HEADER, SUMMARY, SAMPLES):  # left by a process killed between write and rename
-            tmp = _tmp_of(run.path / name)
+            tmp = _tmp_of(self.path / name)
             if tmp.exists():
                 tmp.unlink()
                 log.warning("%s: removed a temporary file left by an interrupted write", tmp)
-        hp = run.path / HEADER
+        hp = self.path / HEADER
         identity = json.loads(json.dumps(identity, default=str))
         if hp.exists():
             old = _read_header(hp)
             if not identities_match(old.get("identity", {}), identity, old.get("cwd")):
                 if not force:
                     raise RunMismatch(
-                        f"{run.path} holds a run with a different configuration "
+                        f"{self.path} holds a run with a different configuration "
                         f"({identity_diff(_normalized(old.get('identity', {}), identity, old.get('cwd')), identity)});"
                         " use another --run-dir, or --force to move the old files aside and start again"
                     )
                 stamp = time.strftime("%Y%m%d-%H%M%S")
                 for name in (HEADER, SAMPLES, SUMMARY, BAD):
-                    if (run.path / name).exists():
-                        os.replace(run.path / name, run.path / f"{name}.old-{stamp}")
-                log.warning("%s: configuration changed; old files moved aside (*.old-%s)", run.path, stamp)
+                    if (self.path / name).exists():
+                        os.replace(self.path / name, self.path / f"{name}.old-{stamp}")
+                log.warning("%s: configuration changed; old files moved aside (*.old-%s)", self.path, stamp)
             else:
-                run.header = old
-        run._load()
-        if not run.header:
-            run.header = {
+                self.header = old
+        self._load()
+        if not self.header:
+            self.header = {
                 "schema_version": SCHEMA_VERSION,
                 "identity": identity,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -334,12 +375,11 @@ class RunDir:
                 **(extra or {}),
             }
         else:
-            run.header.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            self.header.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         try:
-            _write_json_atomic(hp, run.header)
+            _write_json_atomic(hp, self.header)
         except OSError as e:
-            raise run._write_error(e, f"cannot write {hp}", before_run=True) from None
-        return run
+            raise self._write_error(e, f"cannot write {hp}", before_run=True) from None
 
     @classmethod
     def read(cls, path: Path | str) -> RunDir:
@@ -515,6 +555,107 @@ class RunDir:
         msg = f"{what}: {reason}. {state}; {fix} and run the same command again to resume"
         cls = DiskFull if e.errno in NO_SPACE else RunWriteError
         return cls(msg, path=self.path, saved=saved, os_error=e)
+
+
+_held_guard = threading.Lock()
+_held: dict[str, list[Any]] = {}
+"""run.lock files this process holds: resolved folder -> [open file, RunDirs holding it]. Several
+RunDirs of one process on one folder share the flock (a resumed run reopened in-process, a report of
+a run being written); only another process is refused."""
+
+
+def _take_lock(path: Path) -> str:
+    """Hold ``path/run.lock`` exclusively for this process, or raise :class:`RunBusy` naming the
+    process that holds it. A few tries over ~0.5 s ride over :func:`run_holder`'s momentary probe."""
+    key = str(path.resolve())
+    with _held_guard:
+        if key in _held:
+            _held[key][1] += 1
+            return key
+        lp = path / LOCK
+        try:
+            f = open(lp, "a+", encoding="utf-8")  # noqa: SIM115 (held while the run is open)
+        except OSError as e:
+            raise RunWriteError(
+                f"cannot create {lp}: {e.strerror or e}", path=path, saved=0, os_error=e
+            ) from None
+        for attempt in range(6):
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 5:
+                    holder = _holder_text(f)
+                    f.close()
+                    raise busy_error(path, holder) from None
+                time.sleep(0.1)
+            except OSError as e:  # a file system without flock (some network mounts): no guard there
+                log.warning("%s: cannot lock (%s); make sure no other process writes this run", lp, e)
+                break
+        try:
+            f.seek(0)
+            f.truncate()
+            argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+            since = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            f.write(json.dumps({"pid": os.getpid(), "since": since, "argv": argv}) + "\n")
+            f.flush()
+        except OSError as e:  # who holds it is only for the message; the flock is what guards
+            log.warning("%s: cannot record the holder (%s)", lp, e)
+        _held[key] = [f, 1]
+        return key
+
+
+def busy_error(path: Path, holder: str) -> RunBusy:
+    """The error for a folder another process holds (``holder`` from :func:`run_holder`)."""
+    return RunBusy(
+        f"{path} is in use by another process ({holder}); two writers would run the same samples twice "
+        "and one could lose records. Wait for it to finish (or stop it) and run the same command again "
+        "to resume, or use another folder"
+    )
+
+
+def _drop_lock(key: str) -> None:
+    with _held_guard:
+        entry = _held.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _held[key]
+            entry[0].close()  # closing the file drops the flock
+
+
+def _holder_text(f: Any) -> str:
+    """``pid N since T: command`` from an open ``run.lock``, as far as it can be read."""
+    try:
+        f.seek(0)
+        info = json.loads(f.read() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "its pid is not recorded"
+    cmd = shlex.join(map(str, info.get("argv") or []))
+    cmd = cmd if len(cmd) <= 160 else cmd[:157] + "..."
+    return f"pid {info['pid']} since {info.get('since', '?')}" + (f": {cmd}" if cmd else "")
+
+
+def run_holder(path: Path | str) -> str | None:
+    """Who holds the run folder ``path`` for writing (``pid N since T: command``), or None when nobody
+    does. Probes the lock without keeping it (a writer starting at that instant retries past it)."""
+    lp = Path(path) / LOCK
+    try:
+        f = open(lp, encoding="utf-8")  # noqa: SIM115
+    except OSError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder_text(f)
+        except OSError:
+            return None
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return None
 
 
 def stop_message(prog: str, err: RunError, argv: Sequence[str]) -> str:

@@ -266,3 +266,37 @@ def test_run_only_selects_disjoint_streams(tmp_path):
         json.dumps({"counts": {**counts, "done": 39, "pending": 1}})
     )
     assert planned("vp-") == ["vp-verify_substitute-1.5b", "vp-verify_resolve-1.5b"]
+
+
+def test_streams_skip_a_run_another_process_holds(tmp_path, hold_run):
+    """Two `run` invocations without --only share the plan: a folder held by an eval of the other stream
+    (its run.lock) is skipped with the holder named, and an eval that lost the race to it says so."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("method_study", REPO / "bench" / "method_study.py")
+    assert spec and spec.loader
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+
+    def planned() -> tuple[list[str], list[str]]:
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "bench" / "method_study.py"), "run", "--root", str(tmp_path), "--dry-run"],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+        busy = [line for line in proc.stdout.splitlines() if line.startswith("busy: ")]
+        started = [line.split("--run-dir ")[1].split()[0].rsplit("/", 1)[1] for line in proc.stdout.splitlines()
+                   if "--run-dir " in line]  # fmt: skip
+        return busy, started
+
+    _, everything = planned()
+    held = tmp_path / everything[1]
+    with hold_run(held, {"config": {}}) as holder:
+        busy, started = planned()
+        assert busy == [f"busy: {held.name} (pid {holder.proc.pid} since {busy[0].split(' since ')[1]}"]
+        assert started == [name for name in everything if name != held.name]
+        lost = study.run_one([sys.executable, "-c", "raise SystemExit(2)"], 0, held)
+        assert isinstance(lost, str) and lost.startswith(
+            f"2, busy: taken by another stream (pid {holder.proc.pid}"
+        )
+    assert planned() == ([], everything)
+    assert study.run_one([sys.executable, "-c", "raise SystemExit(2)"], 0, held) == 2  # a plain failure
