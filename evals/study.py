@@ -9,6 +9,10 @@ Cells of a (model, data set) group:
 * k = 1 accuracy per mode. ``cot`` / ``pot`` / ``loop`` / ``loop+verify`` come from runs of that mode
   (sample 0 of each problem). A ``loop+verify`` run also gives ``loop (before verification)``: the answer
   its trace held before the verification phase (the first verification round's answer), graded again.
+  A ``pot`` run in which some sample ran no program also gives ``pot, or prose answer if no program``:
+  a pot sample whose model wrote no program at all (it answered in prose) counts its stated answer, as
+  the loop would, so the table separates "the program was wrong" from "the model did not follow the
+  one-program format".
 * At k: maj@k, weighted@k (default weights), weighted@k (calibrated, when weights are given), maj@k
   with pruning, pass@k, over the problems whose k samples are all done.
 * Verification: share of T/U/F and precision P(correct | state); revisions that fixed / broke an answer.
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mathagent.agent.calibrate import crossfit_weights, fold_of, verification_skipped
-from mathagent.agent.grading import is_equivalent
+from mathagent.agent.grading import extract_answer, is_equivalent
 from mathagent.agent.grading.voting import MAJORITY, Sample, Weights, weighted_vote
 from mathagent.agent.modes import run_mode
 from mathagent.evals.runs import RunDir
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 MODE_ORDER = ("cot", "pot", "loop", "loop+verify")
 LOOP_BEFORE = "loop (before verification)"
 """The k = 1 row read from a loop+verify trace's answer before its verification phase."""
+POT_TEXT = "pot, or prose answer if no program"
+"""The k = 1 row of a pot run that grades a sample without any program by the answer its text states."""
 
 
 @dataclass
@@ -127,6 +133,26 @@ def pre_correct(rec: dict[str, Any], dataset: str) -> bool:
     return _grade(pre, str(rec.get("gold")), rec.get("dataset") or dataset)
 
 
+def ran_no_program(rec: dict[str, Any]) -> bool:
+    """Whether a sample executed no code at all (a pot sample whose model answered in prose)."""
+    steps = (rec.get("trace") or {}).get("steps") or []
+    return not rec.get("ran_code") and not any(s.get("kind") == "execution" for s in steps)
+
+
+def text_answer(rec: dict[str, Any], dataset: str) -> str | None:
+    """The answer a record's prose states (its text steps, joined), as the grader extracts it."""
+    steps = (rec.get("trace") or {}).get("steps") or []
+    text = "\n".join(str(s.get("content") or "") for s in steps if s.get("kind") == "text")
+    return extract_answer(text, dataset=rec.get("dataset") or dataset or "math") if text else None
+
+
+def pot_text_correct(rec: dict[str, Any], dataset: str) -> bool:
+    """A pot sample graded as the loop would grade it when it ran no program: by its stated answer."""
+    if not ran_no_program(rec):
+        return bool(rec.get("correct"))
+    return _grade(text_answer(rec, dataset), str(rec.get("gold")), rec.get("dataset") or dataset)
+
+
 def calls(rec: dict[str, Any]) -> int:
     return int(((rec.get("trace") or {}).get("meta") or {}).get("calls", 0))
 
@@ -172,7 +198,11 @@ def k1_cells(runs: Sequence[Run]) -> list[Cell]:
         if run.mode == "loop+verify":
             pre = {p: float(pre_correct(r, run.grading)) for p, r in first.items()}
             put(LOOP_BEFORE + tag, pre, note, prefer)
-    rank = {m: i for i, m in enumerate([*MODE_ORDER, LOOP_BEFORE])}
+        if run.mode == "pot" and any(ran_no_program(r) for r in first.values()):  # else the same as pot
+            put(
+                POT_TEXT, {p: float(pot_text_correct(r, run.grading)) for p, r in first.items()}, note, prefer
+            )
+    rank = {m: i for i, m in enumerate(["cot", "pot", POT_TEXT, "loop", "loop+verify", LOOP_BEFORE])}
     return sorted(cells.values(), key=lambda c: (rank.get(c.label.split(" [")[0], 9), c.label))
 
 
@@ -378,6 +408,8 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
         pairs = [
             (loop, "cot"),
             ("pot", "cot"),
+            (POT_TEXT, "cot"),
+            (POT_TEXT, "pot"),
             (loop, "pot"),
             ("loop+verify", LOOP_BEFORE),
             ("loop+verify", "loop"),

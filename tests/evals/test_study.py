@@ -300,3 +300,38 @@ def test_streams_skip_a_run_another_process_holds(tmp_path, hold_run):
         )
     assert planned() == ([], everything)
     assert study.run_one([sys.executable, "-c", "raise SystemExit(2)"], 0, held) == 2  # a plain failure
+
+
+def test_pot_samples_without_a_program_get_a_row_graded_by_their_prose(tmp_path):
+    """A pot sample whose model wrote prose and no program is wrong under pot (no program output) and
+    counted by its stated answer in the extra row; a sample whose program failed stays wrong in both."""
+    from mathagent.evals.study import POT_TEXT, compare
+
+    _write_run(tmp_path, "pot", "pot", 1, [("a", 0, "5", True, None, None), ("b", 0, None, False, None, None), ("c", 0, None, False, None, None)])  # fmt: skip
+    sp = tmp_path / "pot" / "samples.jsonl"
+    recs = _records(tmp_path / "pot")
+    recs[0]["trace"]["steps"] = [
+        {"kind": "code", "content": "print(5)"},
+        {"kind": "execution", "content": "5"},
+    ]
+    recs[1].update(ran_code=False)  # prose only, a right boxed answer
+    recs[1]["trace"]["steps"] = [{"kind": "text", "content": "Two and three make $\\boxed{5}$."}]
+    recs[2]["trace"]["steps"] = [  # a program that failed, then prose: pot's rule stands
+        {"kind": "code", "content": "print(x)"},
+        {"kind": "execution", "content": "NameError: name 'x' is not defined"},
+        {"kind": "text", "content": "So the answer is $\\boxed{5}$."},
+    ]
+    sp.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    cells = {c.label: c for c in k1_cells(find_runs([tmp_path]))}
+    assert cells["pot"].scores == {"a": 1.0, "b": 0.0, "c": 0.0}
+    assert cells[POT_TEXT].scores == {"a": 1.0, "b": 1.0, "c": 0.0}
+    c = compare(cells[POT_TEXT], cells["pot"])
+    assert (c["mcnemar"].only_a, c["mcnemar"].only_b) == (1, 0)
+    # a pot run in which every sample ran a program has no such row (it would repeat pot)
+    recs[1].update(ran_code=True)
+    recs[1]["trace"]["steps"] = [
+        {"kind": "code", "content": "print(4)"},
+        {"kind": "execution", "content": "4"},
+    ]
+    sp.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert POT_TEXT not in {c.label for c in k1_cells(find_runs([tmp_path]))}
