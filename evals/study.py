@@ -17,6 +17,8 @@ Cells of a (model, data set) group:
   with pruning, pass@k, over the problems whose k samples are all done.
 * Verification: share of T/U/F and precision P(correct | state); revisions that fixed / broke an answer.
 * Cost per sample: tokens (in + out), model calls, wall seconds.
+* Grading: every answer is graded again by today's grader (runs started at different revisions are
+  compared under one grader); the answers whose verdict changed are listed under the coverage table.
 * Coverage (once, above the groups): samples finished of those each run asks for, and the hours the
   rest takes at the pace measured so far.
 * Paired comparisons on the problems both sides cover: difference with a bootstrap 95% interval and
@@ -71,7 +73,9 @@ class Run:
     revision: str = ""
     """The git revision the run was started at (the header's ``git_revision``, short)."""
     problems: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    """Problem id -> its finished records, by sample index."""
+    """Problem id -> its finished records, by sample index (``correct`` graded again, see regraded)."""
+    regraded: list[dict[str, Any]] = field(default_factory=list)
+    """Records whose stored verdict today's grader reverses: problem, sample, answer, gold, now."""
 
 
 def load_run(path: Path) -> Run:
@@ -92,6 +96,15 @@ def load_run(path: Path) -> Run:
         revision=str(rd.header.get("git_revision") or "")[:7],
     )
     for r in rd.records():
+        answer, gold = r.get("answer"), r.get("gold")
+        if answer is not None and gold is not None:
+            now = _grade(str(answer), str(gold), r.get("dataset") or run.grading)
+            if now != bool(r.get("correct")):
+                run.regraded.append(
+                    {"problem": str(r["problem_id"]), "sample": int(r.get("sample_index", 0)),
+                     "answer": str(answer), "gold": str(gold), "now": now}
+                )  # fmt: skip
+                r = {**r, "correct": now}
         run.problems.setdefault(str(r["problem_id"]), []).append(r)
     for recs in run.problems.values():
         recs.sort(key=lambda r: int(r.get("sample_index", 0)))
@@ -385,6 +398,7 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
         "",
     ]
     lines += coverage_table(runs)
+    lines += regraded_lines(runs)
     for (model, dataset), rs in sorted(groups.items()):
         rs = sorted(
             rs, key=lambda r: (MODE_ORDER.index(r.mode) if r.mode in MODE_ORDER else 9, r.k, r.path.name)
@@ -471,6 +485,24 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def regraded_lines(runs: Sequence[Run]) -> list[str]:
+    """What grading every answer again with today's grader changed, run by run."""
+    total = sum(len(recs) for r in runs for recs in r.problems.values())
+    changed = [(r, g) for r in runs for g in r.regraded]
+    lines = [
+        "Every answer is graded again by the grader of the revision that wrote this page, so runs started at "
+        f"different revisions are compared under one grader: {len(changed)} of {total} verdicts differ from "
+        "the ones recorded when the samples ran" + (":" if changed else "."),
+        "",
+    ]
+    for r, g in changed:
+        verdict = "wrong → right" if g["now"] else "right → wrong"
+        lines.append(
+            f"- {r.path.name} {g['problem']}#{g['sample']}: `{g['answer']}` (gold `{g['gold']}`), {verdict}"
+        )
+    return [*lines, ""] if changed else lines
 
 
 def coverage_table(runs: Sequence[Run]) -> list[str]:

@@ -1,7 +1,10 @@
 """Symbolic comparison with sympy. Runs INSIDE the grader worker process (see ``worker.py``).
 
 Parsing: ``latex2sympy2_extended.latex2sympy`` for LaTeX, sympy's ``parse_expr`` for plain text
-(``sqrt(2)/2``). Decimals are rewritten as exact fractions before parsing, so nothing is rounded.
+(``sqrt(2)/2``). Text written in Python/sympy syntax (what a program prints: ``3*sqrt(3)/4``,
+``pi/2``, ``2**10``; no backslash or brace, and a ``**`` or a sympy function or constant name) is read
+by ``parse_expr`` first: latex2sympy reads ``sqrt(3)`` as the letters ``s*q*r*t(3)`` and ``pi`` as
+``p*i``, which would make a right printed answer unequal to its LaTeX gold. Decimals are rewritten as exact fractions before parsing, so nothing is rounded.
 Equal means: ``simplify(a - b) == 0``, or, for constant expressions, ``|a - b|`` below 1e-40 relative at
 60 significant digits (so 1/2^99 and 1/2^98 stay different). Equations compare ``lhs - rhs`` up to sign.
 When ``i`` is the only symbol of both answers it is the imaginary unit.
@@ -20,6 +23,13 @@ from mathagent.agent.grading.numbers import parse_number, rounded_places
 
 log = logging.getLogger(__name__)
 
+_PYTHON_SYNTAX_RE = re.compile(
+    r"\*\*|\b(?:sqrt|cbrt|root|exp|log|ln|sin|cos|tan|cot|sec|csc|asin|acos|atan|sinh|cosh|tanh|Abs|"
+    r"Rational|factorial|binomial|pi|oo|Integer|Float)\b"
+)
+"""Tokens that only Python/sympy syntax uses (with no backslash or brace in the text). Not ``E`` or
+``I``: alone they are more often a choice letter than Euler's number or the imaginary unit."""
+
 _DECIMAL_RE = re.compile(r"(?<![\d.])(\d+)\.(\d+)(?![\d.])")
 
 
@@ -36,31 +46,43 @@ def parse(s: str) -> Any | None:
     import sympy
     from latex2sympy2_extended import latex2sympy
 
-    text = _exact_decimals(s)
-    expr = None
-    try:
-        expr = latex2sympy(text)
-    except Exception:  # noqa: BLE001 - any parse failure means "not parseable"
-        expr = None
-    if expr is None or isinstance(expr, (list, tuple)):
+    expr = _parse_plain(s) if python_syntax(s) else None
+    if expr is None:
         try:
-            from sympy.parsing.sympy_parser import (
-                convert_xor,
-                implicit_multiplication_application,
-                parse_expr,
-                standard_transformations,
-            )
-
-            expr = parse_expr(
-                s.replace("^", "**"),
-                transformations=standard_transformations + (implicit_multiplication_application, convert_xor),
-                evaluate=True,
-            )
-        except Exception:  # noqa: BLE001
+            expr = latex2sympy(_exact_decimals(s))
+        except Exception:  # noqa: BLE001 - any parse failure means "not parseable"
+            expr = None
+    if expr is None or isinstance(expr, (list, tuple)):
+        expr = _parse_plain(s)
+        if expr is None:
             return None
     if isinstance(expr, sympy.Float):
         expr = sympy.Rational(str(expr))
     return expr
+
+
+def python_syntax(s: str) -> bool:
+    """Whether ``s`` is written in Python/sympy syntax rather than LaTeX (see the module docstring)."""
+    return not any(c in s for c in "\\{}") and bool(_PYTHON_SYNTAX_RE.search(s))
+
+
+def _parse_plain(s: str) -> Any | None:
+    """``s`` read by sympy's ``parse_expr`` (``^`` as power, implicit multiplication), or None."""
+    try:
+        from sympy.parsing.sympy_parser import (
+            convert_xor,
+            implicit_multiplication_application,
+            parse_expr,
+            standard_transformations,
+        )
+
+        return parse_expr(
+            s.replace("^", "**"),
+            transformations=standard_transformations + (implicit_multiplication_application, convert_xor),
+            evaluate=True,
+        )
+    except Exception:  # noqa: BLE001 - any parse failure means "not parseable"
+        return None
 
 
 def _zero(d: Any) -> bool:

@@ -335,3 +335,21 @@ def test_pot_samples_without_a_program_get_a_row_graded_by_their_prose(tmp_path)
     ]
     sp.write_text("".join(json.dumps(r) + "\n" for r in recs))
     assert POT_TEXT not in {c.label for c in k1_cells(find_runs([tmp_path]))}
+
+
+def test_answers_are_graded_again_with_todays_grader(tmp_path):
+    """A verdict recorded by an older grader is replaced by today's, in every table, and listed."""
+    from mathagent.evals.study import render
+
+    _write_run(tmp_path, "pot", "pot", 1, [("a", 0, "5", True, None, None), ("b", 0, "3*sqrt(3)/4", False, None, None), ("c", 0, "7", True, None, None)])  # fmt: skip
+    sp = tmp_path / "pot" / "samples.jsonl"
+    recs = _records(tmp_path / "pot")
+    recs[1].update(gold="\\frac{3\\sqrt{3}}{4}", dataset="math")  # printed by sympy; once read as s*q*r*t(3)
+    sp.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (run,) = find_runs([tmp_path])
+    assert [(g["problem"], g["now"]) for g in run.regraded] == [("b", True), ("c", False)]
+    assert {c.label: c for c in k1_cells([run])}["pot"].scores == {"a": 1.0, "b": 1.0, "c": 0.0}
+    doc = render([run])
+    assert "2 of 3 verdicts differ from the ones recorded" in doc
+    assert "- pot b#0: `3*sqrt(3)/4` (gold `\\frac{3\\sqrt{3}}{4}`), wrong → right" in doc
+    assert "- pot c#0: `7` (gold `5`), right → wrong" in doc
