@@ -28,6 +28,13 @@ _UNIT_WORDS = (
     "square meters|square inches|square centimeters|cubic feet|cubic inches|cubic centimeters|ways|times"
 )
 _UNIT_RE = re.compile(r"^(.*?\d[\d.,/]*)\s*(?:\\,|\\;|\\ |~)*\s*(?:" + _UNIT_WORDS + r")\.?$", re.IGNORECASE)
+_RATE_RE = re.compile(
+    r"^(.*?\d[\d.,]*)\s*(?:\\,|\\;|\\ |~)*\s*(?:(?:" + _UNIT_WORDS + r")\s*)?(?:/|\bper\b|\ban?\b)\s*(?:"
+    + _UNIT_WORDS
+    + r")\.?$",
+    re.IGNORECASE,
+)
+"""A rate after a number: "6 hours/day", "6 per hour", "$6/hour", "20 miles an hour" (the number is the answer)."""
 _THOUSANDS_FULL_RE = re.compile(r"[-+]?\d{1,3}(?:(?:,|\{,\}|\\,|\\ | )\d{3})+(?:\.\d+)?")
 
 
@@ -160,7 +167,7 @@ def normalize_answer(s: str | None, strip_units: bool = True) -> str:
         s = s.replace("°", "").replace("€", "").replace("£", "").replace("m²", "")
         if len(s) <= 200:  # the unit patterns backtrack; answers with units are short
             s = strip_text_units(s.strip())
-            m = _UNIT_RE.match(s.strip())
+            m = _RATE_RE.match(s.strip()) or _UNIT_RE.match(s.strip())
             if m:
                 s = m.group(1)
     else:
