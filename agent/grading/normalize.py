@@ -29,7 +29,9 @@ _UNIT_WORDS = (
 )
 _UNIT_RE = re.compile(r"^(.*?\d[\d.,/]*)\s*(?:\\,|\\;|\\ |~)*\s*(?:" + _UNIT_WORDS + r")\.?$", re.IGNORECASE)
 _RATE_RE = re.compile(
-    r"^(.*?\d[\d.,]*)\s*(?:\\,|\\;|\\ |~)*\s*(?:(?:" + _UNIT_WORDS + r")\s*)?(?:/|\bper\b|\ban?\b)\s*(?:"
+    r"^(.*?\d[\d.,]*)\s*(?:\\,|\\;|\\ |~)*\s*(?:(?:"
+    + _UNIT_WORDS
+    + r")\s*)?(?:/|\bper\b|\ban?\b)\s*(?:"
     + _UNIT_WORDS
     + r")\.?$",
     re.IGNORECASE,
