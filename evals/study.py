@@ -19,6 +19,10 @@ Cells of a (model, data set) group:
 * Cost per sample: tokens (in + out), model calls, wall seconds.
 * Grading: every answer is graded again by today's grader (runs started at different revisions are
   compared under one grader); the answers whose verdict changed are listed under the coverage table.
+  Likewise a loop+verify record ends as today's revision rules end it (:func:`todays_ending`): a
+  revision that boxed a verdict word or stated no answer keeps the refuted answer. That is exactly
+  what today's code records for the same sample (the trajectory up to that revision is the same, and
+  the phase stops there); cost figures stay as recorded.
 * Coverage (once, above the groups): samples finished of those each run asks for, and the hours the
   rest takes at the pace measured so far.
 * Paired comparisons on the problems both sides cover: difference with a bootstrap 95% interval and
@@ -38,8 +42,10 @@ from typing import Any
 
 from mathagent.agent.calibrate import crossfit_weights, fold_of, verification_skipped
 from mathagent.agent.grading import extract_answer, is_equivalent
+from mathagent.agent.grading.extract import stated_answer
 from mathagent.agent.grading.voting import MAJORITY, Sample, Weights, weighted_vote
 from mathagent.agent.modes import run_mode
+from mathagent.agent.verification import is_verdict_word
 from mathagent.evals.runs import RunDir
 from mathagent.evals.stats import bootstrap_diff, bootstrap_mean, mcnemar, min_detectable_diff
 from mathagent.evals.summary import _cluster_fn
@@ -75,6 +81,8 @@ class Run:
     problems: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Problem id -> its finished records, by sample index (``correct`` graded again, see regraded)."""
     regraded: list[dict[str, Any]] = field(default_factory=list)
+    rederived: list[dict[str, Any]] = field(default_factory=list)
+    """Records today's revision rules end differently: problem, sample, recorded answer, today's answer."""
     """Records whose stored verdict today's grader reverses: problem, sample, answer, gold, now."""
 
 
@@ -96,6 +104,13 @@ def load_run(path: Path) -> Run:
         revision=str(rd.header.get("git_revision") or "")[:7],
     )
     for r in rd.records():
+        if (ending := todays_ending(r)) is not None:
+            run.rederived.append(
+                {"problem": str(r["problem_id"]), "sample": int(r.get("sample_index", 0)),
+                 "recorded": r.get("answer"), "today": ending[0]}
+            )  # fmt: skip
+            today = _grade(ending[0], str(r.get("gold")), r.get("dataset") or run.grading)
+            r = {**r, "answer": ending[0], "verification_state": ending[1], "correct": today}
         answer, gold = r.get("answer"), r.get("gold")
         if answer is not None and gold is not None:
             now = _grade(str(answer), str(gold), r.get("dataset") or run.grading)
@@ -126,6 +141,37 @@ def find_runs(roots: Sequence[Path]) -> list[Run]:
 
 
 # ---------------------------------------------------------------- per-record facts
+
+
+def todays_ending(rec: dict[str, Any]) -> tuple[str | None, str | None] | None:
+    """(answer, state) a verified record ends with under today's revision rules
+    (:func:`mathagent.agent.verification.verify_and_revise`), or None when that is what it recorded.
+
+    A revision whose answer is a verdict word, or whose prose states no answer, ends the phase with the
+    answer it was asked to correct (state False). Each revision is the i-th run of ``revise`` steps in the
+    trace (its prose joined as the loop joins a turn's); its answer is the next round's, or the final one.
+    """
+    trace = rec.get("trace") or {}
+    rounds = trace.get("verification") or []
+    if not rounds:
+        return None
+    revisions: list[list[str]] = []
+    prev = None
+    for step in trace.get("steps") or []:
+        phase = step.get("phase")
+        if phase == "revise" and prev != "revise":
+            revisions.append([])
+        if phase == "revise" and step.get("kind") == "text":
+            revisions[-1].append(str(step.get("content") or ""))
+        prev = phase
+    for i, texts in enumerate(revisions[: len(rounds)]):
+        answer = rounds[i + 1].get("answer") if i + 1 < len(rounds) else rec.get("answer")
+        if answer is None or is_verdict_word(answer) or stated_answer("\n".join(texts)) is None:
+            kept = rounds[i].get("answer")
+            if kept == rec.get("answer"):
+                return None
+            return kept, rounds[i].get("state")
+    return None
 
 
 def pre_verification_answer(rec: dict[str, Any]) -> str | None:
@@ -488,9 +534,23 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
 
 
 def regraded_lines(runs: Sequence[Run]) -> list[str]:
-    """What grading every answer again with today's grader changed, run by run."""
+    """What today's revision rules and grading every answer again with today's grader changed."""
     total = sum(len(recs) for r in runs for recs in r.problems.values())
     changed = [(r, g) for r in runs for g in r.regraded]
+    rederived = [(r, g) for r in runs for g in r.rederived]
+    head = []
+    if rederived:
+        head = [
+            f"{len(rederived)} verified samples end as today's revision rules end them (docs/verification.md: a "
+            "revision that boxes a verdict word or states no answer keeps the refuted answer), not as recorded: "
+            "today's code stops each of them there, so this is what it records; their cost stays as recorded:",
+            "",
+            *(
+                f"- {r.path.name} {g['problem']}#{g['sample']}: `{g['recorded']}` → `{g['today']}`"
+                for r, g in rederived
+            ),
+            "",
+        ]
     lines = [
         "Every answer is graded again by the grader of the revision that wrote this page, so runs started at "
         f"different revisions are compared under one grader: {len(changed)} of {total} verdicts differ from "
@@ -502,7 +562,7 @@ def regraded_lines(runs: Sequence[Run]) -> list[str]:
         lines.append(
             f"- {r.path.name} {g['problem']}#{g['sample']}: `{g['answer']}` (gold `{g['gold']}`), {verdict}"
         )
-    return [*lines, ""] if changed else lines
+    return [*head, *lines, ""] if changed else [*head, *lines]
 
 
 def coverage_table(runs: Sequence[Run]) -> list[str]:

@@ -353,3 +353,33 @@ def test_answers_are_graded_again_with_todays_grader(tmp_path):
     assert "2 of 3 verdicts differ from the ones recorded" in doc
     assert "- pot b#0: `3*sqrt(3)/4` (gold `\\frac{3\\sqrt{3}}{4}`), wrong → right" in doc
     assert "- pot c#0: `7` (gold `5`), right → wrong" in doc
+
+
+def _verified(answer: str, rounds: list[tuple[str, str]], revisions: list[str]) -> dict:
+    """A loop+verify record: solve prose, then verify / revise turns as the loop records them."""
+    steps = [{"kind": "text", "content": "Solving. \\boxed{5}", "phase": "solve"}]
+    for i, (_state, _ans) in enumerate(rounds):
+        steps.append({"kind": "user", "content": "check it", "phase": "verify"})
+        steps.append({"kind": "code", "content": "print(False)", "phase": "verify"})
+        if i < len(revisions):
+            steps.append({"kind": "user", "content": "fix it", "phase": "revise"})
+            steps.append({"kind": "text", "content": revisions[i], "phase": "revise"})
+    ver = [{"round": i, "state": st, "answer": a} for i, (st, a) in enumerate(rounds)]
+    return {"answer": answer, "trace": {"steps": steps, "verification": ver}}
+
+
+def test_todays_revision_rules_end_recorded_traces_as_the_code_does_now():
+    from mathagent.evals.study import todays_ending
+
+    # a revision that boxed a verdict word: the refuted answer stays, state False
+    rec = _verified("UNCERTAIN", [("F", "12.0"), ("F", "UNCERTAIN")], ["So \\boxed{\\text{UNCERTAIN}}"])
+    assert todays_ending(rec) == ("12.0", "F")
+    # a revision that stated no answer anywhere (a fragment was extracted from its arithmetic)
+    rec = _verified("2 \\times 20 = 40", [("F", "470")], ["We get 2 \\times 20 = 40 and then"])
+    assert todays_ending(rec) == ("470", "F")
+    # a real corrected answer is kept as recorded
+    rec = _verified("6", [("F", "5"), ("T", "6")], ["The corrected answer is \\boxed{6}."])
+    assert todays_ending(rec) is None
+    # no verification, or verified True at once: nothing to re-derive
+    assert todays_ending({"answer": "5", "trace": {"steps": [], "verification": []}}) is None
+    assert todays_ending(_verified("5", [("T", "5")], [])) is None
