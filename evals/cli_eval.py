@@ -25,6 +25,7 @@ from typing import Any
 from mathagent.agent.choose import resolve_weights
 from mathagent.agent.configfile import add_config_flag, parse_args, recorded_settings
 from mathagent.agent.flags import default_temperature
+from mathagent.agent.grading import grader_version
 from mathagent.agent.grading.voting import Weights
 from mathagent.agent.modes import add_mode_arg, config_mode, run_mode
 from mathagent.evals import cli_replay
@@ -45,7 +46,7 @@ from mathagent.evals.runs import (
     stop_message,
 )
 from mathagent.evals.shards import Shard
-from mathagent.evals.summary import eval_summary, run_counts, summary_rows
+from mathagent.evals.summary import eval_summary, regrade, run_counts, summary_rows
 from mathagent.evals.validate import check_args
 
 
@@ -215,7 +216,13 @@ def main(argv: list[str]) -> int:
         if counts is None:  # the run folder could not be written; what is saved and how to resume are printed
             return 1
         keys = {(p.id, i) for p in problems for i in range(args.k)}
-        records = run.records_of(keys)
+        records, regraded = regrade(run.records_of(keys))
+        try:  # samples judged by an earlier grader (a run resumed after an upgrade): today's verdict
+            for rec in regraded:  # is appended, and the latest line of a key is the one that counts
+                run.append(rec)
+        except RunWriteError as e:
+            print(stop_message("mathagent eval", e, argv), file=sys.stderr)
+            return 1
         dataset = problems[0].dataset if problems else "math"
         summary = eval_summary(
             records,
@@ -228,6 +235,7 @@ def main(argv: list[str]) -> int:
         )
         counts = run_counts(records, len(keys), counts, run.invocations)
         summary.update(run_dir=str(run.path), wall_s=round(time.perf_counter() - t0, 2), counts=counts)
+        summary["grading"] = {"grader": grader_version(), "regraded": len(regraded)}
         try:
             run.write_summary(summary)
         except RunWriteError as e:

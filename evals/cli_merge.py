@@ -14,9 +14,10 @@ import argparse
 import json
 import sys
 
+from mathagent.agent.grading import grader_version
 from mathagent.evals.runs import RunDir, RunError, RunWriteError, config_digest
 from mathagent.evals.shards import MergeError, check_eval_shards, merged_records
-from mathagent.evals.summary import eval_summary, run_counts
+from mathagent.evals.summary import eval_summary, regrade, run_counts
 
 PROG = "mathagent eval merge"
 
@@ -61,9 +62,13 @@ def main(argv: list[str]) -> int:
     )
     try:
         merged = RunDir.open(args.out, {**ident, "merged": True}, extra, force=args.force)
-        done = merged.done()
+        # shards judged by different graders are summarised under today's; a merge run again appends
+        # only records whose verdict differs from the merged folder's
+        records, regraded = regrade(records)
+        have = {(str(r["problem_id"]), int(r.get("sample_index", 0))): r for r in merged.records()}
         for rec in records:
-            if (str(rec["problem_id"]), int(rec.get("sample_index", 0))) not in done:
+            old = have.get((str(rec["problem_id"]), int(rec.get("sample_index", 0))))
+            if old is None or bool(old.get("correct")) != bool(rec.get("correct")):
                 merged.append(rec)
         summary = eval_summary(
             records,
@@ -91,6 +96,7 @@ def main(argv: list[str]) -> int:
                 },
                 sum(int((s.get("counts") or {}).get("invocations", 1)) for s in shard_summaries),
             ),
+            grading={"grader": grader_version(), "regraded": len(regraded)},
             merge={
                 "shards": checked["shards"],
                 "from": [str(r.path) for r in runs],

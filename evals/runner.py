@@ -16,7 +16,7 @@ from typing import Any
 
 from mathagent.agent.backends.base import Backend
 from mathagent.agent.config import AgentConfig
-from mathagent.agent.grading import is_equivalent
+from mathagent.agent.grading import grader_version, is_equivalent
 from mathagent.agent.grading.voting import Weights, trace_fabricates_output, trace_ran_code
 from mathagent.agent.loop import solve
 from mathagent.agent.trace import StepKind, StopReason, Trace
@@ -102,6 +102,7 @@ def sample_record(problem: Problem, sample_index: int, trace: Trace | None, erro
             trace.final_answer is not None
             and is_equivalent(trace.final_answer, problem.gold, problem.dataset or "generic")
         )
+        rec["grader"] = grader_version()  # which grader judged it (summaries re-judge other graders')
     if trace is not None:
         rec.update(
             verification_state=trace.verification_state.value if trace.verification_state else None,

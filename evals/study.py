@@ -41,14 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from mathagent.agent.calibrate import crossfit_weights, fold_of, verification_skipped
-from mathagent.agent.grading import extract_answer, is_equivalent
+from mathagent.agent.grading import extract_answer, grader_version, is_equivalent
 from mathagent.agent.grading.extract import stated_answer
 from mathagent.agent.grading.voting import MAJORITY, Sample, Weights, weighted_vote
 from mathagent.agent.modes import run_mode
 from mathagent.agent.verification import is_verdict_word
 from mathagent.evals.runs import RunDir
 from mathagent.evals.stats import bootstrap_diff, bootstrap_mean, mcnemar, min_detectable_diff
-from mathagent.evals.summary import _cluster_fn
+from mathagent.evals.summary import _cluster_fn, regrade
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ def load_run(path: Path) -> Run:
         concurrency=(rd.header.get("limits") or {}).get("concurrency"),
         revision=str(rd.header.get("git_revision") or "")[:7],
     )
+    records = []
     for r in rd.records():
         if (ending := todays_ending(r)) is not None:
             run.rederived.append(
@@ -110,16 +111,16 @@ def load_run(path: Path) -> Run:
                  "recorded": r.get("answer"), "today": ending[0]}
             )  # fmt: skip
             today = _grade(ending[0], str(r.get("gold")), r.get("dataset") or run.grading)
-            r = {**r, "answer": ending[0], "verification_state": ending[1], "correct": today}
-        answer, gold = r.get("answer"), r.get("gold")
-        if answer is not None and gold is not None:
-            now = _grade(str(answer), str(gold), r.get("dataset") or run.grading)
-            if now != bool(r.get("correct")):
-                run.regraded.append(
-                    {"problem": str(r["problem_id"]), "sample": int(r.get("sample_index", 0)),
-                     "answer": str(answer), "gold": str(gold), "now": now}
-                )  # fmt: skip
-                r = {**r, "correct": now}
+            r = {**r, "answer": ending[0], "verification_state": ending[1], "correct": today,
+                 "grader": grader_version()}  # fmt: skip
+        records.append(r)
+    records, changed = regrade(records)
+    run.regraded = [
+        {"problem": str(r["problem_id"]), "sample": int(r.get("sample_index", 0)), "answer": str(r["answer"]),
+         "gold": str(r["gold"]), "now": bool(r["correct"])}
+        for r in changed
+    ]  # fmt: skip
+    for r in records:
         run.problems.setdefault(str(r["problem_id"]), []).append(r)
     for recs in run.problems.values():
         recs.sort(key=lambda r: int(r.get("sample_index", 0)))

@@ -10,9 +10,35 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from mathagent.agent.grading import cluster_answers, voting
+from mathagent.agent.grading import cluster_answers, grader_version, is_equivalent, voting
 
 SCHEMA_VERSION = 1
+
+
+def regrade(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The records with today's verdicts, and the records whose verdict changed (new copies).
+
+    A record judged by another grader (its ``grader`` stamp differs, or it has none: written before
+    stamps) is graded again; one this grader judged is kept as it is, so the usual cost is a comparison
+    of stamps. A resumed run is then summarised under one grader, not the old one for its first samples
+    and the new one for the rest. A changed record gets today's stamp and keeps the verdict it had
+    (``regraded_from``); an unchanged one is left as it was (and checked again next time)."""
+    version = grader_version()
+    out: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
+    for r in records:
+        if r.get("grader") == version or r.get("status") != "ok" or r.get("gold") is None:
+            out.append(r)
+            continue
+        answer = r.get("answer")
+        now = answer is not None and bool(
+            is_equivalent(str(answer), r["gold"], r.get("dataset") or "generic")
+        )
+        if now != bool(r.get("correct")):
+            r = {**r, "correct": now, "grader": version, "regraded_from": bool(r.get("correct"))}
+            changed.append(r)
+        out.append(r)
+    return out, changed
 
 
 def _ks(k: int) -> list[int]:
