@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,8 @@ from mathagent.evals.runner import (
     run_eval_by_problem,
     solve_with_loop,
 )
-from mathagent.evals.runs import RunDir, RunWriteError, git_revision, package_versions, stop_message
+from mathagent.evals.runs import Key, RunDir, RunWriteError, git_revision, package_versions, stop_message
+from mathagent.evals.summary import regrade
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 AGENT_FLAGS = (
@@ -310,6 +311,22 @@ def run_agent(
     except RunWriteError as e:
         print(stop_message(prog, e, argv), file=sys.stderr)
         return None
+
+
+def todays_records(
+    run: RunDir, keys: Iterable[Key], *, prog: str, argv: Sequence[str]
+) -> tuple[list[dict[str, Any]], int] | None:
+    """The run's records of ``keys`` with today's verdicts (:func:`mathagent.evals.summary.regrade`) and
+    how many changed. Changed records are appended to the folder (the latest line of a key counts), so
+    the folder agrees with the summary; on a failed write it prints what to do and returns None."""
+    records, changed = regrade(run.records_of(keys))
+    try:
+        for rec in changed:
+            run.append(rec)
+    except RunWriteError as e:
+        print(stop_message(prog, e, argv), file=sys.stderr)
+        return None
+    return records, len(changed)
 
 
 def _run_agent(

@@ -34,6 +34,7 @@ from mathagent.evals.cli_agent import (
     agent_setup,
     header_extra,
     run_agent,
+    todays_records,
 )
 from mathagent.evals.datasets import DatasetError, dataset_info, load_problems
 from mathagent.evals.runs import (
@@ -46,7 +47,7 @@ from mathagent.evals.runs import (
     stop_message,
 )
 from mathagent.evals.shards import Shard
-from mathagent.evals.summary import eval_summary, regrade, run_counts, summary_rows
+from mathagent.evals.summary import eval_summary, run_counts, summary_rows
 from mathagent.evals.validate import check_args
 
 
@@ -216,13 +217,11 @@ def main(argv: list[str]) -> int:
         if counts is None:  # the run folder could not be written; what is saved and how to resume are printed
             return 1
         keys = {(p.id, i) for p in problems for i in range(args.k)}
-        records, regraded = regrade(run.records_of(keys))
-        try:  # samples judged by an earlier grader (a run resumed after an upgrade): today's verdict
-            for rec in regraded:  # is appended, and the latest line of a key is the one that counts
-                run.append(rec)
-        except RunWriteError as e:
-            print(stop_message("mathagent eval", e, argv), file=sys.stderr)
+        # samples judged by an earlier grader (a run resumed after an upgrade) are judged again
+        judged = todays_records(run, keys, prog="mathagent eval", argv=argv)
+        if judged is None:
             return 1
+        records, regraded = judged
         dataset = problems[0].dataset if problems else "math"
         summary = eval_summary(
             records,
@@ -235,7 +234,7 @@ def main(argv: list[str]) -> int:
         )
         counts = run_counts(records, len(keys), counts, run.invocations)
         summary.update(run_dir=str(run.path), wall_s=round(time.perf_counter() - t0, 2), counts=counts)
-        summary["grading"] = {"grader": grader_version(), "regraded": len(regraded)}
+        summary["grading"] = {"grader": grader_version(), "regraded": regraded}
         try:
             run.write_summary(summary)
         except RunWriteError as e:

@@ -31,12 +31,13 @@ from mathagent.evals.cli_agent import (
     header_extra,
     run_agent,
     run_limits,
+    todays_records,
 )
 from mathagent.evals.datafiles import DatasetError, sha256_file
 from mathagent.evals.datasets import STANDARD, dataset_info
 from mathagent.evals.runs import RunDir, RunError, RunWriteError, stop_message
 from mathagent.evals.shards import Shard
-from mathagent.evals.summary import regrade, run_counts
+from mathagent.evals.summary import run_counts
 from mathagent.evals.testsets import ALLOW_TEST_HELP, refuse_test_data
 from mathagent.evals.validate import check_args
 from mathagent.training import dedup
@@ -218,13 +219,10 @@ def run_main(argv: list[str], *, warn: bool = True) -> int:
     )
     if counts is None:  # the run folder could not be written; what is saved and how to resume are printed
         return 1
-    records, regraded = regrade(run.records_of(keys))
-    try:  # samples judged by an earlier grader (a job resumed after an upgrade): today's verdicts
-        for rec in regraded:
-            run.append(rec)
-    except RunWriteError as e:
-        print(stop_message("mathagent generate", e, argv), file=sys.stderr)
+    judged = todays_records(run, keys, prog="mathagent generate", argv=argv)  # a job resumed after an
+    if judged is None:  # upgrade: the samples an earlier grader judged are judged again
         return 1
+    records = judged[0]
     problem_stats = {
         "loaded": n_loaded,
         "duplicates_dropped": dup_problems,
