@@ -81,9 +81,9 @@ class Run:
     problems: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Problem id -> its finished records, by sample index (``correct`` graded again, see regraded)."""
     regraded: list[dict[str, Any]] = field(default_factory=list)
+    """Records whose stored verdict today's grader reverses: problem, sample, answer, gold, now."""
     rederived: list[dict[str, Any]] = field(default_factory=list)
     """Records today's revision rules end differently: problem, sample, recorded answer, today's answer."""
-    """Records whose stored verdict today's grader reverses: problem, sample, answer, gold, now."""
 
 
 def load_run(path: Path) -> Run:
