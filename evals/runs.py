@@ -332,17 +332,25 @@ class RunDir:
             run.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise run._write_error(e, f"cannot create the run folder {run.path}", before_run=True) from None
-        key = _take_lock(run.path)  # before anything is repaired or moved aside: another writer may run
-        run._release = weakref.finalize(run, _drop_lock, key)
-        try:
-            run._open(identity, extra, force=force)
-        except BaseException:
-            run.close()
-            raise
+        key = str(run.path.resolve())
+        with _gate(key):
+            # the lock before anything is repaired or moved aside: another writer may run
+            first = _take_lock(run.path, key)
+            run._release = weakref.finalize(run, _drop_lock, key)
+            try:
+                run._open(identity, extra, force=force, first=first)
+            except BaseException:
+                run.close()
+                raise
         return run
 
-    def _open(self, identity: dict[str, Any], extra: dict[str, Any] | None, *, force: bool) -> None:
-        for name in (HEADER, SUMMARY, SAMPLES):  # left by a process killed between write and rename
+    def _open(
+        self, identity: dict[str, Any], extra: dict[str, Any] | None, *, force: bool, first: bool = True
+    ) -> None:
+        """``first``: no other RunDir of this process holds the folder. Only then are temporary files
+        and a torn last line the leftovers of a killed writer; while another RunDir of this process
+        is open they may be its write in progress, and are left alone."""
+        for name in (HEADER, SUMMARY, SAMPLES) if first else ():  # left between write and rename
             tmp = _tmp_of(self.path / name)
             if tmp.exists():
                 tmp.unlink()
@@ -365,7 +373,7 @@ class RunDir:
                 log.warning("%s: configuration changed; old files moved aside (*.old-%s)", self.path, stamp)
             else:
                 self.header = old
-        self._load()
+        self._load(repair=first)
         if not self.header:
             self.header = {
                 "schema_version": SCHEMA_VERSION,
@@ -562,47 +570,57 @@ _held: dict[str, list[Any]] = {}
 """run.lock files this process holds: resolved folder -> [open file, RunDirs holding it]. Several
 RunDirs of one process on one folder share the flock (a resumed run reopened in-process, a report of
 a run being written); only another process is refused."""
+_gates: dict[str, threading.Lock] = {}
+"""One gate per folder this process opens: its RunDirs open one at a time (the lock's retries, the
+repairs, the header's rewrite), and a folder that is slow to open holds up no other folder."""
 
 
-def _take_lock(path: Path) -> str:
-    """Hold ``path/run.lock`` exclusively for this process, or raise :class:`RunBusy` naming the
-    process that holds it. A few tries over ~0.5 s ride over :func:`run_holder`'s momentary probe."""
-    key = str(path.resolve())
+def _gate(key: str) -> threading.Lock:
+    with _held_guard:
+        return _gates.setdefault(key, threading.Lock())
+
+
+def _take_lock(path: Path, key: str) -> bool:
+    """Hold ``path/run.lock`` (resolved: ``key``) exclusively for this process, or raise
+    :class:`RunBusy` naming the process that holds it; called with the folder's :func:`_gate` held.
+    True when this process did not hold it already. A few tries over ~0.5 s ride over
+    :func:`run_holder`'s momentary probe; they hold up only this folder's openers."""
     with _held_guard:
         if key in _held:
             _held[key][1] += 1
-            return key
-        lp = path / LOCK
+            return False
+    lp = path / LOCK
+    try:
+        f = open(lp, "a+", encoding="utf-8")  # noqa: SIM115 (held while the run is open)
+    except OSError as e:
+        raise RunWriteError(
+            f"cannot create {lp}: {e.strerror or e}", path=path, saved=0, os_error=e
+        ) from None
+    for attempt in range(6):
         try:
-            f = open(lp, "a+", encoding="utf-8")  # noqa: SIM115 (held while the run is open)
-        except OSError as e:
-            raise RunWriteError(
-                f"cannot create {lp}: {e.strerror or e}", path=path, saved=0, os_error=e
-            ) from None
-        for attempt in range(6):
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if attempt == 5:
-                    holder = _holder_text(f)
-                    f.close()
-                    raise busy_error(path, holder) from None
-                time.sleep(0.1)
-            except OSError as e:  # a file system without flock (some network mounts): no guard there
-                log.warning("%s: cannot lock (%s); make sure no other process writes this run", lp, e)
-                break
-        try:
-            f.seek(0)
-            f.truncate()
-            argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
-            since = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            f.write(json.dumps({"pid": os.getpid(), "since": since, "argv": argv}) + "\n")
-            f.flush()
-        except OSError as e:  # who holds it is only for the message; the flock is what guards
-            log.warning("%s: cannot record the holder (%s)", lp, e)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == 5:
+                holder = _holder_text(f)
+                f.close()
+                raise busy_error(path, holder) from None
+            time.sleep(0.1)
+        except OSError as e:  # a file system without flock (some network mounts): no guard there
+            log.warning("%s: cannot lock (%s); make sure no other process writes this run", lp, e)
+            break
+    try:
+        f.seek(0)
+        f.truncate()
+        argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+        since = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        f.write(json.dumps({"pid": os.getpid(), "since": since, "argv": argv}) + "\n")
+        f.flush()
+    except OSError as e:  # who holds it is only for the message; the flock is what guards
+        log.warning("%s: cannot record the holder (%s)", lp, e)
+    with _held_guard:
         _held[key] = [f, 1]
-        return key
+    return True
 
 
 def busy_error(path: Path, holder: str) -> RunBusy:

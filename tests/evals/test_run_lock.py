@@ -67,6 +67,26 @@ def test_rundirs_of_one_process_share_the_folder_until_the_last_is_closed(tmp_pa
     assert can_open_elsewhere(path)
 
 
+def test_a_second_rundir_of_the_process_repairs_nothing_under_the_first(tmp_path):
+    """A torn last line or a temporary file is a killed writer's leftover only when no RunDir of this
+    process holds the folder; with one open it may be that RunDir's write in progress."""
+    path = tmp_path / "r"
+    first = RunDir.open(path, ID)
+    first.append({"problem_id": "a", "sample_index": 0})
+    sp = path / "samples.jsonl"
+    with open(sp, "ab") as f:
+        f.write(b'{"problem_id": "b", "sam')  # first's next line, half written
+    (path / "summary.json.tmp").write_text("{")  # first's summary, before its rename
+    second = RunDir.open(path, ID)
+    assert sp.read_bytes().endswith(b'"sam') and (path / "summary.json.tmp").exists()
+    assert [r["problem_id"] for r in second.records()] == ["a"]
+    second.close()
+    first.close()
+    with RunDir.open(path, ID) as again:  # now a leftover: repaired
+        assert [r["problem_id"] for r in again.records()] == ["a"]
+    assert sp.read_bytes().endswith(b"}\n") and not (path / "summary.json.tmp").exists()
+
+
 def test_a_probe_never_makes_a_starting_writer_fail(tmp_path):
     """run_holder takes a shared lock for an instant; a writer opening at that moment retries past it."""
     path = tmp_path / "r"
@@ -85,6 +105,52 @@ def test_a_probe_never_makes_a_starting_writer_fail(tmp_path):
     finally:
         stop.set()
         t.join()
+
+
+def test_a_contended_folder_holds_up_no_other_folder_of_the_process(tmp_path, hold_run, monkeypatch):
+    """While one thread retries a folder another process holds, a thread opening another folder does
+    not wait for those retries; threads opening one free folder at once share its lock."""
+    import mathagent.evals.runs as runs
+
+    busy, free = tmp_path / "busy", tmp_path / "free"
+    opened_meanwhile: list[bool] = []
+    real_sleep = runs.time.sleep
+
+    def sleep(seconds: float) -> None:  # the busy folder's retry: open the free one from another thread
+        if not opened_meanwhile:
+            t = threading.Thread(target=lambda: RunDir.open(free, ID).close())
+            t.start()
+            t.join(timeout=30)
+            opened_meanwhile.append(not t.is_alive())
+        real_sleep(seconds)
+
+    with hold_run(busy, ID):
+        monkeypatch.setattr(runs.time, "sleep", sleep)
+        with pytest.raises(RunBusy):
+            RunDir.open(busy, ID)
+        monkeypatch.setattr(runs.time, "sleep", real_sleep)
+    assert opened_meanwhile == [True]
+
+    gate = threading.Barrier(8)
+    got: list[RunDir] = []
+    errors: list[BaseException] = []
+
+    def open_together() -> None:
+        gate.wait()
+        try:
+            got.append(RunDir.open(free, ID))
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_together) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(got) == 8 and not can_open_elsewhere(free)
+    for run in got:
+        run.close()
+    assert can_open_elsewhere(free)
 
 
 def test_eval_on_a_folder_in_use_exits_2_and_resumes_once_it_is_free(tmp_path, capsys, hold_run):
