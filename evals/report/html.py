@@ -270,13 +270,21 @@ def _one_run_summary(run: LoadedRun) -> str:
     return f'{"".join(table)}{totals}{vline}<div class="charts">{"".join(charts)}</div>'
 
 
-def _bad_lines_note(runs: Sequence[LoadedRun]) -> str:
+def _reading_notes(runs: Sequence[LoadedRun]) -> str:
     notes = [
         f"{esc(r.name)}: {len(r.bad_lines)} corrupt line(s) in samples.jsonl left out of this page "
         f"(line {esc(', '.join(str(b[0] if isinstance(b, (list, tuple)) else b) for b in r.bad_lines[:10]))})"
         for r in runs
         if r.bad_lines
     ]
+    for r in runs:
+        if r.regraded:
+            ids = ", ".join(f"{x.get('problem_id')}#{x.get('sample_index', 0)}" for x in r.regraded[:10])
+            more = " …" if len(r.regraded) > 10 else ""
+            notes.append(
+                f"{esc(r.name)}: {len(r.regraded)} verdict(s) recorded by an older grader differ under "
+                f"today's and are shown as today's grader judges them (sample {esc(ids)}{more})"
+            )
     return "".join(f'<p class="warn">{n}</p>' for n in notes)
 
 
@@ -339,7 +347,7 @@ def render(runs: Sequence[LoadedRun], *, page_size: int = 50) -> str:
         ds = settings_rows(runs[0].header)
         dataset = next((v for sec, k, v in ds if k == "data set"), runs[0].name)
         title = f"mathagent run — {dataset} · {runs[0].mode}"
-    body_summary = _bad_lines_note(runs) + (_compare_summary(runs) if compare else _one_run_summary(runs[0]))
+    body_summary = _reading_notes(runs) + (_compare_summary(runs) if compare else _one_run_summary(runs[0]))
     view = "problems" if compare else "samples"
     filters = (
         ("all", "differ", "all-correct", "all-wrong") if compare else ("all", "correct", "wrong", "error")

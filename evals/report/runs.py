@@ -11,7 +11,7 @@ from typing import Any
 from mathagent.agent.grading.voting import Sample, Weights, weighted_vote
 from mathagent.evals.report.settings import config_of, run_mode
 from mathagent.evals.runs import RunDir
-from mathagent.evals.summary import summarize
+from mathagent.evals.summary import regrade, summarize
 
 
 def status_of(rec: dict[str, Any]) -> str:
@@ -47,6 +47,9 @@ class LoadedRun:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     bad_lines: list[Any] = field(default_factory=list)
     """Corrupt ``samples.jsonl`` lines the reader left out (line number, reason), when it reports them."""
+    regraded: list[dict[str, Any]] = field(default_factory=list)
+    """Records whose recorded verdict today's grader overturns (shown with today's verdict; the
+    folder is not written: a report only reads)."""
 
     @property
     def k(self) -> int:
@@ -78,13 +81,15 @@ def load_run(path: str | Path, name: str | None = None) -> LoadedRun:
     records = sorted(
         run.records(), key=lambda r: (_sort_key(str(r["problem_id"])), int(r.get("sample_index", 0)))
     )
+    # a run written under an older grader is shown with today's verdicts, as eval would resume it
+    records, regraded = regrade(records)
     cfg = config_of(run.header)
     grading = run.header.get("identity", {}).get("grading_dataset") or "math"
     try:
         summary = run.summary()
     except (json.JSONDecodeError, UnicodeDecodeError):  # derived data: recompute it
         summary = None
-    if summary is None or summary.get("n_samples") != len(records):
+    if summary is None or summary.get("n_samples") != len(records) or regraded:
         summary = summarize(records, k=cfg.get("k"), weights=cfg.get("weights"), dataset=grading)
     loaded = LoadedRun(
         path=run.path,
@@ -98,6 +103,7 @@ def load_run(path: str | Path, name: str | None = None) -> LoadedRun:
     weights = _vote_weights(run.header, summary)
     prune = bool((summary.get("prune") or {}).get("on"))
     loaded.bad_lines = list(getattr(run, "bad_lines", []) or [])
+    loaded.regraded = regraded
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_problem[str(r["problem_id"])].append(r)

@@ -239,6 +239,23 @@ def test_mode_and_vote_weights_from_a_newer_header(tmp_path):
     assert run_mode(hdr) == "loop"
 
 
+def test_verdicts_an_older_grader_recorded_are_shown_as_todays_grader_judges_them(tmp_path):
+    """A record graded by an older grader (no stamp here) is judged again on the page, its summary is
+    recomputed, the page says which samples changed, and the run folder is left as it was."""
+    run = make_run(tmp_path / "run", answers={"p1": ["4", "4"], "p2": ["8.0", "7"], "p3": ["3", "2"]})
+    before = (run.path / "samples.jsonl").read_bytes()
+    assert [r["correct"] for r in run.records() if r["problem_id"] == "p2"] == [False, False]
+    assert report_main([str(run.path)]) == 0
+    html = (run.path / "report.html").read_text()
+    data = page_data(html)
+    assert data["verdicts"][0][1] == [1, 2, 1, "8.0"]  # p2: 8.0 now right, and the vote's winner
+    assert "1 verdict(s) recorded by an older grader differ" in html and "p2#0" in html
+    assert (run.path / "samples.jsonl").read_bytes() == before
+    make_run(tmp_path / "same")  # nothing to regrade: no note
+    assert report_main([str(tmp_path / "same")]) == 0
+    assert "older grader" not in (tmp_path / "same" / "report.html").read_text()
+
+
 # -- in Chromium, offline --------------------------------------------------------------------------------
 needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="no chromium")
 
