@@ -46,6 +46,7 @@ def test_records_of_keeps_the_selected_keys_latest_record_in_order(tmp_path):
 def test_torn_last_line_is_repaired(tmp_path):
     run = RunDir.open(tmp_path / "r", ID)
     run.append(rec("a", 0))
+    run.close()  # the writer is gone (a torn line of a RunDir still open is its write in progress)
     with open(tmp_path / "r" / "samples.jsonl", "a") as f:
         f.write('{"problem_id": "b", "sample_in')  # killed mid-write
     run2 = RunDir.open(tmp_path / "r", ID)
@@ -86,6 +87,7 @@ def test_corrupt_middle_lines_are_moved_aside_and_run_again(tmp_path):
     run = RunDir.open(tmp_path / "r", ID)
     for pid in "abcd":
         run.append(rec(pid, 0))
+    run.close()  # resumed by a later process: only then are bad lines moved aside
     sp = tmp_path / "r" / "samples.jsonl"
     lines = sp.read_bytes().splitlines(keepends=True)
     broken_b = lines[1][:-9] + b"\n"  # cut inside the record
