@@ -148,6 +148,20 @@ _LIVE: set[LlamaServer] = set()
 _LIVE_LOCK = threading.Lock()
 
 
+def describe_exit(code: int) -> str:
+    """An exit status in words: ``-11`` (killed by a signal, as Popen reports it) and ``139`` (128 +
+    signal, as a shell or :mod:`~mathagent.agent.native_server` reports it) both read ``signal 11
+    (SIGSEGV)``."""
+    signum = -code if code < 0 else code - 128 if 128 < code < 160 else None
+    if signum is None:
+        return f"exit status {code}"
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = "?"
+    return f"signal {signum} ({name})"
+
+
 def _stop_all() -> None:
     with _LIVE_LOCK:
         servers = list(_LIVE)
@@ -238,6 +252,24 @@ class LlamaServer:
 
     def is_running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def exit_reason(self, wait: float = 0.0) -> str | None:
+        """Why the server is gone, when it exited on its own (a crash): how it ended and the tail of its
+        log. ``None`` while it runs (after waiting up to ``wait`` seconds for it to exit: a dropped
+        connection can come an instant before the exit) and after :meth:`stop`."""
+        proc = self.proc
+        if proc is None:
+            return None
+        try:
+            code = proc.wait(wait) if wait > 0 else proc.poll()
+        except subprocess.TimeoutExpired:
+            return None
+        if code is None or self.proc is not proc:  # running, or stopped by us meanwhile
+            return None
+        return (
+            f"the {self.kind} server of {self.alias} (pid {proc.pid}, {self.base_url}) exited with "
+            f"{describe_exit(code)}; the last lines of its log {self.log_path}:\n{self.log_tail(12)}"
+        )
 
     def activity(self) -> float | None:
         """Seconds the server's threads (its whole process tree) have run or waited for a CPU; only

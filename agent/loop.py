@@ -16,7 +16,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from mathagent.agent.backends.base import Backend, BackendError, Completion, GenerationParams, server_slots
+from mathagent.agent.backends.base import (
+    Backend,
+    BackendError,
+    Completion,
+    GenerationParams,
+    ServerGone,
+    server_slots,
+)
 from mathagent.agent.backends.continuation import partial_messages
 from mathagent.agent.backends.scripted import prompt_text
 from mathagent.agent.config import DEFAULT_CONTEXT_BUDGET, AgentConfig
@@ -142,6 +149,8 @@ class Trajectory:
         t0 = time.perf_counter()
         try:
             out = await self.backend.generate(prompt, params, on_text=on_text)
+        except ServerGone:
+            raise  # the run's failure, not this sample's
         except BackendError as e:
             return f"backend error: {e}"
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -279,7 +288,7 @@ async def _verify(traj: Trajectory, answer: str) -> tuple[str, tuple[Verificatio
     try:
         vp = load_phase_prompt(traj.config.verify_prompt) if traj.config.verify_prompt else None
         out = await verify_and_revise(traj, answer, max_revisions=traj.config.max_revisions, verify_prompt=vp)
-    except (asyncio.CancelledError, KeyboardInterrupt):
+    except (asyncio.CancelledError, KeyboardInterrupt, ServerGone):
         raise
     except Exception as e:  # noqa: BLE001 - verification is best effort; the solve answer stands
         log.exception("verification failed")
@@ -351,6 +360,8 @@ async def solve(
     if callable(prepare):  # how a partial assistant turn goes on (a probe, once per server)
         try:
             await asyncio.to_thread(prepare)
+        except ServerGone:
+            raise
         except BackendError as e:
             return failed(str(e))
     base = base.with_(format=fmt.name, prompt_hash=prompt.sha256)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mathagent.agent.backends import make_backend
-from mathagent.agent.backends.base import Backend, BackendError, server_slots
+from mathagent.agent.backends.base import Backend, BackendError, ServerGone, server_slots
 from mathagent.agent.backends.scripted import ScriptBook
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.flags import add_agent_flags, given
@@ -304,12 +304,20 @@ def run_agent(
 ) -> dict[str, int] | None:
     """Solve every pending (problem, sample) of ``run`` with the agent (``solve``: the keywords of
     :func:`_run_agent`), then close the sandboxes and the backend; returns the runner's counts. When the
-    run folder cannot be written (a full disk) it prints what is saved and the command that resumes
-    (``prog`` + ``argv``) and returns None."""
+    run folder cannot be written (a full disk), or the model server exited, it prints what is saved and
+    the command that resumes (``prog`` + ``argv``) and returns None."""
     try:
         return _run_agent(problems, run, setup, **solve)
     except RunWriteError as e:
         print(stop_message(prog, e, argv), file=sys.stderr)
+        return None
+    except ServerGone as e:
+        print(stop_message(prog, e, argv), file=sys.stderr)
+        print(
+            f"{prog}: {len(run.done())} samples are saved in {run.path}; the samples in flight when the "
+            "server exited were not recorded (the resume runs them)",
+            file=sys.stderr,
+        )
         return None
 
 

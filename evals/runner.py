@@ -2,7 +2,10 @@
 
 :func:`run_eval_async` is independent of how a trace is produced: it awaits ``solve_fn(problem,
 sample_index, seed) -> Trace``; :func:`solve_with_loop` runs the real agent loop for one sample. A sample whose solve raises, or whose trace stopped with
-``StopReason.ERROR``, is recorded with ``status="failed"`` and its reason, and the run goes on.
+``StopReason.ERROR``, is recorded with ``status="failed"`` and its reason, and the run goes on. A
+:class:`~mathagent.agent.backends.base.ServerGone` (the model server exited) is the run's failure,
+not a sample's: the run stops on it with nothing recorded for the samples in flight, which a resume
+runs.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mathagent.agent.backends.base import Backend
+from mathagent.agent.backends.base import Backend, ServerGone
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.grading import grader_version, is_equivalent
 from mathagent.agent.grading.voting import Weights, trace_fabricates_output, trace_ran_code
@@ -148,7 +151,7 @@ async def run_eval_async(
             try:
                 trace = await solve_fn(problem, i, sample_seed(seed, i))
                 rec = sample_record(problem, i, trace)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, ServerGone):
                 raise
             except Exception as e:  # a failed sample is recorded; the run goes on
                 log.warning("sample %s#%d failed: %s", pid, i, e)
@@ -201,7 +204,7 @@ async def run_eval_by_problem(
                 if len(traces) != k:
                     raise RuntimeError(f"{len(traces)} samples came back, not {k}")
                 recs = [sample_record(problem, i, t) for i, t in enumerate(traces)]
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, ServerGone):
                 raise
             except Exception as e:  # a failed problem is recorded; the run goes on
                 log.warning("problem %s failed: %s", problem.id, e)

@@ -676,7 +676,7 @@ def run_holder(path: Path | str) -> str | None:
         return None
 
 
-def stop_message(prog: str, err: RunError, argv: Sequence[str]) -> str:
+def stop_message(prog: str, err: Exception, argv: Sequence[str]) -> str:
     """What a CLI prints when a run stops on ``err``: the error and the command that resumes it."""
     import shlex
 

@@ -26,6 +26,13 @@ class BackendError(RuntimeError):
     """The backend failed after its retries (server down, repeated 5xx, garbage responses)."""
 
 
+class ServerGone(BackendError):
+    """The model server this process started has exited on its own (a crash): no retry can reach it.
+    Not one sample's failure but the run's: the loop passes it up, an eval stops on it without
+    recording the samples in flight (a resume runs them), ``solve`` prints it. The message says how
+    the server ended (its exit status or signal) and the tail of its log."""
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """A native tool call made by a chat model."""

@@ -53,6 +53,7 @@ from mathagent.agent.backends.base import (
     GenerationParams,
     Message,
     Prompt,
+    ServerGone,
     TokenCallback,
     ToolCall,
 )
@@ -72,6 +73,8 @@ from mathagent.agent.backends.retry import (
     RetryPolicy,
     WaitFn,
     call_with_retries,
+    is_retryable,
+    status_of,
 )
 from mathagent.agent.backends.streaming import Deadline, StreamState
 from mathagent.agent.llama_server import load_vocab
@@ -503,9 +506,31 @@ class OpenAIBackend:
                 latency = time.perf_counter() - t0
             return [self._finish(c, prompt, latency) for c in comps]
 
+        async def attempt() -> list[Completion]:
+            try:
+                return await once()
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                gone = await self._server_gone(exc)
+                if gone is not None:
+                    raise gone from exc  # not retried: nothing would answer
+                raise
+
         return await call_with_retries(
-            once, what=what, policy=self.retry, wait=self.wait, on_retry=self.retry_log.append
+            attempt, what=what, policy=self.retry, wait=self.wait, on_retry=self.retry_log.append
         )
+
+    async def _server_gone(self, exc: BaseException) -> ServerGone | None:
+        """``ServerGone`` when ``exc`` (a transport failure) came from the server this backend keeps
+        alive having exited on its own; ``None`` otherwise (a remote server, or ours still running)."""
+        reason_of = getattr(self.server, "exit_reason", None)
+        if not callable(reason_of) or not is_retryable(exc):
+            return None
+        # a dropped connection can come an instant before the server's exit is seen; a server that
+        # answered with a status is alive
+        reason = await asyncio.to_thread(reason_of, 0.0 if status_of(exc) is not None else 2.0)
+        return ServerGone(reason) if reason else None
 
     def _finish(self, c: Completion, prompt: Prompt, latency: float) -> Completion:
         from dataclasses import replace

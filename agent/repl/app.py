@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mathagent.agent.backends.base import ServerGone
 from mathagent.agent.backends.openai_backend import REQUEST_TIMEOUT_ENV
 from mathagent.agent.choose import resolve_weights, vote_traces
 from mathagent.agent.cli_solve import build_parser
@@ -357,6 +358,7 @@ class Repl:
             view.handle(event)
 
         cancelled = False
+        gone: ServerGone | None = None
         traces: list[Trace] = []
         with view:
             try:
@@ -378,7 +380,17 @@ class Repl:
                 cancelled = True
                 if isinstance(view, TableView):
                     view.mark("cancelled")
+            except ServerGone as e:
+                gone = e
+                if isinstance(view, TableView):
+                    view.mark("server gone")
         await asyncio.to_thread(provider.close_handed_out)
+        if gone is not None:  # nothing to show; the next question starts the server again
+            self.runtime.drop_backend()
+            self.runtime.close_retired()
+            self.console.print(Text(f"the model server stopped: {gone}", style="red"))
+            self.console.print(Text("the next question starts it again", style="dim"))
+            return
         if cancelled:
             level = getattr(getattr(provider, "level", None), "value", "")
             traces = recorder.cancelled_traces(problem, backend, s, level)

@@ -158,6 +158,12 @@ class Runtime:
             started.append(settings.describe_backend())
         return started
 
+    def drop_backend(self) -> None:
+        """Forget the backend (its server exited): the next :meth:`warm` builds a new one."""
+        if self._backend is not None:
+            self._retired.append(self._backend)
+        self._backend = None
+
     def status(self) -> dict[str, str]:
         """``backend`` / ``sandbox`` -> ``warming up``, ``ready`` or ``failed: ...``."""
 
