@@ -1,7 +1,7 @@
 """A model server that exits on its own (a crash) is the run's failure, not one sample's.
 
 The backend tells it from a dropped connection at once (``ServerGone``, no retries); the REPL says so
-and starts the server again for the next question. The eval side is in tests/evals/test_server_gone.py.
+and starts the server again for the next question. The eval side is in tests/evals/test_eval_server_gone.py.
 """
 
 from __future__ import annotations
