@@ -13,7 +13,8 @@ ver=$(python3 -c "import importlib.metadata as m; print(m.version('llama-cpp-pyt
 dest=${LLAMA_SERVER_DEST:-$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')}
 bin="$dest/llama-server"
 stamp="$dest/llama-server.build"
-want="llama-cpp-python==$ver vendor/llama.cpp llama-server native"
+flags=$(bash "$(dirname "$0")/ggml_cpu_flags.sh")  # this CPU's instruction sets, no AMX (see there)
+want="llama-cpp-python==$ver vendor/llama.cpp llama-server $flags"
 if [ -z "${LLAMA_SERVER_FORCE:-}" ] && [ -x "$bin" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] \
     && "$bin" --version >/dev/null 2>&1; then
     echo "llama-server up to date: $bin ($want)"
@@ -32,7 +33,7 @@ src="$work/llama_cpp_python-$ver/vendor/llama.cpp"
 [ -f "$src/tools/server/server.cpp" ] || { echo "build_llama_server: no tools/server in $src" >&2; exit 1; }
 cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
-    -DLLAMA_OPENSSL=OFF >"$work/cmake.log" 2>&1 || { tail -30 "$work/cmake.log" >&2; exit 1; }
+    -DLLAMA_OPENSSL=OFF $flags >"$work/cmake.log" 2>&1 || { tail -30 "$work/cmake.log" >&2; exit 1; }
 echo "building llama-server from llama-cpp-python $ver (a few minutes) ..."
 cmake --build "$work/build" --target llama-server -j"$(nproc)" >"$work/build.log" 2>&1 \
     || { tail -30 "$work/build.log" >&2; exit 1; }

@@ -19,6 +19,9 @@ fi
 PIP="python3 -m pip --disable-pip-version-check -q"
 # The CPU wheel of torch lies on disk here; an unpinned torch would pull a multi-GB CUDA build.
 python3 -c "import torch" 2>/dev/null || $PIP install "torch==2.13.0"
+# llama-cpp-python first, built for this CPU without AMX (.ci/build_llama_cpp.sh says why), so that the
+# install of the package finds it in place instead of building it with -march=native
+bash .ci/build_llama_cpp.sh
 $PIP install -e ".[all]"
 # llama.cpp's own server (parallel slots, continuous batching) built from the llama.cpp sources in the
 # llama-cpp-python sdist; skipped when already built for this version. Opt-in for the bundled models
@@ -40,3 +43,6 @@ if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 # $MATHAGENT_CACHE_DIR/models (default ~/.cache/mathagent/models): .ci/run points it at a fresh folder,
 # which the tests it runs then use.
 python3 -m mathagent.agent.cli model assemble --all
+
+# A build that crashes on this CPU shows here, not as connection errors in the tests.
+bash .ci/smoke_llama.sh
