@@ -9,7 +9,9 @@ greedy), the k = 4 loop+verify runs on the same seeded subsets (verifying the pr
 disagree, as `solve --k` does), and the verify-prompt runs on GSM8K train, one `mathagent eval` after
 another;
 each is an ordinary resumable run folder, so re-running the command resumes where it stopped (a run
-whose folder already holds all its samples is skipped: `finished: NAME`).
+whose folder already holds all its samples is skipped: `finished: NAME`). A run whose eval stopped
+with exit 1 (its model server exited, a full disk) is resumed once more after the rest of the plan
+(``--again N``).
 
 Several ``run`` invocations side by side share the work: each takes the next run that is neither
 finished nor held by another process (``run.lock``, held by the eval writing the folder), and skips a
@@ -109,23 +111,38 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the runs whose folder name contains one of these (e.g. 1.5b, or vp- 0.5b): two "
         "invocations with disjoint parts run side by side, each with its own server",
     )  # fmt: skip
+    rn.add_argument(
+        "--again", type=int, default=1, metavar="N",
+        help="resume a run that stopped with exit 1 (its model server exited, a full disk) up to N more "
+        "times, after the rest of the plan (default 1)",
+    )  # fmt: skip
     rn.add_argument("--dry-run", action="store_true")
     args = p.parse_args(argv)
     if args.cmd == "run":
-        for cmd in plan(args.root, args.models, args.datasets):
-            run_dir = Path(cmd[cmd.index("--run-dir") + 1])
-            if args.only and not any(part in run_dir.name for part in args.only):
-                continue
-            if finished(cmd):
-                print(f"finished: {run_dir.name}", flush=True)
-                continue
-            if holder := run_holder(run_dir):
-                print(f"busy: {run_dir.name} ({holder})", flush=True)
-                continue
-            print(shlex.join(cmd), flush=True)
-            if not args.dry_run:
-                rc = run_one(cmd, args.nice, run_dir)
-                print(f"rc={rc}", flush=True)
+        todo = plan(args.root, args.models, args.datasets)
+        for again in range(max(0, args.again) + 1):
+            stopped = []
+            for cmd in todo:
+                run_dir = Path(cmd[cmd.index("--run-dir") + 1])
+                if args.only and not any(part in run_dir.name for part in args.only):
+                    continue
+                if finished(cmd):
+                    print(f"finished: {run_dir.name}", flush=True)
+                    continue
+                if holder := run_holder(run_dir):
+                    print(f"busy: {run_dir.name} ({holder})", flush=True)
+                    continue
+                print(shlex.join(cmd), flush=True)
+                if not args.dry_run:
+                    rc = run_one(cmd, args.nice, run_dir)
+                    print(f"rc={rc}", flush=True)
+                    if rc == 1:  # stopped, resumable: the eval said why on its stderr
+                        stopped.append(cmd)
+            if not stopped or again == args.again:
+                break
+            names = ", ".join(Path(c[c.index("--run-dir") + 1]).name for c in stopped)
+            print(f"again: resuming {names} (stopped with exit 1)", flush=True)
+            todo = stopped
         return 0
     from mathagent.evals.study import find_runs, load_calibrations, render
 

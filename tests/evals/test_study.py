@@ -383,3 +383,51 @@ def test_todays_revision_rules_end_recorded_traces_as_the_code_does_now():
     # no verification, or verified True at once: nothing to re-derive
     assert todays_ending({"answer": "5", "trace": {"steps": [], "verification": []}}) is None
     assert todays_ending(_verified("5", [("T", "5")], [])) is None
+
+
+def test_a_run_that_stopped_is_resumed_after_the_rest_of_the_plan(tmp_path, monkeypatch, capsys):
+    """A run whose eval exits 1 (its model server exited, a full disk: resumable) is started again
+    once after the other runs, and not more than ``--again`` times."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("method_study", REPO / "bench" / "method_study.py")
+    assert spec and spec.loader
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    calls: list[str] = []
+    crashing = {"gsm8k-qwen2.5-coder-0.5b-cot-k1": 1, "gsm8k-qwen2.5-coder-0.5b-pot-k1": 5}
+
+    def fake_run_one(cmd, nice, run_dir):
+        calls.append(run_dir.name)
+        if crashing.get(run_dir.name, 0) > 0:
+            crashing[run_dir.name] -= 1
+            return 1
+        return 0
+
+    monkeypatch.setattr(study, "run_one", fake_run_one)
+    argv = [
+        "run",
+        "--root",
+        str(tmp_path),
+        "--models",
+        "qwen2.5-coder-0.5b",
+        "--datasets",
+        "gsm8k",
+        "--only",
+        "k1",
+    ]
+    assert study.main(argv) == 0
+    first = [
+        "gsm8k-qwen2.5-coder-0.5b-cot-k1",
+        "gsm8k-qwen2.5-coder-0.5b-pot-k1",
+        "gsm8k-qwen2.5-coder-0.5b-loopverify-k1",
+    ]
+    assert calls[:3] == first
+    assert calls[3:] == first[:2]  # both stopped runs once more; the cot run then finished
+    assert (
+        "again: resuming gsm8k-qwen2.5-coder-0.5b-cot-k1, gsm8k-qwen2.5-coder-0.5b-pot-k1"
+        in capsys.readouterr().out
+    )
+    calls.clear()
+    assert study.main([*argv, "--again", "0"]) == 0
+    assert calls == first  # no second pass: the pot run still stops
