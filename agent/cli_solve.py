@@ -15,7 +15,7 @@ import os
 import sys
 
 from mathagent.agent.backends import close_backend, make_backend
-from mathagent.agent.backends.base import Backend, BackendError
+from mathagent.agent.backends.base import Backend, BackendError, ServerGone
 from mathagent.agent.backends.scripted import script_backend
 from mathagent.agent.choose import add_vote_args, resolve_weights, vote_traces
 from mathagent.agent.config import AgentConfig
@@ -154,6 +154,9 @@ async def run(args: argparse.Namespace, problem: str) -> int:
                     traces = await solve_k(
                         problem, backend, pool, config, k=args.k, verify_contested=contested
                     )
+    except ServerGone as e:  # no sample can finish: say why, not a trace per sample
+        print(f"mathagent solve: the model server stopped: {e}", file=sys.stderr)
+        return 1
     finally:
         model = getattr(backend, "model", None) or args.model
         await close_backend(backend)

@@ -115,3 +115,14 @@ def test_the_repl_reports_a_gone_server_and_starts_a_new_one_for_the_next_questi
             await repl.runtime.aclose()
 
     asyncio.run(session())
+
+
+@pytest.mark.kernel
+def test_solve_says_the_server_stopped_and_exits_1(monkeypatch, capsys):
+    from mathagent.agent import cli_solve
+
+    monkeypatch.setattr(cli_solve, "build_backend", lambda args, fmt: GoneBackend([]))
+    assert cli_solve.main(["What is 1 + 1?", "--k", "2", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert "mathagent solve: the model server stopped:" in captured.err and "SIGSEGV" in captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
