@@ -164,15 +164,16 @@ def test_tables_on_hand_made_runs(tmp_path):
 
 
 def test_coverage_counts_what_is_left_at_the_measured_pace(tmp_path):
-    """A k = 2 run of 3 problems with 3 samples done (one problem complete), sample times 10, 30 and 50 s
-    at 2 trajectories at once: 3 samples left x 30 s median / 2 = 45 s. A finished run says done; a run
+    """A k = 2 run of 3 problems with 3 samples done (one problem complete), sample times 10, 30 and 110 s
+    at 2 trajectories at once: 3 samples left x 50 s mean / 2 = 75 s (the median, 30 s, would promise
+    less than half of it: a few long samples take most of the time). A finished run says done; a run
     whose header does not say how many ran at once (older folders) has no estimate, and neither has a run
     without a --limit (its size is the whole data set, which the report does not know)."""
     from mathagent.evals.study import coverage_row, render
 
     rows = [
         ("a", 0, "5", True, "T", "5", 10.0),
-        ("a", 1, "5", True, "T", "5", 50.0),
+        ("a", 1, "5", True, "T", "5", 110.0),
         ("b", 0, "6", False, "U", "6", 30.0),
     ]
     _write_run(
@@ -192,8 +193,8 @@ def test_coverage_counts_what_is_left_at_the_measured_pace(tmp_path):
         r.path.name: r for r in find_runs([tmp_path / "1", tmp_path / "2", tmp_path / "3", tmp_path / "4"])
     }
     c = coverage_row(runs["partial"])
-    assert (c["done"], c["planned"], c["complete"], c["median_s"]) == (3, 6, 1, 30.0)
-    assert c["hours_left"] == pytest.approx(3 * 30.0 / 2 / 3600)
+    assert (c["done"], c["planned"], c["complete"], c["median_s"], c["mean_s"]) == (3, 6, 1, 30.0, 50.0)
+    assert c["hours_left"] == pytest.approx(3 * 50.0 / 2 / 3600)
     assert coverage_row(runs["full"])["hours_left"] == 0.0
     assert coverage_row(runs["old"])["hours_left"] is None
     assert (
@@ -201,9 +202,9 @@ def test_coverage_counts_what_is_left_at_the_measured_pace(tmp_path):
         and coverage_row(runs["nolimit"])["hours_left"] is None
     )
     doc = render(list(runs.values()))
-    assert "| partial | loop+verify | 2 | 3 / 6 | 1 | 30 | 2 | 0.0 | 0123456 |" in doc
-    assert "| full | cot | 1 | 1 / 1 | 1 | 1 | 1 | done | ? |" in doc
-    assert "| old | loop+verify | 2 | 3 / 6 | 1 | 30 | ? | - | ? |" in doc
+    assert "| partial | loop+verify | 2 | 3 / 6 | 1 | 30 / 50 | 2 | 0.0 | 0123456 |" in doc
+    assert "| full | cot | 1 | 1 / 1 | 1 | 1 / 1 | 1 | done | ? |" in doc
+    assert "| old | loop+verify | 2 | 3 / 6 | 1 | 30 / 50 | ? | - | ? |" in doc
 
 
 def test_cross_fitted_weights_vote_each_fold_with_the_other_folds_labels(tmp_path):
