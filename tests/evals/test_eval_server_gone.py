@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from mathagent.agent.backends.base import ServerGone
+from mathagent.agent.procstat import descendants
 from mathagent.agent.trace import StopReason, Trace
 from mathagent.evals.datasets import Problem
 from mathagent.evals.runner import run_eval_async, run_eval_by_problem
@@ -60,17 +61,13 @@ def test_the_run_stops_on_a_gone_server_and_the_resume_runs_the_rest(tmp_path, b
 
 def _server_of(pid: int) -> int | None:
     """The pid of the llama.cpp server a ``mathagent eval`` process started (its orphan guard child)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for child in descendants(pid)[1:]:
         try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and b"mathagent.agent.orphan_guard" in cmd:
-            return int(entry.name)
+        if b"mathagent.agent.orphan_guard" in cmd:
+            return child
     return None
 
 
