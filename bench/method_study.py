@@ -68,11 +68,16 @@ def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
     return k1[:3] + vp + k1[3:] + k4
 
 
+def run_dir_of(cmd: list[str]) -> Path:
+    """The run folder an eval command of the plan writes (its ``--run-dir``)."""
+    return Path(cmd[cmd.index("--run-dir") + 1])
+
+
 def finished(cmd: list[str]) -> bool:
     """Whether the run folder of ``cmd`` already holds every sample it asks for (its summary says
     nothing is pending, of ``--limit`` x ``--k`` samples). Such a run is not started again: resuming it
     would load its model only to find nothing to do."""
-    run_dir = Path(cmd[cmd.index("--run-dir") + 1])
+    run_dir = run_dir_of(cmd)
     try:
         counts = json.loads((run_dir / "summary.json").read_text())["counts"]
         want = int(cmd[cmd.index("--limit") + 1]) * int(cmd[cmd.index("--k") + 1])
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         for again in range(max(0, args.again) + 1):
             stopped = []
             for cmd in todo:
-                run_dir = Path(cmd[cmd.index("--run-dir") + 1])
+                run_dir = run_dir_of(cmd)
                 if args.only and not any(part in run_dir.name for part in args.only):
                     continue
                 if finished(cmd):
@@ -140,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                         stopped.append(cmd)
             if not stopped or again == args.again:
                 break
-            names = ", ".join(Path(c[c.index("--run-dir") + 1]).name for c in stopped)
+            names = ", ".join(run_dir_of(c).name for c in stopped)
             print(f"again: resuming {names} (stopped with exit 1)", flush=True)
             todo = stopped
         return 0
