@@ -315,7 +315,7 @@ def run_agent(
         print(stop_message(prog, e, argv), file=sys.stderr)
         print(
             f"{prog}: {len(run.done())} samples are saved in {run.path}; the samples in flight when the "
-            "server exited were not recorded (the resume runs them)",
+            "server went away were not recorded (the resume runs them)",
             file=sys.stderr,
         )
         return None

@@ -27,10 +27,17 @@ class BackendError(RuntimeError):
 
 
 class ServerGone(BackendError):
-    """The model server this process started has exited on its own (a crash): no retry can reach it.
+    """The model server is gone: the one this process started has exited on its own (a crash), or a
+    server refused every connection for ``RetryPolicy.unreachable_s``; no retry can reach it.
     Not one sample's failure but the run's: the loop passes it up, an eval stops on it without
     recording the samples in flight (a resume runs them), ``solve`` prints it. The message says how
-    the server ended (its exit status or signal) and the tail of its log."""
+    the server ended (its exit status or signal, and the tail of its log) or how long it refused."""
+
+    def __init__(self, message: str, *, restarts: bool = True) -> None:
+        super().__init__(message)
+        self.restarts = restarts
+        """True when mathagent started the server, so a new backend starts it again; False for a
+        server at a URL someone else runs (``--base-url``): only they can bring it back."""
 
 
 @dataclass(frozen=True)

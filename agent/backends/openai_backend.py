@@ -27,7 +27,9 @@
   the stall timeout is forgiven while the server's process is working, up to the request timeout.
   With ``on_text`` the text pieces of the first sample are passed to it as they arrive.
 * Retries: :mod:`.retry` (the client's own ``max_retries`` is 0; ``Retry-After`` is honoured, capped);
-  at most ``max_concurrency`` requests in flight. ``retry_log`` keeps the last waits.
+  at most ``max_concurrency`` requests in flight. ``retry_log`` keeps the last waits. A server that
+  refuses every connection past the last try gets ``RetryPolicy.unreachable_s`` to come back, then
+  ``ServerGone`` stops the run (as for a crash of the server mathagent started).
 * ``count_tokens``: the GGUF vocabulary (loaded vocab-only through llama_cpp) when a ``gguf_path``
   is known, else an estimate of ``ceil(len(text) / 3.5)``.
 """
@@ -42,7 +44,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -73,6 +75,7 @@ from mathagent.agent.backends.retry import (
     RetryPolicy,
     WaitFn,
     call_with_retries,
+    connect_failed,
     is_retryable,
     status_of,
 )
@@ -517,9 +520,43 @@ class OpenAIBackend:
                     raise gone from exc  # not retried: nothing would answer
                 raise
 
-        return await call_with_retries(
-            attempt, what=what, policy=self.retry, wait=self.wait, on_retry=self.retry_log.append
-        )
+        return await self._while_reachable(attempt, what)
+
+    async def _while_reachable(
+        self, attempt: Callable[[], Awaitable[list[Completion]]], what: str
+    ) -> list[Completion]:
+        """``call_with_retries``, and past its last try a server that refused every connection gets
+        ``retry.unreachable_s`` to come back (a restart) before ``ServerGone`` stops the run: a dead
+        server would otherwise fail every remaining sample of an eval, each after all its tries."""
+        scale = self.retry.scale()
+        patience = self.retry.unreachable_s * scale
+        since: float | None = None
+        rounds = 0
+        while True:
+            started = time.monotonic()
+            try:
+                return await call_with_retries(
+                    attempt, what=what, policy=self.retry, wait=self.wait, on_retry=self.retry_log.append
+                )
+            except ServerGone:
+                raise
+            except BackendError as err:
+                if not connect_failed(err.__cause__):
+                    raise
+                since = started if since is None else since
+                rounds += 1
+                left = since + patience - time.monotonic()
+                if left <= 0:
+                    raise ServerGone(
+                        f"the model server at {self.base_url or 'OpenAI'} refused every connection for "
+                        f"{time.monotonic() - since:.0f} s ({rounds} x {self.retry.attempts} tries): it is not "
+                        f"running; last: {err}",
+                        restarts=self.server is not None,
+                    ) from err
+                log.warning(
+                    "%s: the server refuses connections; trying again for up to %.0f s more", what, left
+                )
+                await asyncio.sleep(min(left, 5.0 * scale))
 
     async def _server_gone(self, exc: BaseException) -> ServerGone | None:
         """``ServerGone`` when ``exc`` (a transport failure) came from the server this backend keeps

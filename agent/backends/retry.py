@@ -53,6 +53,9 @@ class RetryPolicy:
     """Cap on one jittered wait, in seconds."""
     max_retry_after: float = 60.0
     """Cap on a wait the server asked for with ``Retry-After``, in seconds."""
+    unreachable_s: float = 60.0
+    """How long a server that refuses every connection gets to come back (tries go on every few
+    seconds) before the request gives up with ``ServerGone`` (scaled like the waits)."""
     wait_scale: float | None = None
     """Multiplier on every wait; ``None`` reads env ``MATHAGENT_RETRY_WAIT_SCALE`` (default 1)."""
 
@@ -132,6 +135,32 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
         if isinstance(err, type):
             out.append(err)
     return tuple(out)
+
+
+def _connect_errors() -> tuple[type[BaseException], ...]:
+    out: list[type[BaseException]] = [ConnectionRefusedError]
+    for name in ("httpx", "httpx2"):
+        try:
+            mod = __import__(name)
+        except ImportError:
+            continue
+        err = getattr(mod, "ConnectError", None)
+        if isinstance(err, type):
+            out.append(err)
+    return tuple(out)
+
+
+def connect_failed(exc: BaseException | None) -> bool:
+    """True when ``exc`` or an error it came from is a failure to open a connection (refused,
+    unknown host, no route): the request never reached a server, unlike a dropped one or a timeout."""
+    kinds = _connect_errors()
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, kinds):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def is_retryable(exc: BaseException) -> bool:

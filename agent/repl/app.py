@@ -389,7 +389,8 @@ class Repl:
             self.runtime.drop_backend()
             self.runtime.close_retired()
             self.console.print(Text(f"the model server stopped: {gone}", style="red"))
-            self.console.print(Text("the next question starts it again", style="dim"))
+            again = "starts it again" if gone.restarts else "tries it again (start it first)"
+            self.console.print(Text(f"the next question {again}", style="dim"))
             return
         if cancelled:
             level = getattr(getattr(provider, "level", None), "value", "")

@@ -123,6 +123,7 @@ class FakeOpenAIServer:
     _answered: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: threading.Event = field(default_factory=threading.Event)
+    _gone: threading.Event = field(default_factory=threading.Event)
     _rng: random.Random | None = None
     _httpd: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
@@ -142,6 +143,7 @@ class FakeOpenAIServer:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {FAULT_KINDS}")
         self._rng = random.Random(self.seed)
         self._stopping.clear()
+        self._gone.clear()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -156,6 +158,9 @@ class FakeOpenAIServer:
                     server.connections += 1
 
             def do_GET(self) -> None:  # noqa: N802
+                if server._gone.is_set():
+                    self._reset()
+                    return
                 if self.path.rstrip("/") == "/v1/models":
                     card = {"id": server.model, "object": "model", **server.model_card}
                     self._json(200, {"object": "list", "data": [card]})
@@ -165,6 +170,9 @@ class FakeOpenAIServer:
                     self._json(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:  # noqa: N802
+                if server._gone.is_set():
+                    self._reset()
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 if self.path == "/extras/tokenize/count":
@@ -226,6 +234,13 @@ class FakeOpenAIServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+    def go_away(self) -> None:
+        """Stop as a server process does: the port refuses new connections and every open keep-alive
+        connection is reset on its next request (``stop`` alone keeps serving those). ``start``
+        listens again on the same port."""
+        self._gone.set()
+        self.stop()
 
     def __enter__(self) -> FakeOpenAIServer:
         return self.start()

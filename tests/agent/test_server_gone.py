@@ -1,20 +1,25 @@
 """A model server that exits on its own (a crash) is the run's failure, not one sample's.
 
-The backend tells it from a dropped connection at once (``ServerGone``, no retries); the REPL says so
-and starts the server again for the next question. The eval side is in tests/evals/test_eval_server_gone.py.
+The backend tells it from a dropped connection at once (``ServerGone``, no retries); a server that
+refuses every connection (a remote one that stopped) is gone once its patience has run out; the REPL
+says so and starts the server again for the next question. The eval side is in tests/evals/test_eval_server_gone.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
+import threading
+import time
 
 import pytest
-from fakeserver import closed_port
-from mathagent.agent.backends.base import BackendError, GenerationParams, ServerGone
+from fakeserver import FakeOpenAIServer, closed_port
+from mathagent.agent.backends.base import GenerationParams, ServerGone
 from mathagent.agent.backends.openai_backend import OpenAIBackend
+from mathagent.agent.backends.retry import RetryPolicy
 from mathagent.agent.backends.scripted import ScriptedBackend
 from mathagent.agent.llama_server import LlamaServer, describe_exit
 from mathagent.agent.repl import runtime as repl_runtime
@@ -54,9 +59,49 @@ def test_a_dropped_connection_to_an_exited_server_is_not_retried():
 def test_a_dropped_connection_to_a_running_server_is_retried():
     server = ExitedServer(None)  # still running: the drop may pass
     b = OpenAIBackend(base_url=f"http://127.0.0.1:{closed_port()}/v1", model="m", server=server)
-    with pytest.raises(BackendError, match="after 5 tries") as err:
+    with pytest.raises(ServerGone, match="refused every connection") as err:
         asyncio.run(b.generate(CHAT, GenerationParams()))
-    assert not isinstance(err.value, ServerGone) and len(b.retry_log) == 4
+    assert "exited" not in str(err.value) and len(b.retry_log) == 4 and server.asked == 5
+    assert err.value.restarts  # our own server: a new backend starts it again
+
+
+def test_a_server_that_refuses_every_connection_is_gone():
+    """Not one sample's failure: nothing listens, so every later sample would fail the same way."""
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    b = OpenAIBackend(base_url=url, model="m")  # a server this process did not start
+    with pytest.raises(ServerGone) as err:
+        asyncio.run(b.generate(CHAT, GenerationParams()))
+    msg = str(err.value)
+    assert f"the model server at {url} refused every connection" in msg and "after 5 tries" in msg, msg
+    assert len(b.retry_log) == 4  # waits scaled to zero here: no patience either
+    assert not err.value.restarts  # someone else's server: only they can start it again
+
+
+def test_a_refusing_server_gets_its_patience_before_it_is_gone():
+    policy = RetryPolicy(attempts=2, initial_wait=0.01, wait_scale=1.0, unreachable_s=2.0)
+    b = OpenAIBackend(base_url=f"http://127.0.0.1:{closed_port()}/v1", model="m", retry=policy)
+    t0 = time.monotonic()
+    with pytest.raises(ServerGone, match=r"refused every connection for 2 s \(2 x 2 tries\)"):
+        asyncio.run(b.generate(CHAT, GenerationParams()))
+    assert time.monotonic() - t0 >= 2.0 and len(b.retry_log) == 2  # one wait in each round of 2 tries
+
+
+def test_a_server_that_comes_back_within_the_patience_answers():
+    """A restart (a remote server's, between two tries) costs a wait, not the sample."""
+    port = closed_port()
+    policy = RetryPolicy(attempts=2, initial_wait=0.01, wait_scale=1.0, unreachable_s=60.0)
+    b = OpenAIBackend(base_url=f"http://127.0.0.1:{port}/v1", model="m", retry=policy)
+    back = FakeOpenAIServer(completions=["The answer is 42."], port=port)
+    timer = threading.Timer(1.5, back.start)
+    timer.start()
+    try:
+        t0 = time.monotonic()
+        out = asyncio.run(b.generate(CHAT, GenerationParams()))
+        assert out[0].text == "The answer is 42." and back.hits == 1
+        assert 1.5 <= time.monotonic() - t0 < 30 and len(b.retry_log) >= 1
+    finally:
+        timer.join()
+        back.stop()
 
 
 @pytest.mark.server
@@ -84,8 +129,36 @@ def test_a_crashed_llama_server_is_reported_with_its_signal():
 class GoneBackend(ScriptedBackend):
     """A backend whose server has just died: every request says so."""
 
+    restarts = True
+
     async def generate(self, prompt, params, *, on_text=None):  # type: ignore[override]
+        if not self.restarts:
+            raise ServerGone(
+                "the model server at http://10.0.0.9/v1 refused every connection", restarts=False
+            )
         raise ServerGone("the llama-cpp-python server of m (pid 1) exited with signal 11 (SIGSEGV)")
+
+
+class GoneRemoteBackend(GoneBackend):
+    restarts = False
+
+
+@pytest.mark.kernel
+def test_the_repl_does_not_promise_to_restart_a_server_it_did_not_start(monkeypatch):
+    monkeypatch.setattr(repl_runtime, "build_backend", lambda _settings: GoneRemoteBackend([]))
+    out = io.StringIO()
+    repl = Repl(ReplSettings(script="unused.json"), Console(file=out, width=120))
+
+    async def session() -> None:
+        try:
+            await repl.solve("What is 1 + 1?")
+        finally:
+            await repl.runtime.aclose()
+
+    asyncio.run(session())
+    text = out.getvalue()
+    assert "refused every connection" in text and "next question tries it again (start it first)" in text
+    assert "starts it again" not in text
 
 
 @pytest.mark.kernel
@@ -126,3 +199,52 @@ def test_solve_says_the_server_stopped_and_exits_1(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "mathagent solve: the model server stopped:" in captured.err and "SIGSEGV" in captured.err
     assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_eval_stops_when_its_remote_server_goes_away_and_resumes(tmp_path, capsys):
+    """``mathagent eval --base-url``: the server goes away after two answers; the eval stops (exit 1)
+    with the reason and the command that resumes, records no sample as failed, and the same command
+    finishes the run once the server is back. Before, each remaining sample became a failure."""
+    from mathagent.agent.cli import main
+
+    problems = tmp_path / "p.jsonl"
+    problems.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "question": f"Compute {i} + 1.", "answer": str(i + 1)}) + "\n"
+            for i in range(6)
+        )
+    )
+    server = FakeOpenAIServer(port=closed_port())
+    answered = []
+
+    def responder(body):
+        text = body["messages"][-1]["content"] if body.get("messages") else body["prompt"]
+        i = int(text.rsplit("Compute ", 1)[1].split(" ")[0])
+        answered.append(i)
+        if len(answered) == 2:
+            threading.Thread(target=server.go_away).start()
+        return f"So the answer is $\\boxed{{{i + 1}}}$."
+
+    server.responder = responder
+    run_dir = tmp_path / "run"
+    argv = ["eval", "--dataset", str(problems), "--base-url", server.base_url, "--model", "fake",
+            "--no-verify", "--concurrency", "1", "--run-dir", str(run_dir), "--json"]  # fmt: skip
+    server.start()
+    try:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"the model server at {server.base_url} refused every connection" in err, err
+        assert "to resume: mathagent eval" in err, err
+        recs = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
+        assert 2 <= len(recs) < 6 and all(r["status"] == "ok" and r["correct"] for r in recs), recs
+        server.start()  # back on the same port
+        assert main(argv) == 0
+    finally:
+        server.stop()
+    summary = json.loads(capsys.readouterr().out)  # the resumed run's --json summary
+    assert summary["n_failed"] == 0 and summary["counts"]["pending"] == 0, summary
+    latest = {}
+    for line in (run_dir / "samples.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        latest[rec["problem_id"]] = rec
+    assert sorted(latest) == [f"p{i}" for i in range(6)] and all(r["correct"] for r in latest.values())

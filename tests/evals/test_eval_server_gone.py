@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from mathagent.agent.backends.base import ServerGone
+from mathagent.agent.llama_server import LlamaServer
 from mathagent.agent.procstat import descendants
 from mathagent.agent.trace import StopReason, Trace
 from mathagent.evals.datasets import Problem
@@ -110,3 +111,53 @@ def test_eval_stops_when_the_bundled_server_crashes_and_resumes(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["counts"]["pending"] == 0 and summary["n_failed"] == 0, summary["counts"]
+
+
+@pytest.mark.server
+@pytest.mark.model
+@pytest.mark.kernel
+@pytest.mark.timeout(1200)
+def test_eval_stops_when_a_server_it_did_not_start_stops_and_resumes(tmp_path):
+    """A real llama-cpp-python server started apart from the eval (as ``mathagent model serve`` runs
+    one; the eval reaches it by ``--base-url``) is stopped after the first sample: the eval exits 1
+    once the server has refused connections for its patience, no sample is recorded as failed, and
+    the same command finishes the run against the server started again on the same port."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "MATHAGENT_RETRY_WAIT_SCALE": "0.05"}  # 3 s of the 60 s patience
+    server = LlamaServer("qwen2.5-coder-0.5b", n_ctx=2048, n_threads=1).start()
+    again: LlamaServer | None = None
+    argv = [
+        sys.executable, "-m", "mathagent.agent.cli", "eval", "--dataset", "gsm8k", "--limit", "6",
+        "--k", "1", "--temperature", "0", "--mode", "pot", "--model", "qwen2.5-coder-0.5b",
+        "--base-url", server.base_url, "--concurrency", "1", "--run-dir", str(run_dir), "--json",
+    ]  # fmt: skip
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            samples = run_dir / "samples.jsonl"
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and proc.poll() is None:
+                if samples.exists() and samples.read_text().strip():
+                    break
+                time.sleep(0.2)
+            assert proc.poll() is None, proc.communicate()
+            server.stop()
+            out, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 1, err
+        assert f"the model server at {server.base_url} refused every connection" in err, err
+        assert "to resume: mathagent eval" in err, err
+        recs = [json.loads(x) for x in samples.read_text().splitlines()]
+        assert 1 <= len(recs) < 6 and all(r["status"] == "ok" for r in recs), recs
+        again = LlamaServer("qwen2.5-coder-0.5b", port=server.port, n_ctx=2048, n_threads=1).start()
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+        assert done.returncode == 0, done.stderr
+        summary = json.loads(done.stdout)
+        assert summary["counts"]["pending"] == 0 and summary["n_failed"] == 0, summary["counts"]
+    finally:
+        server.stop()
+        if again is not None:
+            again.stop()
