@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from mathagent.evals.runs import run_holder
 
@@ -71,6 +72,32 @@ def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
 def run_dir_of(cmd: list[str]) -> Path:
     """The run folder an eval command of the plan writes (its ``--run-dir``)."""
     return Path(cmd[cmd.index("--run-dir") + 1])
+
+
+def planned_missing(found: set[str]) -> list[Any]:
+    """The plan's runs (all models and data sets) without a folder among ``found``, for the report's
+    coverage; none when no found folder is one of the plan's (roots that are not this study's)."""
+    from mathagent.evals.study import PlannedRun
+
+    cmds = {run_dir_of(c).name: c for c in plan(Path("."), list(MODELS), list(DATASETS))}
+    if not found & cmds.keys():
+        return []
+
+    def arg(cmd: list[str], flag: str) -> str:
+        return cmd[cmd.index(flag) + 1]
+
+    return [
+        PlannedRun(
+            name=name,
+            model=arg(cmd, "--model"),
+            dataset=arg(cmd, "--dataset"),
+            mode=arg(cmd, "--mode"),
+            k=int(arg(cmd, "--k")),
+            samples=int(arg(cmd, "--limit")) * int(arg(cmd, "--k")),
+        )  # fmt: skip
+        for name, cmd in cmds.items()
+        if name not in found
+    ]
 
 
 def finished(cmd: list[str]) -> bool:
@@ -155,10 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"no run folders under {', '.join(map(str, args.roots))}", file=sys.stderr)
         return 2
+    not_started = planned_missing({r.path.name for r in runs})
     command = "python3 bench/method_study.py report " + " ".join(map(str, args.roots))
     if args.calibration:
         command += " --calibration " + " ".join(map(str, args.calibration))
-    body = render(runs, calibrated=load_calibrations(args.calibration), command=command)
+    body = render(
+        runs, calibrated=load_calibrations(args.calibration), command=command, not_started=not_started
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(f"{args.title}\n\n{body}", encoding="utf-8")
     print(f"wrote {args.out} from {len(runs)} run folders")

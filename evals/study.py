@@ -24,7 +24,9 @@ Cells of a (model, data set) group:
   what today's code records for the same sample (the trajectory up to that revision is the same, and
   the phase stops there); cost figures stay as recorded.
 * Coverage (once, above the groups): samples finished of those each run asks for, and the hours the
-  rest takes at the pace measured so far.
+  rest takes at the pace measured so far; runs the study plans but has not started (``not_started``)
+  are listed too, at the pace of the same model's k = 1 run of the same mode on the same data set, and
+  each group names its missing runs, so an absent table reads as "not run yet", never as "left out".
 * Paired comparisons on the problems both sides cover: difference with a bootstrap 95% interval and
   McNemar's exact p-value.
 """
@@ -57,6 +59,19 @@ LOOP_BEFORE = "loop (before verification)"
 """The k = 1 row read from a loop+verify trace's answer before its verification phase."""
 POT_TEXT = "pot, or prose answer if no program"
 """The k = 1 row of a pot run that grades a sample without any program by the answer its text states."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run the study plans whose folder does not exist yet (``bench/method_study.py``'s plan)."""
+
+    name: str
+    model: str
+    dataset: str
+    mode: str
+    k: int
+    samples: int
+    """``--limit`` x k."""
 
 
 @dataclass
@@ -431,10 +446,17 @@ def _cmp_row(c: dict[str, Any] | None) -> str:
     return f"| {c['a']} − {c['b']} | {c['n']} | {d.fmt()} | {m.only_a} / {m.only_b} | {m.p_value:.3f} |"
 
 
-def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, command: str = "") -> str:
+def render(
+    runs: Sequence[Run],
+    *,
+    calibrated: dict[str, Any] | None = None,
+    command: str = "",
+    not_started: Sequence[PlannedRun] = (),
+) -> str:
     """The results document (Markdown) for all groups found in ``runs``.
 
     ``calibrated``: model name -> :class:`~mathagent.agent.grading.voting.Weights` for the calibrated column.
+    ``not_started``: planned runs without a folder yet: listed under coverage and in their group.
     """
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for r in runs:
@@ -448,7 +470,7 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
         "McNemar's exact test (discordant counts a-only / b-only).",
         "",
     ]
-    lines += coverage_table(runs)
+    lines += coverage_table(runs, not_started)
     lines += regraded_lines(runs)
     for (model, dataset), rs in sorted(groups.items()):
         rs = sorted(
@@ -456,6 +478,12 @@ def render(runs: Sequence[Run], *, calibrated: dict[str, Any] | None = None, com
         )
         n_max = max(len(r.problems) for r in rs)
         lines += [f"## {model} · {dataset}", ""]
+        for plan in (p for p in not_started if (p.model, p.dataset) == (model, dataset)):
+            lines += [
+                f"Not started yet: `{plan.name}` ({plan.mode}, k = {plan.k}, {plan.samples} samples); "
+                "its tables will appear here (see coverage for the time it takes).",
+                "",
+            ]
         lines += [
             f"With {n_max} problems an accuracy near 50% is known to about ±{100 * min_detectable_diff(n_max):.0f} "
             "points; paired differences smaller than that are not resolved.",
@@ -570,8 +598,22 @@ def regraded_lines(runs: Sequence[Run]) -> list[str]:
     return [*head, *lines, ""] if changed else [*head, *lines]
 
 
-def coverage_table(runs: Sequence[Run]) -> list[str]:
-    """Which runs are complete and, for the others, what is left at the pace measured so far."""
+def pace_of(plan: PlannedRun, runs: Sequence[Run]) -> tuple[Run, float] | None:
+    """The run whose mean sample time stands in for a planned run not started: the same model, data
+    set and mode (the k = 1 run, or the one with the most samples), with its mean seconds."""
+    same = [r for r in runs if (r.model, r.dataset, r.mode) == (plan.model, plan.dataset, plan.mode)]
+    best: tuple[Run, float] | None = None
+    for r in sorted(same, key=lambda r: (r.k != 1, -sum(len(v) for v in r.problems.values()))):
+        mean = coverage_row(r)["mean_s"]
+        if mean is not None:
+            best = (r, mean)
+            break
+    return best
+
+
+def coverage_table(runs: Sequence[Run], not_started: Sequence[PlannedRun] = ()) -> list[str]:
+    """Which runs are complete and, for the others, what is left at the pace measured so far; planned
+    runs without a folder at the pace of :func:`pace_of`."""
     out = [
         "## coverage",
         "",
@@ -597,6 +639,23 @@ def coverage_table(runs: Sequence[Run]) -> list[str]:
             f"| {r.path.name} | {r.mode} | {r.k} | {c['done']} / {planned} | {c['complete']} | {median} | "
             f"{at_once} | {left} | {r.revision or '?'} |"
         )
+    total = sum(c["hours_left"] or 0.0 for c in map(coverage_row, runs))
+    unknown = [r.path.name for r in runs if coverage_row(r)["hours_left"] is None]
+    for plan in sorted(not_started, key=lambda p: p.name):
+        pace = pace_of(plan, runs)
+        if pace is None:
+            left = "?"
+            unknown.append(plan.name)
+        else:
+            hours = plan.samples * pace[1] / 3600
+            total += hours
+            left = f"{hours:.1f} (at the pace of {pace[0].path.name}: {pace[1]:.0f} s)"
+        out.append(
+            f"| {plan.name} | {plan.mode} | {plan.k} | 0 / {plan.samples} | 0 | - | - | {left} | not started |"
+        )
+    if not_started or total:
+        rest = f" ({', '.join(unknown)}: unknown)" if unknown else ""
+        out += ["", f"Left in all: about {total:.1f} hours of one stream{rest}."]
     return [*out, ""]
 
 

@@ -96,15 +96,15 @@ def test_cells_match_counts_taken_from_the_records(runs_root):
 
 def _write_run(root: Path, name: str, mode: str, k: int, rows: list[tuple], **header_extra) -> None:
     """rows: (problem_id, sample_index, answer, correct, state, pre_verification_answer[, time_s]);
-    ``header_extra``: ``limit`` (into the identity's config), ``concurrency`` (into ``limits``) and
-    ``git_revision``."""
+    ``header_extra``: ``limit`` (into the identity's config), ``concurrency`` (into ``limits``),
+    ``git_revision`` and ``model``."""
     d = root / name
     d.mkdir(parents=True)
     agent = {"verify": mode == "loop+verify", **({"mode": mode} if mode in ("cot", "pot") else {})}
     header = {
         "identity": {
             "config": {
-                "model": "m",
+                "model": header_extra.get("model", "m"),
                 "k": k,
                 "temperature": 0.0,
                 "verify": agent["verify"],
@@ -432,3 +432,44 @@ def test_a_run_that_stopped_is_resumed_after_the_rest_of_the_plan(tmp_path, monk
     calls.clear()
     assert study.main([*argv, "--again", "0"]) == 0
     assert calls == first  # no second pass: the pot run still stops
+
+
+def test_planned_runs_not_started_are_listed_with_the_time_they_take(tmp_path):
+    """A study root with one of the plan's runs: every other planned run is listed as not started, at
+    the pace of the same model's k = 1 run of the same mode and data set where there is one ("?"
+    where not), its group says which tables are still to come, and the total counts both. A root
+    that holds none of the plan's runs lists nothing (the report serves other run folders too)."""
+    import importlib.util
+
+    from mathagent.evals.study import render
+
+    spec = importlib.util.spec_from_file_location("method_study", REPO / "bench" / "method_study.py")
+    assert spec and spec.loader
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    name = "gsm8k-qwen2.5-coder-0.5b-loopverify-k1"
+    rows = [("a", 0, "5", True, "T", "5", 10.0), ("b", 0, "4", False, "F", "4", 30.0)]
+    _write_run(tmp_path, name, "loop+verify", 1, rows, limit=100, concurrency=1, model="qwen2.5-coder-0.5b")
+    runs = find_runs([tmp_path])
+    missing = {p.name: p for p in study.planned_missing({r.path.name for r in runs})}
+    assert (
+        name not in missing
+        and len(missing) == len(study.plan(tmp_path, list(study.MODELS), list(study.DATASETS))) - 1
+    )
+    k4 = missing["gsm8k-qwen2.5-coder-0.5b-contested-k4"]
+    assert (k4.model, k4.dataset, k4.mode, k4.k, k4.samples) == (
+        "qwen2.5-coder-0.5b",
+        "gsm8k",
+        "loop+verify",
+        4,
+        400,
+    )
+    doc = render(runs, not_started=list(missing.values()))
+    assert (
+        f"| gsm8k-qwen2.5-coder-0.5b-contested-k4 | loop+verify | 4 | 0 / 400 | 0 | - | - | 2.2 (at the pace of {name}: "
+        "20 s) | not started |"
+    ) in doc  # 400 samples x 20 s
+    assert "| gsm8k-qwen2.5-coder-0.5b-cot-k1 | cot | 1 | 0 / 100 | 0 | - | - | ? | not started |" in doc
+    assert "Left in all: about 2.8 hours of one stream (" in doc  # 2.2 + 98 samples x 20 s left of the k1 run
+    assert "Not started yet: `gsm8k-qwen2.5-coder-0.5b-contested-k4` (loop+verify, k = 4, 400 samples)" in doc
+    assert study.planned_missing({"some-other-run"}) == []
