@@ -526,37 +526,46 @@ class OpenAIBackend:
         self, attempt: Callable[[], Awaitable[list[Completion]]], what: str
     ) -> list[Completion]:
         """``call_with_retries``, and past its last try a server that refused every connection gets
-        ``retry.unreachable_s`` to come back (a restart) before ``ServerGone`` stops the run: a dead
-        server would otherwise fail every remaining sample of an eval, each after all its tries."""
+        ``retry.unreachable_s`` (from its first refusal) to come back, a restart, before ``ServerGone``
+        stops the run: a dead server would otherwise fail every remaining sample of an eval, each after
+        all its tries. A try that reaches a server (any answer, a dropped stream) ends the streak."""
         scale = self.retry.scale()
         patience = self.retry.unreachable_s * scale
-        since: float | None = None
-        rounds = 0
+        refused: list[float] = []  # when each try of the current streak failed to connect
+
+        async def watched() -> list[Completion]:
+            try:
+                return await attempt()
+            except Exception as exc:
+                if connect_failed(exc):
+                    refused.append(time.monotonic())
+                else:
+                    refused.clear()
+                raise
+
         while True:
-            started = time.monotonic()
             try:
                 return await call_with_retries(
-                    attempt, what=what, policy=self.retry, wait=self.wait, on_retry=self.retry_log.append
+                    watched, what=what, policy=self.retry, wait=self.wait, on_retry=self.retry_log.append
                 )
             except ServerGone:
                 raise
             except BackendError as err:
-                if not connect_failed(err.__cause__):
+                if not refused or not connect_failed(err.__cause__):
                     raise
-                since = started if since is None else since
-                rounds += 1
-                left = since + patience - time.monotonic()
-                if left <= 0:
+                waited = time.monotonic() - refused[0]
+                if waited >= patience:
                     raise ServerGone(
                         f"the model server at {self.base_url or 'OpenAI'} refused every connection for "
-                        f"{time.monotonic() - since:.0f} s ({rounds} x {self.retry.attempts} tries): it is not "
-                        f"running; last: {err}",
+                        f"{waited:.0f} s ({len(refused)} tries): it is not running; last: {err}",
                         restarts=self.server is not None,
                     ) from err
                 log.warning(
-                    "%s: the server refuses connections; trying again for up to %.0f s more", what, left
+                    "%s: the server refuses connections; trying again for up to %.0f s more",
+                    what,
+                    patience - waited,
                 )
-                await asyncio.sleep(min(left, 5.0 * scale))
+                await asyncio.sleep(min(patience - waited, 5.0 * scale))
 
     async def _server_gone(self, exc: BaseException) -> ServerGone | None:
         """``ServerGone`` when ``exc`` (a transport failure) came from the server this backend keeps

@@ -81,9 +81,28 @@ def test_a_refusing_server_gets_its_patience_before_it_is_gone():
     policy = RetryPolicy(attempts=2, initial_wait=0.01, wait_scale=1.0, unreachable_s=2.0)
     b = OpenAIBackend(base_url=f"http://127.0.0.1:{closed_port()}/v1", model="m", retry=policy)
     t0 = time.monotonic()
-    with pytest.raises(ServerGone, match=r"refused every connection for 2 s \(2 x 2 tries\)"):
+    with pytest.raises(ServerGone, match=r"refused every connection for 2 s \(4 tries\)"):
         asyncio.run(b.generate(CHAT, GenerationParams()))
     assert time.monotonic() - t0 >= 2.0 and len(b.retry_log) == 2  # one wait in each round of 2 tries
+
+
+def test_the_patience_counts_from_the_first_refusal_not_from_the_request():
+    """A generation that ran 2 s before its connection dropped (the server stopping under it), then
+    refusals: the patience starts at the first refusal, so the long try does not use it up."""
+    policy = RetryPolicy(attempts=2, initial_wait=0.01, wait_scale=1.0, unreachable_s=1.0)
+    b = OpenAIBackend(base_url=f"http://127.0.0.1:{closed_port()}/v1", model="m", retry=policy)
+    tries: list[float] = []
+
+    async def attempt():
+        tries.append(time.monotonic())
+        if len(tries) == 1:
+            await asyncio.sleep(2.0)
+            raise ConnectionResetError("the server dropped the connection")
+        raise ConnectionRefusedError("nothing listens")
+
+    with pytest.raises(ServerGone, match=r"refused every connection for 1 s \(3 tries\)"):
+        asyncio.run(b._while_reachable(attempt, "request"))
+    assert len(tries) == 4 and tries[-1] - tries[1] >= 1.0
 
 
 def test_a_server_that_comes_back_within_the_patience_answers():
