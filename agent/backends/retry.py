@@ -123,28 +123,16 @@ def retry_after_of(exc: BaseException | None, now: float | None = None) -> float
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Transport error classes of the HTTP libraries present (the OpenAI client uses httpx or httpx2)."""
+def _http_errors(name: str) -> tuple[type[BaseException], ...]:
+    """The error classes called ``name`` in the HTTP libraries present (the OpenAI client uses httpx
+    or httpx2)."""
     out: list[type[BaseException]] = []
-    for name in ("httpx", "httpx2"):
+    for lib in ("httpx", "httpx2"):
         try:
-            mod = __import__(name)
+            mod = __import__(lib)
         except ImportError:
             continue
-        err = getattr(mod, "TransportError", None)
-        if isinstance(err, type):
-            out.append(err)
-    return tuple(out)
-
-
-def _connect_errors() -> tuple[type[BaseException], ...]:
-    out: list[type[BaseException]] = [ConnectionRefusedError]
-    for name in ("httpx", "httpx2"):
-        try:
-            mod = __import__(name)
-        except ImportError:
-            continue
-        err = getattr(mod, "ConnectError", None)
+        err = getattr(mod, name, None)
         if isinstance(err, type):
             out.append(err)
     return tuple(out)
@@ -153,7 +141,7 @@ def _connect_errors() -> tuple[type[BaseException], ...]:
 def connect_failed(exc: BaseException | None) -> bool:
     """True when ``exc`` or an error it came from is a failure to open a connection (refused,
     unknown host, no route): the request never reached a server, unlike a dropped one or a timeout."""
-    kinds = _connect_errors()
+    kinds: tuple[type[BaseException], ...] = (ConnectionRefusedError, *_http_errors("ConnectError"))
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -171,7 +159,7 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, openai.APIConnectionError | openai.APIResponseValidationError):
         return True  # APITimeoutError is a subclass of APIConnectionError
-    if isinstance(exc, _transport_errors() + (ConnectionError,)):
+    if isinstance(exc, _http_errors("TransportError") + (ConnectionError,)):
         return True
     code = status_of(exc)
     if isinstance(exc, openai.APIStatusError) or code is not None:
