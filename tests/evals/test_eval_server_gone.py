@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,45 @@ def _server_of(pid: int) -> int | None:
     return None
 
 
+EVAL_POT = [
+    sys.executable, "-m", "mathagent.agent.cli", "eval", "--dataset", "gsm8k", "--limit", "6", "--k", "1",
+    "--temperature", "0", "--mode", "pot", "--model", "qwen2.5-coder-0.5b", "--concurrency", "1", "--json",
+]  # fmt: skip
+
+
+def _stopped_after_first_sample(
+    argv: list[str], env: dict[str, str], run_dir: Path, stop: Callable[[subprocess.Popen], None]
+) -> str:
+    """Start the eval, call ``stop(proc)`` once its first sample is saved, and check that it exits 1
+    with only finished samples recorded (between 1 and 5, none failed); returns its stderr."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    samples = run_dir / "samples.jsonl"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            if samples.exists() and samples.read_text().strip():
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        stop(proc)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err
+    recs = [json.loads(x) for x in samples.read_text().splitlines()]
+    assert 1 <= len(recs) < 6 and all(r["status"] == "ok" for r in recs), recs
+    return err
+
+
+def _resume_finishes(argv: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["counts"]["pending"] == 0 and summary["n_failed"] == 0, summary["counts"]
+
+
 @pytest.mark.server
 @pytest.mark.model
 @pytest.mark.kernel
@@ -81,36 +121,17 @@ def test_eval_stops_when_the_bundled_server_crashes_and_resumes(tmp_path):
     dies) after the first sample; the eval exits 1 with the signal and the command that resumes, no
     sample is recorded as failed, and the same command then finishes the run."""
     run_dir = tmp_path / "run"
-    argv = [
-        sys.executable, "-m", "mathagent.agent.cli", "eval", "--dataset", "gsm8k", "--limit", "6",
-        "--k", "1", "--temperature", "0", "--mode", "pot", "--model", "qwen2.5-coder-0.5b",
-        "--concurrency", "1", "--run-dir", str(run_dir), "--json",
-    ]  # fmt: skip
+    argv = [*EVAL_POT, "--run-dir", str(run_dir)]
     env = {**os.environ, "MATHAGENT_LLAMA_THREADS": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        samples = run_dir / "samples.jsonl"
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            if samples.exists() and samples.read_text().strip():
-                break
-            time.sleep(0.2)
+
+    def crash(proc: subprocess.Popen) -> None:
         server = _server_of(proc.pid)
-        assert proc.poll() is None and server is not None, proc.communicate()
+        assert server is not None
         os.kill(server, signal.SIGSEGV)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 1, err
+
+    err = _stopped_after_first_sample(argv, env, run_dir, crash)
     assert "signal 11 (SIGSEGV)" in err and "to resume: mathagent eval" in err, err
-    recs = [json.loads(x) for x in samples.read_text().splitlines()]
-    assert 1 <= len(recs) < 6 and all(r["status"] == "ok" for r in recs), recs
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
-    assert summary["counts"]["pending"] == 0 and summary["n_failed"] == 0, summary["counts"]
+    _resume_finishes(argv, env)
 
 
 @pytest.mark.server
@@ -126,37 +147,13 @@ def test_eval_stops_when_a_server_it_did_not_start_stops_and_resumes(tmp_path):
     env = {**os.environ, "MATHAGENT_RETRY_WAIT_SCALE": "0.05"}  # 3 s of the 60 s patience
     server = LlamaServer("qwen2.5-coder-0.5b", n_ctx=2048, n_threads=1).start()
     again: LlamaServer | None = None
-    argv = [
-        sys.executable, "-m", "mathagent.agent.cli", "eval", "--dataset", "gsm8k", "--limit", "6",
-        "--k", "1", "--temperature", "0", "--mode", "pot", "--model", "qwen2.5-coder-0.5b",
-        "--base-url", server.base_url, "--concurrency", "1", "--run-dir", str(run_dir), "--json",
-    ]  # fmt: skip
+    argv = [*EVAL_POT, "--base-url", server.base_url, "--run-dir", str(run_dir)]
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        try:
-            samples = run_dir / "samples.jsonl"
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline and proc.poll() is None:
-                if samples.exists() and samples.read_text().strip():
-                    break
-                time.sleep(0.2)
-            assert proc.poll() is None, proc.communicate()
-            server.stop()
-            out, err = proc.communicate(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        assert proc.returncode == 1, err
+        err = _stopped_after_first_sample(argv, env, run_dir, lambda _proc: server.stop())
         assert f"the model server at {server.base_url} refused every connection" in err, err
         assert "to resume: mathagent eval" in err, err
-        recs = [json.loads(x) for x in samples.read_text().splitlines()]
-        assert 1 <= len(recs) < 6 and all(r["status"] == "ok" for r in recs), recs
         again = LlamaServer("qwen2.5-coder-0.5b", port=server.port, n_ctx=2048, n_threads=1).start()
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
-        assert done.returncode == 0, done.stderr
-        summary = json.loads(done.stdout)
-        assert summary["counts"]["pending"] == 0 and summary["n_failed"] == 0, summary["counts"]
+        _resume_finishes(argv, env)
     finally:
         server.stop()
         if again is not None:
