@@ -28,8 +28,8 @@
   With ``on_text`` the text pieces of the first sample are passed to it as they arrive.
 * Retries: :mod:`.retry` (the client's own ``max_retries`` is 0; ``Retry-After`` is honoured, capped);
   at most ``max_concurrency`` requests in flight. ``retry_log`` keeps the last waits. A server that
-  refuses every connection past the last try gets ``RetryPolicy.unreachable_s`` to come back, then
-  ``ServerGone`` stops the run (as for a crash of the server mathagent started).
+  refuses every connection past the last try gets ``RetryPolicy.unreachable_s`` (env
+  ``MATHAGENT_SERVER_PATIENCE``) to come back, then ``ServerGone`` stops the run (as for a crash of the server mathagent started).
 * ``count_tokens``: the GGUF vocabulary (loaded vocab-only through llama_cpp) when a ``gguf_path``
   is known, else an estimate of ``ceil(len(text) / 3.5)``.
 """
@@ -91,6 +91,8 @@ CHARS_PER_TOKEN = 3.5
 
 REQUEST_TIMEOUT_ENV = "MATHAGENT_REQUEST_TIMEOUT"
 STALL_TIMEOUT_ENV = "MATHAGENT_STALL_TIMEOUT"
+SERVER_PATIENCE_ENV = "MATHAGENT_SERVER_PATIENCE"
+"""Seconds a server that refuses every connection gets to come back (``RetryPolicy.unreachable_s``)."""
 DEFAULT_STALL_TIMEOUT = 60.0
 """Seconds without a streamed event, once the answer started, after which a request counts as stuck."""
 REQUEST_TIMEOUT_HELP = (
@@ -252,7 +254,10 @@ class OpenAIBackend:
         """Recent latencies of this server: a request far slower than them, overtaken by later ones,
         is given up before the fixed timeouts (see :mod:`.patience`)."""
         self.max_concurrency = max(1, max_concurrency)
-        self.retry = retry or RetryPolicy()
+        if retry is None:  # env MATHAGENT_SERVER_PATIENCE: e.g. longer for a server that restarts slowly
+            patience = seconds_from_env(SERVER_PATIENCE_ENV)
+            retry = RetryPolicy() if patience is None else RetryPolicy(unreachable_s=patience)
+        self.retry = retry
         self.wait = wait
         self.retry_log: deque[RetryEvent] = deque(maxlen=1000)
         """The last retries: what failed, how, and how long the backend waited before the next try."""

@@ -17,7 +17,7 @@ import time
 
 import pytest
 from fakeserver import FakeOpenAIServer, closed_port
-from mathagent.agent.backends.base import GenerationParams, ServerGone
+from mathagent.agent.backends.base import BackendError, GenerationParams, ServerGone
 from mathagent.agent.backends.openai_backend import OpenAIBackend
 from mathagent.agent.backends.retry import RetryPolicy
 from mathagent.agent.backends.scripted import ScriptedBackend
@@ -84,6 +84,23 @@ def test_a_refusing_server_gets_its_patience_before_it_is_gone():
     with pytest.raises(ServerGone, match=r"refused every connection for 2 s \(4 tries\)"):
         asyncio.run(b.generate(CHAT, GenerationParams()))
     assert time.monotonic() - t0 >= 2.0 and len(b.retry_log) == 2  # one wait in each round of 2 tries
+
+
+def test_the_patience_is_set_by_the_environment(monkeypatch):
+    """``MATHAGENT_SERVER_PATIENCE`` (seconds, scaled like the waits) for a server that restarts
+    slowly; a value that is not a positive number is refused when the backend is made."""
+    monkeypatch.setenv("MATHAGENT_RETRY_WAIT_SCALE", "0.1")
+    monkeypatch.setenv("MATHAGENT_SERVER_PATIENCE", "15")
+    b = OpenAIBackend(base_url=f"http://127.0.0.1:{closed_port()}/v1", model="m")
+    assert b.retry.unreachable_s == 15.0
+    t0 = time.monotonic()
+    with pytest.raises(ServerGone, match="refused every connection for [0-9]+ s"):
+        asyncio.run(b.generate(CHAT, GenerationParams()))
+    assert 1.5 <= time.monotonic() - t0 < 15  # 15 s x 0.1
+    for bad in ("abc", "0", "-5"):
+        monkeypatch.setenv("MATHAGENT_SERVER_PATIENCE", bad)
+        with pytest.raises(BackendError, match="env MATHAGENT_SERVER_PATIENCE must be a"):
+            OpenAIBackend(base_url="http://127.0.0.1:9/v1", model="m")
 
 
 def test_the_patience_counts_from_the_first_refusal_not_from_the_request():
