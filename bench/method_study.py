@@ -69,9 +69,19 @@ def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
     return k1[:3] + vp + k1[3:] + k4
 
 
+def arg_of(cmd: list[str], flag: str) -> str:
+    """The value an eval command of the plan gives ``flag``."""
+    return cmd[cmd.index(flag) + 1]
+
+
 def run_dir_of(cmd: list[str]) -> Path:
     """The run folder an eval command of the plan writes (its ``--run-dir``)."""
-    return Path(cmd[cmd.index("--run-dir") + 1])
+    return Path(arg_of(cmd, "--run-dir"))
+
+
+def samples_of(cmd: list[str]) -> int:
+    """The samples an eval command of the plan asks for: ``--limit`` x ``--k``."""
+    return int(arg_of(cmd, "--limit")) * int(arg_of(cmd, "--k"))
 
 
 def planned_missing(found: set[str]) -> list[Any]:
@@ -82,18 +92,14 @@ def planned_missing(found: set[str]) -> list[Any]:
     cmds = {run_dir_of(c).name: c for c in plan(Path("."), list(MODELS), list(DATASETS))}
     if not found & cmds.keys():
         return []
-
-    def arg(cmd: list[str], flag: str) -> str:
-        return cmd[cmd.index(flag) + 1]
-
     return [
         PlannedRun(
             name=name,
-            model=arg(cmd, "--model"),
-            dataset=arg(cmd, "--dataset"),
-            mode=arg(cmd, "--mode"),
-            k=int(arg(cmd, "--k")),
-            samples=int(arg(cmd, "--limit")) * int(arg(cmd, "--k")),
+            model=arg_of(cmd, "--model"),
+            dataset=arg_of(cmd, "--dataset"),
+            mode=arg_of(cmd, "--mode"),
+            k=int(arg_of(cmd, "--k")),
+            samples=samples_of(cmd),
         )  # fmt: skip
         for name, cmd in cmds.items()
         if name not in found
@@ -107,7 +113,7 @@ def finished(cmd: list[str]) -> bool:
     run_dir = run_dir_of(cmd)
     try:
         counts = json.loads((run_dir / "summary.json").read_text())["counts"]
-        want = int(cmd[cmd.index("--limit") + 1]) * int(cmd[cmd.index("--k") + 1])
+        want = samples_of(cmd)
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return counts.get("total") == want and counts.get("pending") == 0

@@ -627,8 +627,9 @@ def coverage_table(runs: Sequence[Run], not_started: Sequence[PlannedRun] = ()) 
         "| started at |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = {r.path.name: coverage_row(r) for r in runs}
     for r in sorted(runs, key=lambda r: r.path.name):
-        c = coverage_row(r)
+        c = rows[r.path.name]
         planned = "?" if c["planned"] is None else str(c["planned"])
         median = "-" if c["median_s"] is None else f"{c['median_s']:.0f} / {c['mean_s']:.0f}"
         left = (
@@ -639,8 +640,8 @@ def coverage_table(runs: Sequence[Run], not_started: Sequence[PlannedRun] = ()) 
             f"| {r.path.name} | {r.mode} | {r.k} | {c['done']} / {planned} | {c['complete']} | {median} | "
             f"{at_once} | {left} | {r.revision or '?'} |"
         )
-    total = sum(c["hours_left"] or 0.0 for c in map(coverage_row, runs))
-    unknown = [r.path.name for r in runs if coverage_row(r)["hours_left"] is None]
+    total = sum(c["hours_left"] or 0.0 for c in rows.values())
+    unknown = [name for name, c in rows.items() if c["hours_left"] is None]
     for plan in sorted(not_started, key=lambda p: p.name):
         pace = pace_of(plan, runs)
         if pace is None:
