@@ -556,7 +556,7 @@ class OpenAIBackend:
             except ServerGone:
                 raise
             except BackendError as err:
-                if not refused or not connect_failed(err.__cause__):
+                if not refused:  # the last try reached a server (or was not retried): its failure
                     raise
                 waited = time.monotonic() - refused[0]
                 if waited >= patience:
