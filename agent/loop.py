@@ -49,6 +49,12 @@ from mathagent.sandbox.output import model_view as sandbox_view
 
 log = logging.getLogger(__name__)
 
+UNCLOSED_CODE = "the model did not close its code block"
+MALFORMED_CALL = "malformed tool call"
+CUT_SHORT = (UNCLOSED_CODE, MALFORMED_CALL)
+"""How the reason of a sample the model left unusable begins (``Trajectory._cut_short``): revisions
+before it recorded such samples as ERROR (``status: failed`` in a run folder)."""
+
 RESTART_NOTICE = "[kernel restarted: all variables and imports were lost; define them again]"
 
 
@@ -221,16 +227,13 @@ class Trajectory:
             except FormatError as e:
                 if c.text.strip():
                     self.steps.append(Step(StepKind.TEXT, c.text.strip(), phase=phase))
-                return StopReason.ERROR, f"malformed tool call: {e}"
+                return self._cut_short(f"{MALFORMED_CALL}: {e}")
             if not g.text.strip() and g.code is None and not c.tool_calls and not self.steps:
                 return StopReason.ERROR, "backend returned an empty completion"
             if g.text.strip():
                 self.steps.append(Step(StepKind.TEXT, g.text, phase=phase))
             if g.unclosed_code:
-                return (
-                    StopReason.ERROR,
-                    f"the model did not close its code block within {self.config.max_tokens} tokens",
-                )
+                return self._cut_short(f"{UNCLOSED_CODE} within {self.config.max_tokens} tokens")
             if g.code is not None:
                 self.steps.append(Step(StepKind.CODE, g.code, phase=phase))
                 if rounds >= limit:
@@ -256,6 +259,16 @@ class Trajectory:
                         f"max_tokens ({self.config.max_tokens}) reached without an answer",
                     )
                 return StopReason.NO_ANSWER, None
+
+    def _cut_short(self, why: str) -> tuple[StopReason, str | None]:
+        """How a message the model itself left unusable ends the turn: a code block it never closed, a
+        tool call that does not parse. Like prose that runs out of tokens, that is the model's own
+        ending, not a failure of the harness (a failed sample is one the harness could not run, and
+        ``--retry-failed`` runs it again; at T = 0 this one would end the same way): an answer it gave
+        before stands, else it has none, and ``why`` says what happened."""
+        if self.answer() is not None:
+            return StopReason.ANSWERED, None
+        return StopReason.NO_ANSWER, why
 
     # -- the verification phase's view of the trajectory (mathagent.agent.verification.VerifyContext)
 

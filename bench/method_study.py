@@ -41,7 +41,9 @@ def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
     """The study's runs, cheapest first: the k = 1 ablations of the first model on the first data set,
     the verify-prompt runs on GSM8K train (section 4, small), the other k = 1 ablations (each model x
     data set), then the k = 4 runs (hours each on 2 cores)."""
-    eval_ = [sys.executable, "-m", "mathagent.agent.cli", "eval"]
+    # --retry-failed: a resume runs again the samples the harness could not run (a server error after
+    # its retries); a sample the model ended itself without an answer is not one (agent/loop.py)
+    eval_ = [sys.executable, "-m", "mathagent.agent.cli", "eval", "--retry-failed"]
     k1, k4 = [], []
     for ds in datasets:  # GSM8K for both models first: the cheapest complete comparison
         for model in models:
@@ -108,15 +110,16 @@ def planned_missing(found: set[str]) -> list[Any]:
 
 def finished(cmd: list[str]) -> bool:
     """Whether the run folder of ``cmd`` already holds every sample it asks for (its summary says
-    nothing is pending, of ``--limit`` x ``--k`` samples). Such a run is not started again: resuming it
-    would load its model only to find nothing to do."""
+    nothing is pending and none failed, of ``--limit`` x ``--k`` samples). Such a run is not started
+    again: resuming it would load its model only to find nothing to do. One with failed samples is: its
+    eval runs them again (``--retry-failed``)."""
     run_dir = run_dir_of(cmd)
     try:
         counts = json.loads((run_dir / "summary.json").read_text())["counts"]
         want = samples_of(cmd)
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return counts.get("total") == want and counts.get("pending") == 0
+    return counts.get("total") == want and counts.get("pending") == 0 and not counts.get("failed")
 
 
 def run_one(cmd: list[str], nice: int, run_dir: Path) -> int | str:

@@ -2,7 +2,9 @@
 
 :func:`run_eval_async` is independent of how a trace is produced: it awaits ``solve_fn(problem,
 sample_index, seed) -> Trace``; :func:`solve_with_loop` runs the real agent loop for one sample. A sample whose solve raises, or whose trace stopped with
-``StopReason.ERROR``, is recorded with ``status="failed"`` and its reason, and the run goes on. A
+``StopReason.ERROR`` (the harness could not run it), is recorded with ``status="failed"`` and its reason,
+and the run goes on; one the model ended without an answer (``NO_ANSWER``, its code block cut by max_tokens
+too) is ``ok`` and graded wrong. A
 :class:`~mathagent.agent.backends.base.ServerGone` (the model server exited) is the run's failure,
 not a sample's: the run stops on it with nothing recorded for the samples in flight, which a resume
 runs.

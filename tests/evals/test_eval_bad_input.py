@@ -196,6 +196,28 @@ def test_summary_counts_cover_the_whole_run(tmp_path, capsys):
 
 
 @pytest.mark.kernel
+def test_a_code_block_the_model_never_closes_is_a_wrong_answer_not_a_failed_sample(tmp_path, capsys):
+    """The model's own failure (its program cut by --max-tokens) is graded wrong like any sample without
+    an answer; failed is kept for samples the harness could not run, which --retry-failed runs again."""
+    problems = write_problems(tmp_path / "p.jsonl", QUESTIONS[:2])
+    script = tmp_path / "s.jsonl"
+    script.write_text(
+        json.dumps({"problem_id": "0", "turns": [turn("5")]}) + "\n"
+        + json.dumps({"problem_id": "1", "turns": ["Counting:\n```python\nn = 0\n" + "n += 7\n" * 500]}) + "\n"
+    )  # fmt: skip
+    args = eval_args(problems, script, tmp_path / "run", "--max-tokens", "200")
+    assert eval_main(args) == 0
+    counts = json.loads(capsys.readouterr().out)["counts"]
+    assert counts["failed"] == 0 and counts["ok"] == 2
+    cut = {r["problem_id"]: r for r in lines(tmp_path / "run")}["1"]
+    assert (cut["status"], cut["stop_reason"], cut["answer"]) == ("ok", "no_answer", None)
+    assert cut["correct"] is False
+    assert cut["trace"]["error"] == "the model did not close its code block within 200 tokens"
+    assert eval_main([*args, "--retry-failed"]) == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["ran"] == 0
+
+
+@pytest.mark.kernel
 def test_resume_from_another_directory_with_other_relative_paths(tmp_path, capsys, monkeypatch):
     work = tmp_path / "work"
     (work / "data").mkdir(parents=True)

@@ -237,16 +237,20 @@ def test_cross_fitted_weights_vote_each_fold_with_the_other_folds_labels(tmp_pat
     assert all(cf.scores[p] == 0.0 for p in ids if fold_of(p) == 0)
 
 
+def dry_run_lines(root: Path, *flags: str) -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "method_study.py"), "run", "--root", str(root), "--dry-run", *flags],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return proc.stdout.splitlines()
+
+
 def test_run_only_selects_disjoint_streams(tmp_path):
     """`run --only` keeps the plan's order and selects by folder name, so two invocations can split it."""
 
     def planned(*only: str) -> list[str]:
-        proc = subprocess.run(
-            [sys.executable, str(REPO / "bench" / "method_study.py"), "run", "--root", str(tmp_path),
-             "--dry-run", *(["--only", *only] if only else [])],
-            capture_output=True, text=True, timeout=120, check=True,
-        )  # fmt: skip
-        lines = [line for line in proc.stdout.splitlines() if not line.startswith("finished: ")]
+        lines = dry_run_lines(tmp_path, *(["--only", *only] if only else []))
+        lines = [line for line in lines if not line.startswith("finished: ")]
         return [line.split("--run-dir ")[1].split()[0].rsplit("/", 1)[1] for line in lines]
 
     everything = planned()
@@ -267,6 +271,11 @@ def test_run_only_selects_disjoint_streams(tmp_path):
         json.dumps({"counts": {**counts, "done": 39, "pending": 1}})
     )
     assert planned("vp-") == ["vp-verify_substitute-1.5b", "vp-verify_resolve-1.5b"]
+    # one whose every sample is done but one failed (a server error after its retries) is resumed, and
+    # its eval runs the failed sample again
+    (tmp_path / "vp-verify-1.5b" / "summary.json").write_text(json.dumps({"counts": {**counts, "failed": 1}}))
+    assert planned("vp-") == ["vp-verify-1.5b", "vp-verify_substitute-1.5b", "vp-verify_resolve-1.5b"]
+    assert all("--retry-failed" in line for line in dry_run_lines(tmp_path) if "--run-dir" in line)
 
 
 def test_streams_skip_a_run_another_process_holds(tmp_path, hold_run):
@@ -280,13 +289,11 @@ def test_streams_skip_a_run_another_process_holds(tmp_path, hold_run):
     spec.loader.exec_module(study)
 
     def planned() -> tuple[list[str], list[str]]:
-        proc = subprocess.run(
-            [sys.executable, str(REPO / "bench" / "method_study.py"), "run", "--root", str(tmp_path), "--dry-run"],
-            capture_output=True, text=True, timeout=120, check=True,
-        )  # fmt: skip
-        busy = [line for line in proc.stdout.splitlines() if line.startswith("busy: ")]
-        started = [line.split("--run-dir ")[1].split()[0].rsplit("/", 1)[1] for line in proc.stdout.splitlines()
-                   if "--run-dir " in line]  # fmt: skip
+        lines = dry_run_lines(tmp_path)
+        busy = [line for line in lines if line.startswith("busy: ")]
+        started = [
+            line.split("--run-dir ")[1].split()[0].rsplit("/", 1)[1] for line in lines if "--run-dir " in line
+        ]
         return busy, started
 
     _, everything = planned()
