@@ -2,6 +2,7 @@
 
     python3 bench/method_study.py report RUNS_ROOT... [--calibration FILE...] [--out docs/results.md]
     python3 bench/method_study.py run --root /work/study-runs/method [--models ...] [--datasets ...] [--dry-run]
+    python3 bench/method_study.py compare RUN_A RUN_B [--out FILE]
 
 ``report`` reads every run folder under the roots (partial runs too: each cell says how many problems
 it covers) and writes the tables (evals/study.py). ``run`` runs the k = 1 modes (cot, pot, loop+verify,
@@ -12,6 +13,10 @@ each is an ordinary resumable run folder, so re-running the command resumes wher
 whose folder already holds all its samples is skipped: `finished: NAME`). A run whose eval stopped
 with exit 1 (its model server exited, a full disk) is resumed once more after the rest of the plan
 (``--again N``).
+
+``compare`` puts two runs of the same settings side by side that differ in one thing outside the run's
+identity (the model server: llama-cpp-python's or llama.cpp's llama-server), row by row over the
+problems both have all k samples of (:func:`mathagent.evals.study.paired_runs`).
 
 Several ``run`` invocations side by side share the work: each takes the next run that is neither
 finished nor held by another process (``run.lock``, held by the eval writing the folder), and skips a
@@ -140,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--calibration", nargs="*", default=[], type=Path, help="calibration JSON files")
     rp.add_argument("--out", type=Path, default=Path("docs/results.md"))
     rp.add_argument("--title", default="# Results: what the method adds (issue 13)")
+    cp = sub.add_parser(
+        "compare",
+        help="two runs of the same settings that differ in one thing (the server): every vote row side by side",
+    )
+    cp.add_argument("a", type=Path)
+    cp.add_argument("b", type=Path)
+    cp.add_argument("--out", type=Path, help="also write the table here")
     rn = sub.add_parser("run", help="run the k = 1 mode ablations (resumable)")
     rn.add_argument("--root", type=Path, required=True)
     rn.add_argument("--models", nargs="+", default=list(MODELS))
@@ -184,6 +196,18 @@ def main(argv: list[str] | None = None) -> int:
             names = ", ".join(run_dir_of(c).name for c in stopped)
             print(f"again: resuming {names} (stopped with exit 1)", flush=True)
             todo = stopped
+        return 0
+    if args.cmd == "compare":
+        from mathagent.evals.study import load_run, paired_runs
+
+        try:
+            table = paired_runs(load_run(args.a), load_run(args.b))
+        except (OSError, ValueError) as e:
+            print(f"method_study compare: {e}", file=sys.stderr)
+            return 2
+        print(table, end="")
+        if args.out:
+            args.out.write_text(table, encoding="utf-8")
         return 0
     from mathagent.evals.study import find_runs, load_calibrations, render
 

@@ -38,7 +38,7 @@ import logging
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -692,3 +692,86 @@ def load_calibrations(paths: Sequence[Path]) -> dict[str, Any]:
         d = json.loads(Path(p).read_text(encoding="utf-8"))
         out[d["model"]] = Weights.from_dict(d["weights"])
     return out
+
+
+# ---------------------------------------------------------------- two runs that differ in one thing
+
+
+def server_of(rec: dict[str, Any]) -> str:
+    """The model server a sample ran on, as its trace recorded it (``?`` when it did not say)."""
+    meta = (rec.get("trace") or {}).get("meta") or {}
+    return str((meta.get("continuation") or {}).get("server") or "?")
+
+
+def paired_runs(a: Run, b: Run) -> str:
+    """Two runs with the same settings on the same problems that differ in one thing outside the run's
+    identity (the model server, a build): every vote row and the mean sample accuracy side by side,
+    ``b − a`` with a paired bootstrap interval and McNemar's test over the problems both have all k
+    samples of, then the verification states and what a sample cost in each (Markdown).
+
+    ``ValueError`` when the runs differ in model, data set, mode, k or temperature: then a difference
+    would not be the one thing's."""
+    keys = ("model", "dataset", "mode", "k", "temperature", "verify_prompt")
+    if diff := [
+        f"{key}: {getattr(a, key)!r} vs {getattr(b, key)!r}"
+        for key in keys
+        if getattr(a, key) != getattr(b, key)
+    ]:
+        raise ValueError(f"the runs differ in more than one thing ({'; '.join(diff)})")
+    common = sorted(
+        p for p in a.problems.keys() & b.problems.keys() if min(len(a.problems[p]), len(b.problems[p])) >= a.k
+    )
+    if not common:
+        raise ValueError(f"no problem has all {a.k} samples in both runs")
+
+    def only(run: Run) -> Run:
+        return replace(run, problems={p: run.problems[p][: run.k] for p in common})
+
+    a, b = only(a), only(b)
+    servers = {
+        r.path.name: sorted({server_of(x) for recs in r.problems.values() for x in recs}) for r in (a, b)
+    }
+    lines = [
+        f"{a.model} · {a.dataset} · {a.mode}, k = {a.k}, T = {a.temperature:g}: **a** = `{a.path.name}` "
+        f"(server {', '.join(servers[a.path.name])}), **b** = `{b.path.name}` (server "
+        f"{', '.join(servers[b.path.name])}), over the {len(common)} problems both have all {a.k} samples of "
+        f"(an accuracy near 50% is known to about ±{100 * min_detectable_diff(len(common)):.0f} points on "
+        f"{len(common)} problems).",
+        "",
+        "| row | a % [95% CI] | b % [95% CI] | b − a, points [95% CI] | a-only / b-only | McNemar p |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def row(label: str) -> str:  # a cross-fit row's label names its weights, which differ between runs
+        head, colon, _ = label.partition(":")
+        return f"{head})" if colon else label
+
+    b_cells = {row(c.label): c for c in vote_cells(b)}
+    for ca in vote_cells(a):
+        if (cb := b_cells.get(row(ca.label))) is None:
+            continue
+        c = compare(cb, ca)
+        assert c is not None  # both cover every common problem
+        m = c["mcnemar"]
+        # a problem's mean over its k samples is a fraction: McNemar's test is for right/wrong pairs
+        tested = (
+            f"{m.only_b} / {m.only_a} | {m.p_value:.3f}" if not row(ca.label).startswith("mean ") else "- | -"
+        )
+        lines.append(
+            f"| {row(ca.label)} | {ca.interval().fmt()} | {cb.interval().fmt()} | {c['diff'].fmt()} | {tested} |"
+        )
+    lines += [
+        "",
+        "| run | samples | T / U / F / none / skipped % | tokens out | model calls | s per sample, mean |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in (a, b):
+        v, cost = verification_rows(r), cost_row(r)
+        shares = " / ".join(
+            f"{100 * v['states'][s]['share']:.0f}" if s in v["states"] else "0"
+            for s in ("T", "U", "F", "none", "skipped")
+        )
+        lines.append(
+            f"| {r.path.name} | {cost['samples']} | {shares} | {cost['tokens_out']:.0f} | {cost['calls']:.1f} | {cost['seconds']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -97,7 +97,7 @@ def test_cells_match_counts_taken_from_the_records(runs_root):
 def _write_run(root: Path, name: str, mode: str, k: int, rows: list[tuple], **header_extra) -> None:
     """rows: (problem_id, sample_index, answer, correct, state, pre_verification_answer[, time_s]);
     ``header_extra``: ``limit`` (into the identity's config), ``concurrency`` (into ``limits``),
-    ``git_revision`` and ``model``."""
+    ``git_revision``, ``model`` and ``server`` (each sample's, as its trace records it)."""
     d = root / name
     d.mkdir(parents=True)
     agent = {"verify": mode == "loop+verify", **({"mode": mode} if mode in ("cot", "pot") else {})}
@@ -127,6 +127,8 @@ def _write_run(root: Path, name: str, mode: str, k: int, rows: list[tuple], **he
         rec = {"problem_id": pid, "sample_index": i, "gold": "5", "dataset": "gsm8k", "status": "ok", "answer": ans,
                "correct": ok, "verification_state": state, "ran_code": mode != "cot", "tokens_in": 10, "tokens_out": 5,
                "time_s": rest[0] if rest else 1.0, "trace": {"verification": ver, "meta": {"calls": 1 if mode in ("cot", "pot") else 3}}}  # fmt: skip
+        if "server" in header_extra:
+            rec["trace"]["meta"]["continuation"] = {"server": header_extra["server"]}
         lines.append(json.dumps(rec))
     (d / "samples.jsonl").write_text("\n".join(lines) + "\n")
 
@@ -480,3 +482,48 @@ def test_planned_runs_not_started_are_listed_with_the_time_they_take(tmp_path):
     assert "Left in all: about 2.8 hours of one stream (" in doc  # 2.2 + 98 samples x 20 s left of the k1 run
     assert "Not started yet: `gsm8k-qwen2.5-coder-0.5b-contested-k4` (loop+verify, k = 4, 400 samples)" in doc
     assert study.planned_missing({"some-other-run"}) == []
+
+
+def test_two_runs_that_differ_only_in_their_server_are_compared_row_by_row(tmp_path):
+    """`method_study.py compare A B`: the same settings on two servers, over the problems both have all k
+    samples of; b − a per vote row with McNemar's counts (not for the mean of k samples, a fraction)."""
+    from mathagent.evals.study import load_run, paired_runs
+
+    cpp = [
+        ("a", 0, "5", True, "T", "5"), ("a", 1, "5", True, "T", "5"),
+        ("b", 0, "6", False, "F", "6"), ("b", 1, "6", False, "U", "6"),
+        ("c", 0, "5", True, "U", "5"), ("c", 1, "6", False, "T", "6"),
+        ("d", 0, "5", True, "T", "5"), ("d", 1, "5", True, "T", "5"),
+    ]  # fmt: skip
+    srv = [
+        ("a", 0, "5", True, "T", "5"), ("a", 1, "5", True, "T", "5"),
+        ("b", 0, "5", True, "T", "5"), ("b", 1, "5", True, "T", "5"),
+        ("c", 0, "6", False, "U", "6"), ("c", 1, "6", False, "U", "6"),
+        ("d", 0, "5", True, "T", "5"),  # one sample of two: d is left out
+        ("e", 0, "5", True, "T", "5"), ("e", 1, "5", True, "T", "5"),  # only in b
+    ]  # fmt: skip
+    _write_run(tmp_path, "cpp", "loop+verify", 2, cpp, server="llama-cpp-python")
+    _write_run(tmp_path, "srv", "loop+verify", 2, srv, server="llama-server")
+    table = paired_runs(load_run(tmp_path / "cpp"), load_run(tmp_path / "srv"))
+    assert (
+        "**a** = `cpp` (server llama-cpp-python), **b** = `srv` (server llama-server), over the 3 problems"
+        in table
+    )
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    # maj@2: a right on a, c (the tie takes the first sample); b right on a, b
+    assert rows["maj@2"].startswith("| maj@2 | 66.7 [") and "| 0.0 [" in rows["maj@2"]
+    assert rows["maj@2"].endswith("| 1 / 1 | 1.000 |")
+    assert rows["pass@2"].endswith("| 1 / 1 | 1.000 |")
+    mean = rows["mean accuracy of the 2 samples"]
+    assert mean.startswith("| mean accuracy of the 2 samples | 50.0 [") and "| 66.7 [" in mean
+    assert mean.endswith("| - | - |")
+    assert "| cpp | 6 | 50 / 33 / 17 / 0 / 0 |" in table and "| srv | 6 | 67 / 33 / 0 / 0 / 0 |" in table
+
+    _write_run(tmp_path, "k1", "loop+verify", 1, [("a", 0, "5", True, "T", "5")])
+    with pytest.raises(ValueError, match="differ in more than one thing \\(k: 2 vs 1\\)"):
+        paired_runs(load_run(tmp_path / "cpp"), load_run(tmp_path / "k1"))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "method_study.py"), "compare", str(tmp_path / "cpp"), str(tmp_path / "k1")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "differ in more than one thing (k: 2 vs 1)" in proc.stderr
