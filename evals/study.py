@@ -232,6 +232,13 @@ def calls(rec: dict[str, Any]) -> int:
     return int(((rec.get("trace") or {}).get("meta") or {}).get("calls", 0))
 
 
+def server_of(rec: dict[str, Any]) -> str:
+    """The model server a sample ran on, as its trace recorded it (traces before the continuation record,
+    and failed samples without a trace, did not say)."""
+    meta = (rec.get("trace") or {}).get("meta") or {}
+    return str((meta.get("continuation") or {}).get("server") or "not recorded")
+
+
 # ---------------------------------------------------------------- cells
 
 
@@ -399,7 +406,11 @@ def coverage_row(run: Run) -> dict[str, Any]:
         left = 0.0
     elif planned is not None and mean is not None and run.concurrency:
         left = (planned - len(recs)) * mean / run.concurrency / 3600
+    servers: dict[str, int] = defaultdict(int)
+    for r in recs:
+        servers[server_of(r)] += 1
     return {
+        "servers": dict(sorted(servers.items(), key=lambda kv: -kv[1])),
         "done": len(recs),
         "planned": planned,
         "complete": sum(len(rs) >= run.k for rs in finished),
@@ -620,12 +631,13 @@ def coverage_table(runs: Sequence[Run], not_started: Sequence[PlannedRun] = ()) 
         "Samples finished of those each run asks for (`--limit` x k), problems with all k samples, the median "
         "and mean wall time of a sample as recorded (on a shared machine, waiting included), how many trajectories "
         "the run's last invocation ran at once, and the hours the rest takes at the mean pace in one stream (? where the "
-        "header does not record it), and the revision each run started at. Partial runs count in the tables "
-        "below on the problems they cover.",
+        "header does not record it), the revision each run started at, and the model server its samples ran on (as "
+        "their traces record it; with the samples of each when a run used more than one). Partial runs count in the "
+        "tables below on the problems they cover.",
         "",
         "| run | mode | k | samples done / planned | problems complete | s per sample, median / mean | at once | hours left "
-        "| started at |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| started at | server |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = {r.path.name: coverage_row(r) for r in runs}
     for r in sorted(runs, key=lambda r: r.path.name):
@@ -636,9 +648,15 @@ def coverage_table(runs: Sequence[Run], not_started: Sequence[PlannedRun] = ()) 
             "-" if c["hours_left"] is None else ("done" if c["hours_left"] == 0 else f"{c['hours_left']:.1f}")
         )
         at_once = "?" if r.concurrency is None else str(r.concurrency)
+        servers = c["servers"]
+        server = (
+            next(iter(servers), "-")
+            if len(servers) <= 1
+            else ", ".join(f"{k} {n}" for k, n in servers.items())
+        )
         out.append(
             f"| {r.path.name} | {r.mode} | {r.k} | {c['done']} / {planned} | {c['complete']} | {median} | "
-            f"{at_once} | {left} | {r.revision or '?'} |"
+            f"{at_once} | {left} | {r.revision or '?'} | {server} |"
         )
     total = sum(c["hours_left"] or 0.0 for c in rows.values())
     unknown = [name for name, c in rows.items() if c["hours_left"] is None]
@@ -652,7 +670,7 @@ def coverage_table(runs: Sequence[Run], not_started: Sequence[PlannedRun] = ()) 
             total += hours
             left = f"{hours:.1f} (at the pace of {pace[0].path.name}: {pace[1]:.0f} s)"
         out.append(
-            f"| {plan.name} | {plan.mode} | {plan.k} | 0 / {plan.samples} | 0 | - | - | {left} | not started |"
+            f"| {plan.name} | {plan.mode} | {plan.k} | 0 / {plan.samples} | 0 | - | - | {left} | not started | - |"
         )
     if not_started or total:
         rest = f" ({', '.join(unknown)}: unknown)" if unknown else ""
@@ -695,12 +713,6 @@ def load_calibrations(paths: Sequence[Path]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- two runs that differ in one thing
-
-
-def server_of(rec: dict[str, Any]) -> str:
-    """The model server a sample ran on, as its trace recorded it (``?`` when it did not say)."""
-    meta = (rec.get("trace") or {}).get("meta") or {}
-    return str((meta.get("continuation") or {}).get("server") or "?")
 
 
 def paired_runs(a: Run, b: Run) -> str:

@@ -204,9 +204,18 @@ def test_coverage_counts_what_is_left_at_the_measured_pace(tmp_path):
         and coverage_row(runs["nolimit"])["hours_left"] is None
     )
     doc = render(list(runs.values()))
-    assert "| partial | loop+verify | 2 | 3 / 6 | 1 | 30 / 50 | 2 | 0.0 | 0123456 |" in doc
-    assert "| full | cot | 1 | 1 / 1 | 1 | 1 / 1 | 1 | done | ? |" in doc
-    assert "| old | loop+verify | 2 | 3 / 6 | 1 | 30 / 50 | ? | - | ? |" in doc
+    assert "| partial | loop+verify | 2 | 3 / 6 | 1 | 30 / 50 | 2 | 0.0 | 0123456 | not recorded |" in doc
+    assert "| full | cot | 1 | 1 / 1 | 1 | 1 / 1 | 1 | done | ? | not recorded |" in doc
+    assert "| old | loop+verify | 2 | 3 / 6 | 1 | 30 / 50 | ? | - | ? | not recorded |" in doc
+    # the server each sample ran on, as its trace records it; a run that changed server says how many
+    _write_run(tmp_path / "5", "cpp", "cot", 1, [("a", 0, "5", True, None, None)], server="llama-cpp-python")
+    two = [("b", 0, "5", True, None, None), ("c", 0, "5", True, None, None)]
+    _write_run(tmp_path / "5", "mixed", "cot", 1, two, server="llama-server")
+    mixed = tmp_path / "5" / "mixed" / "samples.jsonl"
+    mixed.write_text(mixed.read_text() + (tmp_path / "5" / "cpp" / "samples.jsonl").read_text())
+    doc = render(find_runs([tmp_path / "5"]))
+    assert "| cpp | cot | 1 | 1 / ? | 1 | 1 / 1 | ? | - | ? | llama-cpp-python |" in doc
+    assert "| mixed | cot | 1 | 3 / ? | 3 | 1 / 1 | ? | - | ? | llama-server 2, llama-cpp-python 1 |" in doc
 
 
 def test_cross_fitted_weights_vote_each_fold_with_the_other_folds_labels(tmp_path):
