@@ -71,7 +71,7 @@ def server_backend(server: LlamaServer, **kw: Any) -> OpenAIBackend:
         base_url=server.base_url,
         gguf_path=server.path,
         server=server,
-        server_kind="llama-cpp-python",
+        server_kind=server.kind,  # recorded with each trace's continuation: which server wrote it
         **kw,
     )
 

@@ -211,7 +211,7 @@ class OpenAIBackend:
                 ``chat``, ``completions`` or ``user`` (see :mod:`.continuation`).
             gguf_path: the served GGUF file, for exact ``count_tokens`` and its chat template.
             server: a :class:`~mathagent.agent.llama_server.LlamaServer` this backend keeps alive.
-            server_kind: the kind of a server mathagent started itself (``llama-cpp-python``): no
+            server_kind: the kind of a server mathagent started itself (``llama-cpp-python``, ``llama-server``): no
                 probing over HTTP.
             progress: a probe of the server's activity (:mod:`.progress`; for a server mathagent
                 started, the busy time of its process): a silence longer than the stall timeout

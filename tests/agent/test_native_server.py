@@ -52,6 +52,27 @@ def test_kind_from_the_environment_and_bad_kinds(tmp_path, monkeypatch):
     assert native_server.find_binary() is None
 
 
+def test_a_backend_on_a_server_mathagent_started_knows_its_kind(tmp_path, monkeypatch):
+    """The kind reaches the backend and the continuation every trace records (``meta.continuation.server``):
+    a llama-server run was recorded as llama-cpp-python's before, so a study could not tell them apart."""
+    from mathagent.agent.backends import server_backend
+    from mathagent.agent.backends.continuation import ChatTemplate, clear_cache, probe
+
+    fake = tmp_path / "llama-server"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv(native_server.BIN_ENV, str(fake))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    for kind in (LLAMA_SERVER, LLAMA_CPP_PYTHON):
+        backend = server_backend(LlamaServer(gguf, kind=kind))  # not started: nothing is probed over HTTP
+        assert backend.server_kind == kind
+        clear_cache()
+        template = ChatTemplate("{{ messages }}", (), "a test")
+        cont = probe(backend.base_url, backend.model, template=template, known_server=backend.server_kind)
+        assert cont.to_dict()["server"] == kind and cont.mode == "completions"
+
+
 def test_llama_server_command_line(tmp_path):
     cmd = native_server.command(
         "/x/llama-server", tmp_path / "m.gguf", alias="m", host="127.0.0.1", port=8123, n_ctx=2048,
