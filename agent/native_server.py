@@ -15,8 +15,9 @@ binary is downloaded.
 This module finds the binary and builds its command line; :class:`mathagent.agent.llama_server.LlamaServer`
 runs it (``kind="llama-server"``). Which server a bundled model gets:
 
-- ``kind`` / ``--server`` / ``$MATHAGENT_SERVER``: ``llama-cpp-python`` (the default: the measurements
-  on this machine did not show llama-server faster on the default 1.5B model, see docs/backends.md),
+- ``kind`` / ``--server`` / ``$MATHAGENT_SERVER``: ``llama-cpp-python`` (the default: llama-server's
+  gain at k = 4 on the default 1.5B model depends on the machine, x1.08 to x1.89 here, and equal
+  answer quality is not shown; see docs/backends.md),
   ``llama-server``, or ``auto``: ``llama-server`` when its binary is found, else llama-cpp-python with
   a logged warning.
 - the binary: ``$MATHAGENT_LLAMA_SERVER_BIN``, else ``llama-server`` in the Python scripts folder,
@@ -46,7 +47,7 @@ KINDS = (LLAMA_SERVER, LLAMA_CPP_PYTHON)
 KIND_ENV = "MATHAGENT_SERVER"
 BIN_ENV = "MATHAGENT_LLAMA_SERVER_BIN"
 DEFAULT_KIND = LLAMA_CPP_PYTHON
-"""Today's server stays the default: llama-server was not clearly faster on the 1.5B model here."""
+"""Today's server stays the default: llama-server's speed-up varies by machine and its quality is not shown equal."""
 DEFAULT_PARALLEL = 4
 """Slots of ``llama-server``: the default ``--k 4`` of a problem decode together."""
 CACHE_RAM_MIB = 1024
