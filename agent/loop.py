@@ -49,12 +49,6 @@ from mathagent.sandbox.output import model_view as sandbox_view
 
 log = logging.getLogger(__name__)
 
-UNCLOSED_CODE = "the model did not close its code block"
-MALFORMED_CALL = "malformed tool call"
-CUT_SHORT = (UNCLOSED_CODE, MALFORMED_CALL)
-"""How the reason of a sample the model left unusable begins (``Trajectory._cut_short``): revisions
-before it recorded such samples as ERROR (``status: failed`` in a run folder)."""
-
 RESTART_NOTICE = "[kernel restarted: all variables and imports were lost; define them again]"
 
 
@@ -227,13 +221,15 @@ class Trajectory:
             except FormatError as e:
                 if c.text.strip():
                     self.steps.append(Step(StepKind.TEXT, c.text.strip(), phase=phase))
-                return self._cut_short(f"{MALFORMED_CALL}: {e}")
+                return self._cut_short(f"malformed tool call: {e}")
             if not g.text.strip() and g.code is None and not c.tool_calls and not self.steps:
                 return StopReason.ERROR, "backend returned an empty completion"
             if g.text.strip():
                 self.steps.append(Step(StepKind.TEXT, g.text, phase=phase))
             if g.unclosed_code:
-                return self._cut_short(f"{UNCLOSED_CODE} within {self.config.max_tokens} tokens")
+                return self._cut_short(
+                    f"the model did not close its code block within {self.config.max_tokens} tokens"
+                )
             if g.code is not None:
                 self.steps.append(Step(StepKind.CODE, g.code, phase=phase))
                 if rounds >= limit:

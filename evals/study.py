@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -406,11 +406,8 @@ def coverage_row(run: Run) -> dict[str, Any]:
         left = 0.0
     elif planned is not None and mean is not None and run.concurrency:
         left = (planned - len(recs)) * mean / run.concurrency / 3600
-    servers: dict[str, int] = defaultdict(int)
-    for r in recs:
-        servers[server_of(r)] += 1
     return {
-        "servers": dict(sorted(servers.items(), key=lambda kv: -kv[1])),
+        "servers": dict(Counter(map(server_of, recs)).most_common()),
         "done": len(recs),
         "planned": planned,
         "complete": sum(len(rs) >= run.k for rs in finished),
@@ -721,8 +718,8 @@ def paired_runs(a: Run, b: Run) -> str:
     ``b − a`` with a paired bootstrap interval and McNemar's test over the problems both have all k
     samples of, then the verification states and what a sample cost in each (Markdown).
 
-    ``ValueError`` when the runs differ in model, data set, mode, k or temperature: then a difference
-    would not be the one thing's."""
+    ``ValueError`` when the runs differ in model, data set, mode, k, temperature or verify prompt: then a
+    difference would not be the one thing's."""
     keys = ("model", "dataset", "mode", "k", "temperature", "verify_prompt")
     if diff := [
         f"{key}: {getattr(a, key)!r} vs {getattr(b, key)!r}"
