@@ -96,10 +96,16 @@ def crossfit_weights(
     problems: Mapping[str, Sequence[Mapping[str, Any]]], strength: float = SHRINK
 ) -> list[Any]:
     """Per fold, the weights fitted on the *other* fold's samples (``problems``: id -> records with
-    ``verification_state`` and ``correct``), so that voting on a problem never uses its own labels."""
+    ``verification_state`` and ``correct``), so that voting on a problem never uses its own labels.
+
+    As in :func:`calibrate_records`, samples left unverified because their problem's samples agreed
+    are not fitted on: counted as Uncertain, those (mostly right) answers would raise that state's
+    precision, although no vote they take part in depends on the weights."""
     counts: list[list[tuple[Any, Any]]] = [[], []]
     for pid, recs in problems.items():
-        counts[fold_of(pid)] += [(r.get("verification_state"), r.get("correct")) for r in recs]
+        counts[fold_of(pid)] += [
+            (r.get("verification_state"), r.get("correct")) for r in recs if not verification_skipped(r)
+        ]
     return [derive_weights(state_counts(counts[1 - f]), strength) for f in (0, 1)]
 
 

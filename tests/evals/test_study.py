@@ -248,6 +248,32 @@ def test_cross_fitted_weights_vote_each_fold_with_the_other_folds_labels(tmp_pat
     assert all(cf.scores[p] == 0.0 for p in ids if fold_of(p) == 0)
 
 
+def test_cross_fitted_weights_ignore_samples_left_unverified():
+    """Samples of agreed problems (``--verify-contested`` skipped their verification) carry no state
+    and are mostly right: fitted as Uncertain they would rank Uncertain above True. The fit leaves
+    them out, as ``calibrate`` does, so the weights are those of the verified samples alone."""
+    from mathagent.agent.calibrate import crossfit_weights, verification_skipped
+
+    def rec(state, ok, skipped=False):
+        meta = {"verification_skipped": True} if skipped else {}
+        return {"verification_state": state, "correct": ok, "trace": {"meta": meta}}
+
+    verified = {
+        f"p{i}": [rec("T", True), rec("T", i % 3 != 0), rec("U", i % 2 == 0), rec("F", False)]
+        for i in range(40)
+    }
+    agreed = {f"q{i}": [rec(None, True, skipped=True) for _ in range(4)] for i in range(40)}
+    assert verification_skipped(agreed["q0"][0]) and not verification_skipped(verified["p0"][0])
+    alone = crossfit_weights(verified)
+    both = crossfit_weights({**verified, **agreed})
+    assert [str(w) for w in both] == [str(w) for w in alone]
+    for w in both:
+        assert w.true == 1 and w.uncertain < 1 and w.false < w.uncertain
+    # counted as Uncertain (the old fit), the agreed samples would have put Uncertain on top
+    unmarked = {p: [rec(None, True) for _ in range(4)] for p in agreed}
+    assert all(w.uncertain == 1 and w.true < 1 for w in crossfit_weights({**verified, **unmarked}))
+
+
 def dry_run_lines(root: Path, *flags: str) -> list[str]:
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "method_study.py"), "run", "--root", str(root), "--dry-run", *flags],
