@@ -121,13 +121,10 @@ def heldout_check(problems: dict[str, list[dict[str, Any]]], dataset: str, stren
         folds[fold_of(pid)][pid] = recs
     diffs: list[float] = []
     maj_right = cal_right = 0
-    fold_weights = []
+    fitted = crossfit_weights(problems, strength)
+    fold_weights = [str(w) for w in fitted]
     for f in (0, 1):
-        train = [r for recs in folds[1 - f].values() for r in recs]
-        w = derive_weights(
-            state_counts([(r.get("verification_state"), r.get("correct")) for r in train]), strength
-        )
-        fold_weights.append(str(w))
+        w = fitted[f]
         for recs in folds[f].values():
             samples = [Sample(r.get("answer"), r.get("verification_state")) for r in recs]
             votes = []
