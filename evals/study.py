@@ -244,11 +244,23 @@ def server_of(rec: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """Per-problem 0/1 (or fractional) scores for one row of a table."""
+    """Per-problem 0/1 (or fractional) scores for one row of a table.
+
+    ``row`` names the row the same way in every run (a cross-fitted vote's label names the weights fitted
+    on that run; its row does not); empty means the label. ``kind``: ``"vote"`` for a vote over the k
+    samples, ``"pass"`` for pass@k, ``"mean"`` for the samples' mean accuracy (a fraction per problem, so
+    McNemar's right/wrong test does not apply to it)."""
 
     label: str
     scores: dict[str, float]
     note: str = ""
+    row: str = ""
+    kind: str = "vote"
+
+    @property
+    def name(self) -> str:
+        """The row's name across runs."""
+        return self.row or self.label
 
     @property
     def n(self) -> int:
@@ -299,18 +311,25 @@ def vote_cells(run: Run, weights: Any = None, calibrated: Any = None) -> list[Ce
     k = run.k
     full = {p: recs for p, recs in run.problems.items() if len(recs) >= k}
     cf = _cluster_fn(run.grading)
-    variants: list[tuple[str, Any, bool]] = [
-        (f"maj@{k}", MAJORITY, False),
-        (f"weighted@{k} (default {weights or Weights()})", weights or Weights(), False),
+    variants: list[tuple[str, str, Any, bool]] = [
+        (f"maj@{k}", "", MAJORITY, False),
+        (f"weighted@{k} (default {weights or Weights()})", "", weights or Weights(), False),
     ]
     if calibrated is not None:
-        variants.append((f"weighted@{k} (calibrated {calibrated})", calibrated, False))
+        variants.append((f"weighted@{k} (calibrated {calibrated})", "", calibrated, False))
     folds = crossfit_weights({p: recs[:k] for p, recs in full.items()})
     if any(fold_of(p) == 0 for p in full) and any(fold_of(p) == 1 for p in full):
-        variants.append((f"weighted@{k} (2-fold cross-fit: {folds[0]} / {folds[1]})", folds, False))
-    variants.append((f"maj@{k} pruned", MAJORITY, True))
+        variants.append(
+            (
+                f"weighted@{k} (2-fold cross-fit: {folds[0]} / {folds[1]})",
+                f"weighted@{k} (2-fold cross-fit)",
+                folds,
+                False,
+            )
+        )
+    variants.append((f"maj@{k} pruned", "", MAJORITY, True))
     out = []
-    for label, wv, prune in variants:
+    for label, row, wv, prune in variants:
         scores = {}
         for pid, recs in full.items():
             w = wv[fold_of(pid)] if isinstance(wv, list) else wv
@@ -325,14 +344,19 @@ def vote_cells(run: Run, weights: Any = None, calibrated: Any = None) -> list[Ce
             ]
             res = weighted_vote(samples, w, cluster_fn=cf, prune_candidates=prune)
             scores[pid] = float(res.winner_index is not None and bool(recs[res.winner_index].get("correct")))
-        out.append(Cell(label, scores))
+        out.append(Cell(label, scores, row=row))
     out.append(
-        Cell(f"pass@{k}", {p: float(any(r.get("correct") for r in recs[:k])) for p, recs in full.items()})
+        Cell(
+            f"pass@{k}",
+            {p: float(any(r.get("correct") for r in recs[:k])) for p, recs in full.items()},
+            kind="pass",
+        )
     )
     out.append(
         Cell(
             f"mean accuracy of the {k} samples",
             {p: sum(bool(r.get("correct")) for r in recs[:k]) / k for p, recs in full.items()},
+            kind="mean",
         )
     )
     return out
@@ -531,7 +555,7 @@ def render(
             ]
             lines += [f"| {c.label} | {_iv(c)} |" for c in cells]
             maj = cells[0]
-            comps += [compare(c, maj) for c in cells[1:-2]]
+            comps += [compare(c, maj) for c in cells[1:] if c.kind == "vote"]
         lines += ["", "### paired comparisons", ""]
         real = [c for c in comps if c is not None]
         if real:
@@ -751,23 +775,16 @@ def paired_runs(a: Run, b: Run) -> str:
         "|---|---|---|---|---|---|",
     ]
 
-    def row(label: str) -> str:  # a cross-fit row's label names its weights, which differ between runs
-        head, colon, _ = label.partition(":")
-        return f"{head})" if colon else label
-
-    b_cells = {row(c.label): c for c in vote_cells(b)}
+    b_cells = {c.name: c for c in vote_cells(b)}
     for ca in vote_cells(a):
-        if (cb := b_cells.get(row(ca.label))) is None:
+        if (cb := b_cells.get(ca.name)) is None:
             continue
         c = compare(cb, ca)
         assert c is not None  # both cover every common problem
         m = c["mcnemar"]
-        # a problem's mean over its k samples is a fraction: McNemar's test is for right/wrong pairs
-        tested = (
-            f"{m.only_b} / {m.only_a} | {m.p_value:.3f}" if not row(ca.label).startswith("mean ") else "- | -"
-        )
+        tested = f"{m.only_b} / {m.only_a} | {m.p_value:.3f}" if ca.kind != "mean" else "- | -"
         lines.append(
-            f"| {row(ca.label)} | {ca.interval().fmt()} | {cb.interval().fmt()} | {c['diff'].fmt()} | {tested} |"
+            f"| {ca.name} | {ca.interval().fmt()} | {cb.interval().fmt()} | {c['diff'].fmt()} | {tested} |"
         )
     lines += [
         "",

@@ -522,7 +522,7 @@ def test_planned_runs_not_started_are_listed_with_the_time_they_take(tmp_path):
 def test_two_runs_that_differ_only_in_their_server_are_compared_row_by_row(tmp_path):
     """`method_study.py compare A B`: the same settings on two servers, over the problems both have all k
     samples of; b − a per vote row with McNemar's counts (not for the mean of k samples, a fraction)."""
-    from mathagent.evals.study import load_run, paired_runs
+    from mathagent.evals.study import load_run, paired_runs, vote_cells
 
     cpp = [
         ("a", 0, "5", True, "T", "5"), ("a", 1, "5", True, "T", "5"),
@@ -553,6 +553,20 @@ def test_two_runs_that_differ_only_in_their_server_are_compared_row_by_row(tmp_p
     assert mean.startswith("| mean accuracy of the 2 samples | 50.0 [") and "| 66.7 [" in mean
     assert mean.endswith("| - | - |")
     assert "| cpp | 6 | 50 / 33 / 17 / 0 / 0 |" in table and "| srv | 6 | 67 / 33 / 0 / 0 / 0 |" in table
+
+    # the cross-fitted row is fitted on each run itself, so its label names different weights in a and b;
+    # it is still one row (problems a-c are fold 1 and d, e fold 0, so both folds are there)
+    both = [("a", 0, "5", True, "T", "5"), ("a", 1, "6", False, "U", "6"),
+            ("d", 0, "5", True, "T", "5"), ("d", 1, "6", False, "F", "6"),
+            ("e", 0, "5", True, "U", "5"), ("e", 1, "6", False, "T", "6")]  # fmt: skip
+    _write_run(tmp_path, "cpp2", "loop+verify", 2, both, server="llama-cpp-python")
+    flipped = [(p, i, a, c, {"T": "F", "F": "T"}.get(st, st), o) for p, i, a, c, st, o in both]
+    _write_run(tmp_path, "srv2", "loop+verify", 2, flipped, server="llama-server")
+    runs2 = [load_run(tmp_path / n) for n in ("cpp2", "srv2")]
+    labels = [{c.label for c in vote_cells(r) if "cross-fit" in c.label} for r in runs2]
+    assert all(len(x) == 1 for x in labels) and labels[0] != labels[1]
+    crossfit = [line for line in paired_runs(*runs2).splitlines() if "cross-fit" in line]
+    assert len(crossfit) == 1 and crossfit[0].startswith("| weighted@2 (2-fold cross-fit) | ")
 
     _write_run(tmp_path, "k1", "loop+verify", 1, [("a", 0, "5", True, "T", "5")])
     with pytest.raises(ValueError, match="differ in more than one thing \\(k: 2 vs 1\\)"):
