@@ -300,9 +300,16 @@ def k1_cells(runs: Sequence[Run]) -> list[Cell]:
     return sorted(cells.values(), key=lambda c: (rank.get(c.label.split(" [")[0], 9), c.label))
 
 
+def unverified_label(k: int) -> str:
+    """The row of a loop+verify run's k-sample vote taken on the answers from before verification."""
+    return f"maj@{k} before verification (the loop's answers)"
+
+
 def vote_cells(run: Run, weights: Any = None, calibrated: Any = None) -> list[Cell]:
-    """maj@k, weighted@k, calibrated weighted@k, cross-fitted weighted@k, maj@k pruned, pass@k over
-    problems with all k samples.
+    """maj@k, weighted@k, calibrated weighted@k, cross-fitted weighted@k, maj@k pruned, maj@k of the
+    answers before verification (loop+verify runs: the vote ``--mode loop`` would have taken on the same
+    samples, for the loop's part of the cost), pass@k and the samples' mean accuracy over problems with
+    all k samples.
 
     The cross-fitted row calibrates on this run itself without leaking: the problems split in two folds
     by id (:func:`~mathagent.agent.calibrate.fold_of`) and each fold votes with weights fitted on the
@@ -345,6 +352,15 @@ def vote_cells(run: Run, weights: Any = None, calibrated: Any = None) -> list[Ce
             res = weighted_vote(samples, w, cluster_fn=cf, prune_candidates=prune)
             scores[pid] = float(res.winner_index is not None and bool(recs[res.winner_index].get("correct")))
         out.append(Cell(label, scores, row=row))
+    if run.mode == "loop+verify":  # what `--mode loop` would have voted: the same samples, unverified
+        scores = {}
+        for pid, recs in full.items():
+            pre = [Sample(pre_verification_answer(r), None) for r in recs[:k]]
+            res = weighted_vote(pre, MAJORITY, cluster_fn=cf)
+            scores[pid] = float(
+                res.winner_index is not None and pre_correct(recs[res.winner_index], run.grading)
+            )
+        out.append(Cell(unverified_label(k), scores))
     out.append(
         Cell(
             f"pass@{k}",
@@ -554,8 +570,11 @@ def render(
                 "|---|---|---|",
             ]
             lines += [f"| {c.label} | {_iv(c)} |" for c in cells]
-            maj = cells[0]
-            comps += [compare(c, maj) for c in cells[1:] if c.kind == "vote"]
+            maj, votes = cells[0], [c for c in cells[1:] if c.kind == "vote"]
+            comps += [compare(c, maj) for c in votes]
+            # what verification adds at k: its weighted votes against the unverified samples' majority
+            if before := next((c for c in votes if c.label == unverified_label(run.k)), None):
+                comps += [compare(c, before) for c in votes if c.label.startswith("weighted@")]
         lines += ["", "### paired comparisons", ""]
         real = [c for c in comps if c is not None]
         if real:

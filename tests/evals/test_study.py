@@ -19,6 +19,7 @@ from mathagent.evals.study import (
     find_runs,
     k1_cells,
     pre_verification_answer,
+    unverified_label,
     verification_rows,
     vote_cells,
 )
@@ -89,9 +90,25 @@ def test_cells_match_counts_taken_from_the_records(runs_root):
             assert by_label[f"pass@{run.k}"].scores == {
                 p: float(any(r["correct"] for r in rs)) for p, rs in done.items()
             }
+            before = by_label.pop(unverified_label(run.k), None)
             # a vote can only be right when some sample is
             for label, cell in by_label.items():
                 assert all(cell.scores[p] <= by_label[f"pass@{run.k}"].scores[p] for p in cell.scores), label
+            if run.mode != "loop+verify":
+                assert before is None
+                continue
+            # the unverified vote: where no answer was revised it is maj@k; where the k answers from before
+            # verification are one string, it is that answer's grade
+            assert before is not None and before.scores.keys() == done.keys()
+            agreed = 0
+            for p, rs in done.items():
+                pre = [pre_verification_answer(r) for r in rs[: run.k]]
+                if all(a == r["answer"] for a, r in zip(pre, rs[: run.k], strict=True)):
+                    assert before.scores[p] == by_label[f"maj@{run.k}"].scores[p], p
+                if len(set(pre)) == 1 and pre[0] == rs[0]["answer"]:
+                    agreed += 1
+                    assert before.scores[p] == float(rs[0]["correct"]), p
+            assert agreed
 
 
 def _write_run(root: Path, name: str, mode: str, k: int, rows: list[tuple], **header_extra) -> None:
@@ -156,12 +173,25 @@ def test_tables_on_hand_made_runs(tmp_path):
     # a: 5(T) vs 6(F) tie on count -> majority takes the earliest (5); weights pick T as well
     assert votes["maj@2"] == {"a": 1.0, "b": 1.0, "c": 0.0}
     assert votes["pass@2"] == {"a": 1.0, "b": 1.0, "c": 0.0}
+    # before verification b's answers were 7 and 6 (the tie takes 7, wrong): the revision won b
+    assert votes["maj@2 before verification (the loop's answers)"] == {"a": 1.0, "b": 0.0, "c": 0.0}
+    # k = 3: before verification 5, 7, 7 (7 wins, wrong); sample 1's revision to 5 makes 5 the majority after
+    _write_run(tmp_path / "k3", "lv3", "loop+verify", 3, [("a", 0, "5", True, "T", "5"), ("a", 1, "5", True, "F", "7"), ("a", 2, "7", False, "U", "7")])  # fmt: skip
+    votes3 = {x.label: x.scores for x in vote_cells(find_runs([tmp_path / "k3"])[0])}
+    assert votes3["maj@3"] == {"a": 1.0} and votes3["maj@3 before verification (the loop's answers)"] == {
+        "a": 0.0
+    }
     v = verification_rows(lv_run)
     assert (v["revised"], v["fixed"], v["broke"]) == (1, 1, 0)
     assert {s: row["n"] for s, row in v["states"].items()} == {"T": 2, "U": 2, "F": 2}
     assert v["states"]["T"]["precision"].value == 1.0 and v["states"]["F"]["precision"].value == 0.0
     doc = render(runs)
     assert "| loop+verify − loop (before verification) | 3 | 33.3 [" in doc
+    assert "| maj@2 before verification (the loop's answers) − maj@2 | 3 | -33.3 [" in doc
+    assert (
+        "| weighted@2 (default 1,0.3,0.1) − maj@2 before verification (the loop's answers) | 3 | 33.3 ["
+        in doc
+    )
     assert "| cot | 33.3 [" in doc and "| 3 | k=1 T=0 cot |" in doc
 
 
