@@ -68,6 +68,8 @@ def _list(as_json: bool, verify: bool) -> int:
             "description": m.description,
             "verify_at_k1": m.verify_at_k1,
             "evidence": m.evidence,
+            "verify_at_k": m.verify_at_k,
+            "evidence_k": m.evidence_k,
         }
         if verify:
             row["sha_ok"] = models.verify(m)
@@ -88,6 +90,7 @@ def _list(as_json: bool, verify: bool) -> int:
         "assembled",
         *(["sha ok"] if verify else []),
         "verify at k=1",
+        "verify at k>1",
         "description",
     )
     for r in rows:
@@ -100,6 +103,7 @@ def _list(as_json: bool, verify: bool) -> int:
             mark[bool(r["assembled"])],
             *extra,
             "on" if r["verify_at_k1"] else "off (measured)",
+            "on" if r["verify_at_k"] else "off (measured)",
             str(r["description"]),
         )
     Console().print(t)
@@ -113,6 +117,11 @@ def _list(as_json: bool, verify: bool) -> int:
     for r in rows:
         if not r["verify_at_k1"]:
             print(f"{r['name']}: verification off by default at k = 1: {r['evidence']}")
+        if not r["verify_at_k"]:
+            print(
+                f"{r['name']}: verification off by default at k > 1 (on with a saved calibration): "
+                f"{r['evidence_k']}"
+            )
     print(f"cache: {models.cache_dir()}")
     return 0
 

@@ -136,10 +136,11 @@ FLAGS: dict[str, Flag] = {
             "action": argparse.BooleanOptionalAction,
             "default": None,
             "help": "code-based self-verification after an answer; revise when it comes out False (default: "
-            "on, except at k = 1 on a bundled model measured not to gain from it)",
+            "on, except on a bundled model measured not to gain from it: at k = 1, and at k > 1 unless a "
+            "calibration is saved for it)",
         },
         config="verify",
-        differs="none given: on, except at k = 1 on a measured bundled model (modes.default_verify)",
+        differs="none given: on, except on a measured bundled model (modes.default_verify)",
     ),
     "timeout": Flag(
         ("--timeout",),

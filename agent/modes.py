@@ -7,8 +7,8 @@
 * ``pot``: program of thought (prompt ``pot.md``): one model call that must write one Python block;
   it runs once and its last printed line is the answer; no feedback round.
 * ``loop``: the multi-round loop (text, code, output, ...), no verification.
-* ``loop+verify``: the loop plus code-based self-verification and revision (the default, except at
-  k = 1 for a bundled model measured not to gain from it: :func:`default_verify`).
+* ``loop+verify``: the loop plus code-based self-verification and revision (the default, except on a
+  bundled model measured not to gain from it: :func:`default_verify`).
 
 In :class:`~mathagent.agent.config.AgentConfig` a mode is two fields: ``mode`` (``loop``/``cot``/``pot``)
 and ``verify``. ``AgentConfig.to_dict`` leaves ``mode`` out when it is ``loop``, so run folders written
@@ -61,13 +61,39 @@ def measured_model(
     return models.REGISTRY[models.DEFAULT_MODEL]
 
 
-def default_verify(model: models.BundledModel | None, k: int) -> tuple[bool, str | None]:
-    """Verification when neither ``--verify``/``--no-verify`` nor ``--mode`` says: on, except with one
-    sample on a bundled model measured not to gain from it (:attr:`~mathagent.agent.models.BundledModel.verify_at_k1`).
+def default_verify(
+    model: models.BundledModel | None, k: int, *, calibrated: bool = False
+) -> tuple[bool, str | None]:
+    """Verification when neither ``--verify``/``--no-verify`` nor ``--mode`` says: on, except on a
+    bundled model measured not to gain from it, with one sample
+    (:attr:`~mathagent.agent.models.BundledModel.verify_at_k1`) or with several
+    (:attr:`~mathagent.agent.models.BundledModel.verify_at_k`, unless ``calibrated``: a saved calibration
+    for the model and prompts weighs the states, so the vote has a use for them).
     Returns ``(verify, why)``; ``why`` is a line for the user when the measured default turned it off."""
-    if k == 1 and model is not None and not model.verify_at_k1:
+    if model is None:
+        return True, None
+    if k == 1 and not model.verify_at_k1:
         return False, f"verification off by default for {model.name} at k = 1 ({model.evidence})"
+    if k > 1 and not model.verify_at_k and not calibrated:
+        return False, (
+            f"verification off by default for {model.name} at k > 1, the samples take a majority vote "
+            f"({model.evidence_k})"
+        )
     return True, None
+
+
+def calibrated_for(model: str | None, system_prompt: str | None, verify_prompt: str | None = None) -> bool:
+    """Whether a calibration is saved for ``model`` with these prompts (``system_prompt``: a prompt or
+    format name, None for markdown) whose weights are not majority's."""
+    from mathagent.agent import calibrate
+
+    if not model:
+        return False
+    try:
+        cal = calibrate.lookup(model, calibrate.prompt_hash(system_prompt or "markdown", verify_prompt))
+    except ValueError:  # a prompt name that does not exist: nothing can be calibrated for it
+        return False
+    return cal is not None and not cal.fallback and len(set(cal.vote_weights().to_dict().values())) > 1
 
 
 def args_verify(args: Any) -> tuple[bool, str | None]:
@@ -80,7 +106,14 @@ def args_verify(args: Any) -> tuple[bool, str | None]:
         backend=getattr(args, "backend", None),
         script=getattr(args, "script", None) or os.environ.get("MATHAGENT_SCRIPT"),
     )
-    return default_verify(model, int(getattr(args, "k", 1) or 1))
+    k = int(getattr(args, "k", 1) or 1)
+    system = getattr(args, "system_prompt", None) or getattr(args, "format", None)
+    calibrated = (
+        k > 1
+        and model is not None
+        and calibrated_for(model.name, system, getattr(args, "verify_prompt", None))
+    )
+    return default_verify(model, k, calibrated=calibrated)
 
 
 def args_mode(args: Any) -> tuple[str, bool, str | None]:
@@ -212,6 +245,6 @@ def add_mode_arg(parser: Any) -> Any:
         default=None,
         help="cot: reasoning only, nothing runs; pot: one program, its output is the answer; loop: "
         "multi-round code loop; loop+verify: the loop with code-based self-verification (default "
-        "unless --no-verify, and except at k = 1 on a bundled model measured not to gain from it)",
+        "unless --no-verify, and except on a bundled model measured not to gain from it)",
     )
     return parser

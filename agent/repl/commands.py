@@ -180,8 +180,8 @@ COMMANDS: dict[str, Command] = {
         Command(
             "verify",
             "/verify on|off|auto",
-            "code-based self-verification after an answer (auto: off at k = 1 on a bundled model measured "
-            "not to gain from it)",
+            "code-based self-verification after an answer (auto: off on a bundled model measured not to "
+            "gain from it, unless a calibration is saved for it at k > 1)",
             _verify,
         ),
         Command("rounds", "/rounds N", "most code executions per sample", _rounds),

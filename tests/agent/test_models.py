@@ -87,7 +87,15 @@ def test_cli_list_and_path(tmp_path, monkeypatch, capsys):
         and "GSM8K" in rows["qwen2.5-coder-1.5b"]["evidence"]
     )
     assert cli_model.main(["list"]) == 0  # the table says which models skip verification at k = 1, and why
-    assert "qwen2.5-coder-1.5b: verification off by default at k = 1: GSM8K" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "qwen2.5-coder-1.5b: verification off by default at k = 1: GSM8K" in out
+    assert (
+        "qwen2.5-coder-1.5b: verification off by default at k > 1 (on with a saved calibration): GSM8K" in out
+    )
+    assert (
+        rows["qwen2.5-coder-0.5b"]["verify_at_k"] is False
+        and "k = 4" in rows["qwen2.5-coder-0.5b"]["evidence_k"]
+    )
     assert cli_model.main(["assemble", SMALL]) == 0
     capsys.readouterr()
     assert cli_model.main(["path", SMALL]) == 0

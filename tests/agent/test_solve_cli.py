@@ -67,6 +67,28 @@ def test_solve_with_the_bundled_model():
 @pytest.mark.slow
 @pytest.mark.model
 @pytest.mark.server
+def test_solve_k_on_the_bundled_model_votes_unverified_by_default():
+    """``--k 2`` on the real 0.5B with the default flags: the measured default at k > 1 leaves
+    verification off, says so, and the samples take a majority vote."""
+    from mathagent.agent.modes import calibrated_for
+
+    pytest.importorskip("llama_cpp.server")
+    if calibrated_for("qwen2.5-coder-0.5b", None):
+        pytest.skip("this cache holds a calibration for the 0.5B, which turns verification on")
+    problem = "A shop sells pencils at 3 dollars each. How much do 17 pencils cost? Use Python to compute it."
+    out = solve_cli(
+        problem, "--model", "qwen2.5-coder-0.5b", "--k", "2", "--json", "--seed", "0", timeout=900
+    )
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    assert "verification off by default for qwen2.5-coder-0.5b at k > 1" in out.stderr
+    traces = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    assert len(traces) == 2
+    assert all(t["verification"] == [] and t["meta"]["config"]["verify"] is False for t in traces)
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.server
 def test_solve_k_verifies_only_when_the_real_samples_disagree():
     """``--k 2 --verify`` on the real 0.5B: the samples verify exactly when their answers fall in two
     clusters of the grader (whatever the model writes this time)."""

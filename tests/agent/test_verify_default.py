@@ -1,5 +1,6 @@
-"""Verification's default follows the method study: off at k = 1 on a bundled model measured not to
-gain from it, on otherwise; an explicit ``--verify``/``--no-verify`` or ``--mode`` always wins."""
+"""Verification's default follows the method study: off on a bundled model measured not to gain from it
+(at k = 1; at k > 1 unless a calibration with weights other than majority's is saved for it), on
+otherwise; an explicit ``--verify``/``--no-verify`` or ``--mode`` always wins."""
 
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ from mathagent.evals.cli_eval import recorded_mode
 
 
 @pytest.fixture(autouse=True)
-def _no_server_env(monkeypatch):
+def _no_server_env(monkeypatch, tmp_path):
     for var in ("OPENAI_BASE_URL", "MATHAGENT_SCRIPT", "MATHAGENT_MODEL", "MATHAGENT_BACKEND"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MATHAGENT_CACHE_DIR", str(tmp_path / "cache"))  # no calibration but the test's own
 
 
 def test_the_bundled_models_carry_their_measurement():
     for name in ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"):
         m = models.REGISTRY[name]
         assert m.verify_at_k1 is False and "docs/results.md" in m.evidence and "GSM8K" in m.evidence
-    assert models.REGISTRY["smollm2-135m"].verify_at_k1 is True  # not measured: the method's default
+        assert m.verify_at_k is False and "docs/results.md" in m.evidence_k and "k = 4" in m.evidence_k
+    small = models.REGISTRY["smollm2-135m"]
+    assert small.verify_at_k1 is True and small.verify_at_k is True  # not measured: the method's default
 
 
 def test_which_model_a_run_uses(monkeypatch):
@@ -44,16 +48,63 @@ def test_default_verify_by_model_and_k():
     m = models.REGISTRY["qwen2.5-coder-1.5b"]
     on, why = default_verify(m, 1)
     assert on is False and why.startswith("verification off by default for qwen2.5-coder-1.5b at k = 1 (")
-    assert default_verify(m, 4) == (True, None)  # the vote weighs samples by their states
-    assert default_verify(None, 1) == (True, None)
+    on, why = default_verify(m, 4)
+    assert on is False and why.startswith("verification off by default for qwen2.5-coder-1.5b at k > 1, ")
+    assert "majority vote" in why and m.evidence_k in why
+    assert default_verify(m, 4, calibrated=True) == (True, None)  # the vote weighs samples by their states
+    assert default_verify(m, 1, calibrated=True)[0] is False  # one sample: no vote to weigh
+    assert default_verify(None, 1) == (True, None) and default_verify(None, 4) == (True, None)
     assert default_verify(models.REGISTRY["smollm2-135m"], 1) == (True, None)
+    assert default_verify(models.REGISTRY["smollm2-135m"], 4) == (True, None)
+
+
+def _save_calibration(model: str, weights: str, *, fallback: bool = False, verify_prompt: str | None = None):
+    from mathagent.agent import calibrate
+    from mathagent.agent.grading.voting import Weights
+
+    cal = calibrate.Calibration(
+        model=model,
+        prompt_hash=calibrate.prompt_hash("markdown", verify_prompt),
+        weights=Weights.parse(weights).to_dict(),
+        counts={},
+        precision={},
+        heldout={},
+        fallback=fallback,
+    )
+    return cal.save()
+
+
+def test_a_saved_calibration_turns_verification_back_on_at_k_above_1():
+    """At k > 1 the states matter only when weights tell them apart: a calibration saved for the model
+    and its prompts with weights other than majority's turns verification on; a majority fallback, one
+    for another verify prompt or another model does not; at k = 1 it changes nothing."""
+
+    def resolved(*argv: str) -> tuple[bool, str | None]:
+        return args_mode(cli_solve.build_parser().parse_args(["2+2?", *argv]))[1:]
+
+    assert resolved("--k", "4")[0] is False
+    _save_calibration("qwen2.5-coder-1.5b", "1,1,1", fallback=True)
+    _save_calibration("qwen2.5-coder-1.5b", "1,0.2,0.1", verify_prompt="verify_substitute")
+    _save_calibration("qwen2.5-coder-0.5b", "1,0.2,0.1")
+    assert resolved("--k", "4")[0] is False
+    assert resolved("--k", "4", "--verify-prompt", "verify_substitute") == (True, None)
+    assert resolved("--k", "4", "--model", "qwen2.5-coder-0.5b") == (True, None)
+    assert resolved("--model", "qwen2.5-coder-0.5b")[0] is False  # k = 1
+    _save_calibration("qwen2.5-coder-1.5b", "1,0.6,0.3")  # replaces the fallback
+    assert resolved("--k", "4") == (True, None)
+    repl = app.settings_from_args(cli_solve.build_parser().parse_args(["--k", "4"]))
+    assert repl.verify_shown() == "auto: on"
 
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
         ([], ("loop", False, True)),
-        (["--k", "3"], ("loop", True, False)),
+        (["--k", "3"], ("loop", False, True)),
+        (
+            ["--k", "3", "--model", "served-model", "--base-url", "http://127.0.0.1:9/v1"],
+            ("loop", True, False),
+        ),
         (["--verify"], ("loop", True, False)),
         (["--no-verify", "--k", "3"], ("loop", False, False)),
         (["--mode", "loop+verify"], ("loop", True, False)),
@@ -78,7 +129,9 @@ def test_repl_verify_is_auto_until_set():
     assert s.verify is None and s.verify_shown() == "auto: off" and s.agent_config().verify is False
     assert "qwen2.5-coder-1.5b" in s.verify_default()[1]
     s = run_command("/k 4", s).settings
-    assert s.verify_shown() == "auto: on" and s.agent_config().verify is True
+    assert s.verify_shown() == "auto: off" and s.agent_config().verify is False
+    assert "at k > 1" in s.verify_default()[1]
+    assert run_command("/model smollm2-135m", s).settings.verify_shown() == "auto: on"  # not measured
     s = run_command("/k 1", s).settings
     r = run_command("/verify on", s)
     assert (

@@ -28,7 +28,7 @@ def _argv(run_dir, *, k: int, rounds: int, extra: tuple[str, ...] = ()) -> list[
 
 def test_k4_run_with_verification_on_the_bundled_model(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert eval_main(_argv(run_dir, k=4, rounds=4, extra=("--concurrency", "2"))) == 0
+    assert eval_main(_argv(run_dir, k=4, rounds=4, extra=("--concurrency", "2", "--verify"))) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_samples"] == 8
     records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
