@@ -64,11 +64,13 @@ def vote_traces(
     dataset: str = "math",
 ) -> VoteResult:
     """Vote over traces (or :class:`Sample` objects, or ``(answer, state)`` pairs as the REPL's live
-    table has them) with the grader's clustering."""
+    table has them) with the grader's clustering. When no sample carries a verification state (verification
+    off, or the samples agreed) the weights cannot tell samples apart: the vote is a majority, and says so."""
     vw = weights if isinstance(weights, VoteWeights) else VoteWeights(weights or Weights(), "default")
     samples = [as_sample(t) if isinstance(t, (Sample, tuple)) else Sample.from_trace(t) for t in traces]
-    method = "majority" if vw.source == "majority" else "weighted"
-    return weighted_vote(samples, vw.weights, dataset=dataset, prune_candidates=prune, method=method)
+    if vw.source == "majority" or all(s.state is None for s in samples):
+        return weighted_vote(samples, MAJORITY, dataset=dataset, prune_candidates=prune, method="majority")
+    return weighted_vote(samples, vw.weights, dataset=dataset, prune_candidates=prune, method="weighted")
 
 
 def describe_vote(result: VoteResult, vw: VoteWeights) -> list[str]:
@@ -78,6 +80,8 @@ def describe_vote(result: VoteResult, vw: VoteWeights) -> list[str]:
         states = ", ".join(f"{k}:{v}" for k, v in sorted(c.states.items()))
         lines.append(f"{c.answer}: score {c.score:.2f} from {c.count} sample(s) [{states}]")
     w = f"weights T,U,F = {vw.weights} ({vw.source})"
+    if result.method == "majority" and vw.source != "majority":
+        w += "; no sample was verified, so each counts 1"
     if result.winner is None:
         lines.append(f"no sample gave an answer; {w}")
     else:

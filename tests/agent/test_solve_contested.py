@@ -110,7 +110,7 @@ def test_solve_cli_skips_and_verify_all_verifies(tmp_path):
     script.write_text(json.dumps(turns))
     out = _solve_cli("What is 2 + 2?", "--script", str(script), "--k", "2", "--verify")
     assert out.returncode == 0, out.stderr
-    assert "not verified: the samples agreed" in out.stdout and "weighted vote: 4 (2/2 voted)" in out.stdout
+    assert "not verified: the samples agreed" in out.stdout and "majority vote: 4 (2/2 voted)" in out.stdout
     out = _solve_cli(
         "What is 2 + 2?", "--script", str(script), "--k", "2", "--verify", "--verify-all", "--json"
     )
