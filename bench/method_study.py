@@ -7,7 +7,7 @@
 ``report`` reads every run folder under the roots (partial runs too: each cell says how many problems
 it covers) and writes the tables (evals/study.py). ``run`` runs the k = 1 modes (cot, pot, loop+verify,
 greedy), the k = 4 loop+verify runs on the same seeded subsets (verifying the problems whose samples
-disagree, as `solve --k` does), and the verify-prompt runs on GSM8K train, one `mathagent eval` after
+disagree, as `solve --k --verify` does), and the verify-prompt runs on GSM8K train, one `mathagent eval` after
 another;
 each is an ordinary resumable run folder, so re-running the command resumes where it stopped (a run
 whose folder already holds all its samples is skipped: `finished: NAME`). A run whose eval stopped
@@ -58,7 +58,7 @@ def plan(root: Path, models: list[str], datasets: list[str]) -> list[list[str]]:
                     [*eval_, "--dataset", ds, *SUBSET, "--k", "1", "--temperature", "0", "--model", model,
                      "--mode", mode, "--run-dir", str(root / name), "--json"]
                 )  # fmt: skip
-            # maj/weighted/pruned/pass@4 and verification statistics, verifying as `solve --k` does: only
+            # maj/weighted/pruned/pass@4 and verification statistics, verifying as `solve --k --verify` does: only
             # the problems whose 4 answers disagree (an agreed answer wins every vote whatever the states)
             name = f"{ds}-{model}-contested-k4"
             k4.append(
