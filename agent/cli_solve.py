@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--verify-all",
         action="store_true",
-        help="with --k > 1, verify every sample (default: only when the samples' answers disagree, "
-        "since an agreed answer wins the vote whatever the states)",
+        help="with --k > 1, verify every sample (turns verification on; default: only when the samples' "
+        "answers disagree, since an agreed answer wins the vote whatever the states)",
     )
     add_vote_args(p)
     p.add_argument("--json", action="store_true", help="print the trace record(s) as JSON lines")

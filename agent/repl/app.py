@@ -68,9 +68,12 @@ def _split_mode(args: argparse.Namespace) -> tuple[str, bool]:
 
 
 def _verify_setting(args: argparse.Namespace) -> bool | None:
-    """``--mode`` decides verification when given; else ``--verify``/``--no-verify``; else None (auto)."""
+    """``--mode`` decides verification when given; else ``--verify``/``--no-verify``; else ``--verify-all``
+    (on); else None (auto)."""
     if getattr(args, "mode", None) is not None:
         return _split_mode(args)[1]
+    if args.verify is None and getattr(args, "verify_all", False):
+        return True
     return args.verify
 
 

@@ -101,6 +101,8 @@ def test_a_saved_calibration_turns_verification_back_on_at_k_above_1():
     [
         ([], ("loop", False, True)),
         (["--k", "3"], ("loop", False, True)),
+        (["--k", "3", "--verify-all"], ("loop", True, False)),
+        (["--k", "3", "--verify-all", "--no-verify"], ("loop", False, False)),
         (
             ["--k", "3", "--model", "served-model", "--base-url", "http://127.0.0.1:9/v1"],
             ("loop", True, False),
@@ -144,6 +146,8 @@ def test_repl_verify_is_auto_until_set():
     assert run_command("/verify off", r.settings.with_(k=4)).settings.agent_config().verify is False
     explicit = app.settings_from_args(cli_solve.build_parser().parse_args(["--verify"]))
     assert explicit.verify is True and explicit.verify_shown() == "on"
+    every = app.settings_from_args(cli_solve.build_parser().parse_args(["--verify-all"]))
+    assert every.verify is True
     cot = app.settings_from_args(cli_solve.build_parser().parse_args(["--mode", "cot"]))
     assert cot.verify is False
 
