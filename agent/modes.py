@@ -100,8 +100,8 @@ def args_verify(args: Any) -> tuple[bool, str | None]:
     """``--verify`` as typed, else :func:`default_verify` for the flags' model and ``--k``."""
     if getattr(args, "verify", None) is not None:
         return bool(args.verify), None
-    if getattr(args, "verify_all", False):  # asking to verify every sample asks for verification
-        return True, None
+    if getattr(args, "verify_all", False) or getattr(args, "verify_contested", False):
+        return True, None  # asking how to verify the samples (every one, the contested ones) asks to verify
     model = measured_model(
         getattr(args, "model", None) or None,
         base_url=getattr(args, "base_url", None),

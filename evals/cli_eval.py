@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify-contested",
         action="store_true",
         help="with k > 1: solve a problem's k samples together and verify them only when their answers "
-        "disagree, as `solve --k` does (default: verify every sample)",
+        "disagree, as `solve --k --verify` does (turns verification on; default: verify every sample)",
     )
     p.add_argument(
         "--prune",

@@ -125,6 +125,23 @@ def test_solve_flags_resolve_the_mode(argv, expected):
     assert cli_solve.config_from_args(args).verify is expected[1]
 
 
+def test_eval_flags_resolve_the_mode():
+    from mathagent.evals.cli_eval import build_parser
+
+    def resolved(*argv: str) -> tuple[str, bool, bool]:
+        mode, verify, why = args_mode(build_parser().parse_args(["--dataset", "gsm8k", *argv]))
+        return mode, verify, why is not None
+
+    assert resolved("--k", "4") == ("loop", False, True)  # the bundled default model, measured
+    assert resolved("--k", "4", "--verify-contested") == ("loop", True, False)  # asks to verify
+    assert resolved("--k", "4", "--verify-contested", "--no-verify") == ("loop", False, False)
+    assert resolved("--k", "4", "--model", "served", "--base-url", "http://127.0.0.1:9/v1") == (
+        "loop",
+        True,
+        False,
+    )
+
+
 def test_repl_verify_is_auto_until_set():
     args = cli_solve.build_parser().parse_args([])
     s = app.settings_from_args(args)
