@@ -100,7 +100,8 @@ def args_verify(args: Any) -> tuple[bool, str | None]:
     """``--verify`` as typed, else :func:`default_verify` for the flags' model and ``--k``."""
     if getattr(args, "verify", None) is not None:
         return bool(args.verify), None
-    if getattr(args, "verify_all", False) or getattr(args, "verify_contested", False):
+    k = int(getattr(args, "k", 1) or 1)
+    if k > 1 and (getattr(args, "verify_all", False) or getattr(args, "verify_contested", False)):
         return True, None  # asking how to verify the samples (every one, the contested ones) asks to verify
     model = measured_model(
         getattr(args, "model", None) or None,
@@ -108,7 +109,6 @@ def args_verify(args: Any) -> tuple[bool, str | None]:
         backend=getattr(args, "backend", None),
         script=getattr(args, "script", None) or os.environ.get("MATHAGENT_SCRIPT"),
     )
-    k = int(getattr(args, "k", 1) or 1)
     system = getattr(args, "system_prompt", None) or getattr(args, "format", None)
     calibrated = (
         k > 1

@@ -135,6 +135,11 @@ def test_eval_flags_resolve_the_mode():
     assert resolved("--k", "4") == ("loop", False, True)  # the bundled default model, measured
     assert resolved("--k", "4", "--verify-contested") == ("loop", True, False)  # asks to verify
     assert resolved("--k", "4", "--verify-contested", "--no-verify") == ("loop", False, False)
+    assert resolved("--k", "1", "--verify-contested") == (
+        "loop",
+        False,
+        True,
+    )  # one sample: nothing contested
     assert resolved("--k", "4", "--model", "served", "--base-url", "http://127.0.0.1:9/v1") == (
         "loop",
         True,
