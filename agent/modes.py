@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mathagent.agent import models
+from mathagent.agent import calibrate, models
 from mathagent.agent.events import CodeEvent, ExecutionEvent
 from mathagent.agent.grading import extract_answer
 from mathagent.agent.trace import Step, StepKind, StopReason
@@ -85,8 +85,6 @@ def default_verify(
 def calibrated_for(model: str | None, system_prompt: str | None, verify_prompt: str | None = None) -> bool:
     """Whether a calibration is saved for ``model`` with these prompts (``system_prompt``: a prompt or
     format name, None for markdown) whose weights are not majority's."""
-    from mathagent.agent import calibrate
-
     if not model:
         return False
     try:
