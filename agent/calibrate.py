@@ -157,10 +157,14 @@ def prompt_hash(system_prompt: str, verify_prompt: str | None = None) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
 
 
+def config_system_prompt(config: Any, format_name: str | None = None) -> str:
+    """The system prompt an ``AgentConfig`` runs with: its own, else its format's, else markdown."""
+    return config.system_prompt or config.format or format_name or "markdown"
+
+
 def config_prompt_hash(config: Any, format_name: str | None = None) -> str:
-    """:func:`prompt_hash` for an ``AgentConfig`` (its system prompt, else its format's, else markdown)."""
-    system = config.system_prompt or config.format or format_name or "markdown"
-    return prompt_hash(system, config.verify_prompt)
+    """:func:`prompt_hash` for an ``AgentConfig`` (:func:`config_system_prompt` and its verify prompt)."""
+    return prompt_hash(config_system_prompt(config, format_name), config.verify_prompt)
 
 
 def _safe(name: str) -> str:
@@ -191,6 +195,12 @@ class Calibration:
 
     def vote_weights(self) -> Any:
         return Weights.from_dict(self.weights)
+
+    @property
+    def weighs_states(self) -> bool:
+        """Whether the saved weights tell the states apart: not a majority fallback, and not all equal.
+        Only then does a vote have a use for the samples' verification states."""
+        return not self.fallback and len(set(self.vote_weights().to_dict().values())) > 1
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -268,6 +278,24 @@ def lookup(model: str | None, prompt_hash_: str, directory: Path | None = None) 
         return Calibration.from_dict(json.loads(p.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         return None
+
+
+def find(
+    model: str | None,
+    system_prompt: str | None,
+    verify_prompt: str | None = None,
+    directory: Path | None = None,
+) -> Calibration | None:
+    """The saved calibration for ``model`` run with these prompts (``system_prompt``: a prompt or format
+    name, None for markdown; ``verify_prompt``: None for the default), or None. A prompt name that does
+    not exist has nothing calibrated for it: None too."""
+    if not model:
+        return None
+    try:
+        ph = prompt_hash(system_prompt or "markdown", verify_prompt)
+    except ValueError:
+        return None
+    return lookup(model, ph, directory)
 
 
 def list_calibrations(directory: Path | None = None) -> list[Calibration]:

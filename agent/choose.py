@@ -46,11 +46,7 @@ def resolve_weights(
     if explicit is not None:
         return VoteWeights(Weights.parse(explicit) if isinstance(explicit, str) else explicit, "flag")
     if model and config is not None:
-        try:
-            ph = calibrate.config_prompt_hash(config, format_name)
-        except ValueError:  # a prompt name that does not exist: nothing can be calibrated for it
-            ph = ""
-        cal = calibrate.lookup(model, ph) if ph else None
+        cal = calibrate.find(model, calibrate.config_system_prompt(config, format_name), config.verify_prompt)
         if cal is not None:
             return VoteWeights(cal.vote_weights(), "calibrated", str(cal.path()))
     return VoteWeights(Weights(), "default")

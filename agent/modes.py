@@ -62,40 +62,41 @@ def measured_model(
 
 
 def default_verify(
-    model: models.BundledModel | None, k: int, *, calibrated: bool = False
+    model: models.BundledModel | None,
+    k: int,
+    *,
+    calibrated: bool | None = None,
+    system_prompt: str | None = None,
+    verify_prompt: str | None = None,
 ) -> tuple[bool, str | None]:
     """Verification when neither ``--verify``/``--no-verify`` nor ``--mode`` says: on, except on a
     bundled model measured not to gain from it, with one sample
     (:attr:`~mathagent.agent.models.BundledModel.verify_at_k1`) or with several
-    (:attr:`~mathagent.agent.models.BundledModel.verify_at_k`, unless ``calibrated``: a saved calibration
-    for the model and prompts weighs the states, so the vote has a use for them).
+    (:attr:`~mathagent.agent.models.BundledModel.verify_at_k`, unless a calibration saved for the model
+    and prompts weighs the states, so the vote has a use for them:
+    :attr:`~mathagent.agent.calibrate.Calibration.weighs_states`).
+    ``calibrated`` answers that question for the caller; None (the default) looks the calibration up
+    for ``system_prompt`` (a prompt or format name, None for markdown) and ``verify_prompt``, and only
+    when the answer matters.
     Returns ``(verify, why)``; ``why`` is a line for the user when the measured default turned it off."""
     if model is None:
         return True, None
     if k == 1 and not model.verify_at_k1:
         return False, f"verification off by default for {model.name} at k = 1 ({model.evidence})"
-    if k > 1 and not model.verify_at_k and not calibrated:
-        return False, (
-            f"verification off by default for {model.name} at k > 1, the samples take a majority vote "
-            f"({model.evidence_k})"
-        )
+    if k > 1 and not model.verify_at_k:
+        if calibrated is None:
+            cal = calibrate.find(model.name, system_prompt, verify_prompt)
+            calibrated = cal is not None and cal.weighs_states
+        if not calibrated:
+            return False, (
+                f"verification off by default for {model.name} at k > 1, the samples take a majority vote "
+                f"({model.evidence_k})"
+            )
     return True, None
 
 
-def calibrated_for(model: str | None, system_prompt: str | None, verify_prompt: str | None = None) -> bool:
-    """Whether a calibration is saved for ``model`` with these prompts (``system_prompt``: a prompt or
-    format name, None for markdown) whose weights are not majority's."""
-    if not model:
-        return False
-    try:
-        cal = calibrate.lookup(model, calibrate.prompt_hash(system_prompt or "markdown", verify_prompt))
-    except ValueError:  # a prompt name that does not exist: nothing can be calibrated for it
-        return False
-    return cal is not None and not cal.fallback and len(set(cal.vote_weights().to_dict().values())) > 1
-
-
 def args_verify(args: Any) -> tuple[bool, str | None]:
-    """``--verify`` as typed, else :func:`default_verify` for the flags' model and ``--k``."""
+    """``--verify`` as typed, else :func:`default_verify` for the flags' model, prompts and ``--k``."""
     if getattr(args, "verify", None) is not None:
         return bool(args.verify), None
     k = int(getattr(args, "k", 1) or 1)
@@ -107,13 +108,12 @@ def args_verify(args: Any) -> tuple[bool, str | None]:
         backend=getattr(args, "backend", None),
         script=getattr(args, "script", None) or os.environ.get("MATHAGENT_SCRIPT"),
     )
-    system = getattr(args, "system_prompt", None) or getattr(args, "format", None)
-    calibrated = (
-        k > 1
-        and model is not None
-        and calibrated_for(model.name, system, getattr(args, "verify_prompt", None))
+    return default_verify(
+        model,
+        k,
+        system_prompt=getattr(args, "system_prompt", None) or getattr(args, "format", None),
+        verify_prompt=getattr(args, "verify_prompt", None),
     )
-    return default_verify(model, k, calibrated=calibrated)
 
 
 def args_mode(args: Any) -> tuple[str, bool, str | None]:

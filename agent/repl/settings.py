@@ -11,7 +11,7 @@ from mathagent.agent.cache import cache_dir
 from mathagent.agent.config import AgentConfig
 from mathagent.agent.hubcache import looks_like_hub_id
 from mathagent.agent.models import DEFAULT_MODEL
-from mathagent.agent.modes import calibrated_for, default_verify, measured_model
+from mathagent.agent.modes import default_verify, measured_model
 
 BACKENDS = ("openai", "transformers", "llama", "scripted")
 FORMATS = ("markdown", "mathcoder", "tools")
@@ -78,8 +78,7 @@ class ReplSettings:
         if self.verify is not None:
             return self.verify, None
         model = measured_model(self.model, base_url=self.base_url, backend=self.backend, script=self.script)
-        calibrated = self.k > 1 and model is not None and calibrated_for(model.name, self.format)
-        return default_verify(model, self.k, calibrated=calibrated)
+        return default_verify(model, self.k, system_prompt=self.format)
 
     def verify_shown(self) -> str:
         """``on`` / ``off``, or ``auto: on|off`` when the default decides."""

@@ -96,6 +96,32 @@ def test_a_saved_calibration_turns_verification_back_on_at_k_above_1():
     assert repl.verify_shown() == "auto: on"
 
 
+def test_one_lookup_answers_whether_a_calibration_weighs_the_states():
+    """``calibrate.find`` is the lookup both the vote and the verification default use: by model and
+    prompt names; a prompt that does not exist has no calibration. ``weighs_states`` is false for a
+    majority fallback and for equal weights. ``default_verify`` without ``calibrated`` looks it up."""
+    from mathagent.agent import calibrate
+    from mathagent.agent.choose import resolve_weights
+    from mathagent.agent.config import AgentConfig
+
+    m = models.REGISTRY["qwen2.5-coder-1.5b"]
+    assert calibrate.find(m.name, None) is None and calibrate.find(m.name, "no-such-prompt") is None
+    assert calibrate.find(None, None) is None
+    _save_calibration(m.name, "1,1,1")  # equal weights, not a fallback
+    assert calibrate.find(m.name, None).weighs_states is False
+    assert calibrate.find(m.name, "markdown").prompt_hash == calibrate.find(m.name, None).prompt_hash
+    assert default_verify(m, 4)[0] is False
+    _save_calibration(m.name, "1,0.4,0.1", fallback=True)
+    assert calibrate.find(m.name, None).weighs_states is False and default_verify(m, 4)[0] is False
+    _save_calibration(m.name, "1,0.4,0.1")
+    assert calibrate.find(m.name, None).weighs_states is True
+    assert default_verify(m, 4) == (True, None)
+    assert default_verify(m, 4, calibrated=False)[0] is False  # the caller's answer wins over the lookup
+    assert default_verify(m, 4, verify_prompt="verify_substitute")[0] is False  # other prompts: none saved
+    vw = resolve_weights(model=m.name, config=AgentConfig())
+    assert vw.source == "calibrated" and str(vw.weights) == str(calibrate.find(m.name, None).vote_weights())
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
