@@ -249,13 +249,15 @@ class Cell:
     ``row`` names the row the same way in every run (a cross-fitted vote's label names the weights fitted
     on that run; its row does not); empty means the label. ``kind``: ``"vote"`` for a vote over the k
     samples, ``"pass"`` for pass@k, ``"mean"`` for the samples' mean accuracy (a fraction per problem, so
-    McNemar's right/wrong test does not apply to it)."""
+    McNemar's right/wrong test does not apply to it). ``weighted``: a vote that weighs the samples by
+    their verification states (not a majority)."""
 
     label: str
     scores: dict[str, float]
     note: str = ""
     row: str = ""
     kind: str = "vote"
+    weighted: bool = False
 
     @property
     def name(self) -> str:
@@ -351,7 +353,7 @@ def vote_cells(run: Run, weights: Any = None, calibrated: Any = None) -> list[Ce
             ]
             res = weighted_vote(samples, w, cluster_fn=cf, prune_candidates=prune)
             scores[pid] = float(res.winner_index is not None and bool(recs[res.winner_index].get("correct")))
-        out.append(Cell(label, scores, row=row))
+        out.append(Cell(label, scores, row=row, weighted=wv is not MAJORITY))
     if run.mode == "loop+verify":  # what `--mode loop` would have voted: the same samples, unverified
         scores = {}
         for pid, recs in full.items():
@@ -574,7 +576,7 @@ def render(
             comps += [compare(c, maj) for c in votes]
             # what verification adds at k: its weighted votes against the unverified samples' majority
             if before := next((c for c in votes if c.label == unverified_label(run.k)), None):
-                comps += [compare(c, before) for c in votes if c.label.startswith("weighted@")]
+                comps += [compare(c, before) for c in votes if c.weighted]
         lines += ["", "### paired comparisons", ""]
         real = [c for c in comps if c is not None]
         if real:

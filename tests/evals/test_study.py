@@ -170,6 +170,8 @@ def test_tables_on_hand_made_runs(tmp_path):
     assert c["diff"].value == pytest.approx(1 / 3)
     lv_run = next(r for r in runs if r.mode == "loop+verify")
     votes = {x.label: x.scores for x in vote_cells(lv_run)}
+    weighted = [x.label for x in vote_cells(lv_run) if x.weighted]
+    assert weighted and all(w.startswith("weighted@2 (") for w in weighted)  # majority rows are not weighted
     # a: 5(T) vs 6(F) tie on count -> majority takes the earliest (5); weights pick T as well
     assert votes["maj@2"] == {"a": 1.0, "b": 1.0, "c": 0.0}
     assert votes["pass@2"] == {"a": 1.0, "b": 1.0, "c": 0.0}
