@@ -65,7 +65,6 @@ def default_verify(
     model: models.BundledModel | None,
     k: int,
     *,
-    calibrated: bool | None = None,
     system_prompt: str | None = None,
     verify_prompt: str | None = None,
 ) -> tuple[bool, str | None]:
@@ -75,19 +74,16 @@ def default_verify(
     (:attr:`~mathagent.agent.models.BundledModel.verify_at_k`, unless a calibration saved for the model
     and prompts weighs the states, so the vote has a use for them:
     :attr:`~mathagent.agent.calibrate.Calibration.weighs_states`).
-    ``calibrated`` answers that question for the caller; None (the default) looks the calibration up
-    for ``system_prompt`` (a prompt or format name, None for markdown) and ``verify_prompt``, and only
-    when the answer matters.
+    The calibration is looked up for ``system_prompt`` (a prompt or format name, None for markdown) and
+    ``verify_prompt``, and only when the answer matters.
     Returns ``(verify, why)``; ``why`` is a line for the user when the measured default turned it off."""
     if model is None:
         return True, None
     if k == 1 and not model.verify_at_k1:
         return False, f"verification off by default for {model.name} at k = 1 ({model.evidence})"
     if k > 1 and not model.verify_at_k:
-        if calibrated is None:
-            cal = calibrate.find(model.name, system_prompt, verify_prompt)
-            calibrated = cal is not None and cal.weighs_states
-        if not calibrated:
+        cal = calibrate.find(model.name, system_prompt, verify_prompt)
+        if cal is None or not cal.weighs_states:
             return False, (
                 f"verification off by default for {model.name} at k > 1, the samples take a majority vote "
                 f"({model.evidence_k})"

@@ -71,12 +71,12 @@ def test_solve_with_the_bundled_model():
 def test_solve_k_on_the_bundled_model_votes_unverified_by_default():
     """``--k 2`` on the real 0.5B with the default flags: the measured default at k > 1 leaves
     verification off, says so, and the samples take a majority vote."""
-    from mathagent.agent import calibrate
+    from mathagent.agent import models
+    from mathagent.agent.modes import default_verify
 
     pytest.importorskip("llama_cpp.server")
-    cal = calibrate.find("qwen2.5-coder-0.5b", None)
-    if cal is not None and cal.weighs_states:
-        pytest.skip("this cache holds a calibration for the 0.5B, which turns verification on")
+    if default_verify(models.REGISTRY["qwen2.5-coder-0.5b"], 2)[0]:
+        pytest.skip("this cache holds a calibration for the 0.5B that weighs the states: verification is on")
     problem = "A shop sells pencils at 3 dollars each. How much do 17 pencils cost? Use Python to compute it."
     out = solve_cli(
         problem, "--model", "qwen2.5-coder-0.5b", "--k", "2", "--json", "--seed", "0", timeout=900

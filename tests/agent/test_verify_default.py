@@ -44,20 +44,6 @@ def test_which_model_a_run_uses(monkeypatch):
     assert measured_model("qwen2.5-coder-1.5b") is models.REGISTRY["qwen2.5-coder-1.5b"]
 
 
-def test_default_verify_by_model_and_k():
-    m = models.REGISTRY["qwen2.5-coder-1.5b"]
-    on, why = default_verify(m, 1)
-    assert on is False and why.startswith("verification off by default for qwen2.5-coder-1.5b at k = 1 (")
-    on, why = default_verify(m, 4)
-    assert on is False and why.startswith("verification off by default for qwen2.5-coder-1.5b at k > 1, ")
-    assert "majority vote" in why and m.evidence_k in why
-    assert default_verify(m, 4, calibrated=True) == (True, None)  # the vote weighs samples by their states
-    assert default_verify(m, 1, calibrated=True)[0] is False  # one sample: no vote to weigh
-    assert default_verify(None, 1) == (True, None) and default_verify(None, 4) == (True, None)
-    assert default_verify(models.REGISTRY["smollm2-135m"], 1) == (True, None)
-    assert default_verify(models.REGISTRY["smollm2-135m"], 4) == (True, None)
-
-
 def _save_calibration(model: str, weights: str, *, fallback: bool = False, verify_prompt: str | None = None):
     from mathagent.agent import calibrate
     from mathagent.agent.grading.voting import Weights
@@ -72,6 +58,21 @@ def _save_calibration(model: str, weights: str, *, fallback: bool = False, verif
         fallback=fallback,
     )
     return cal.save()
+
+
+def test_default_verify_by_model_and_k():
+    m = models.REGISTRY["qwen2.5-coder-1.5b"]
+    on, why = default_verify(m, 1)
+    assert on is False and why.startswith("verification off by default for qwen2.5-coder-1.5b at k = 1 (")
+    on, why = default_verify(m, 4)
+    assert on is False and why.startswith("verification off by default for qwen2.5-coder-1.5b at k > 1, ")
+    assert "majority vote" in why and m.evidence_k in why
+    _save_calibration(m.name, "1,0.4,0.1")
+    assert default_verify(m, 4) == (True, None)  # the vote weighs samples by their states
+    assert default_verify(m, 1)[0] is False  # one sample: no vote to weigh
+    assert default_verify(None, 1) == (True, None) and default_verify(None, 4) == (True, None)
+    assert default_verify(models.REGISTRY["smollm2-135m"], 1) == (True, None)
+    assert default_verify(models.REGISTRY["smollm2-135m"], 4) == (True, None)
 
 
 def test_a_saved_calibration_turns_verification_back_on_at_k_above_1():
@@ -99,7 +100,7 @@ def test_a_saved_calibration_turns_verification_back_on_at_k_above_1():
 def test_one_lookup_answers_whether_a_calibration_weighs_the_states():
     """``calibrate.find`` is the lookup both the vote and the verification default use: by model and
     prompt names; a prompt that does not exist has no calibration. ``weighs_states`` is false for a
-    majority fallback and for equal weights. ``default_verify`` without ``calibrated`` looks it up."""
+    majority fallback and for equal weights. ``default_verify`` looks it up."""
     from mathagent.agent import calibrate
     from mathagent.agent.choose import resolve_weights
     from mathagent.agent.config import AgentConfig
@@ -116,7 +117,6 @@ def test_one_lookup_answers_whether_a_calibration_weighs_the_states():
     _save_calibration(m.name, "1,0.4,0.1")
     assert calibrate.find(m.name, None).weighs_states is True
     assert default_verify(m, 4) == (True, None)
-    assert default_verify(m, 4, calibrated=False)[0] is False  # the caller's answer wins over the lookup
     assert default_verify(m, 4, verify_prompt="verify_substitute")[0] is False  # other prompts: none saved
     vw = resolve_weights(model=m.name, config=AgentConfig())
     assert vw.source == "calibrated" and str(vw.weights) == str(calibrate.find(m.name, None).vote_weights())
