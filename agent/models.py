@@ -94,8 +94,8 @@ REGISTRY: dict[str, BundledModel] = {
             evidence="GSM8K test, 100 problems: 59% before verification, 60% after, for 75% of the time; "
             "docs/results.md",
             verify_at_k=False,
-            evidence_k="GSM8K test, k = 4, 93 problems: majority of the answers before verification 65.6%, "
-            "the vote weighted by verification 67.7% (+2.2 [-4.3, 8.6], not resolved), for 55% of the time; "
+            evidence_k="GSM8K test, k = 4, 100 problems: majority of the answers before verification 66%, "
+            "the vote weighted by verification 68% (+2 [-3, 8], not resolved), for 55% of the time; "
             "docs/results.md",
         ),
         BundledModel(
