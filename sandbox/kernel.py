@@ -834,12 +834,15 @@ class JupyterSandbox:
         dropped0 = relay.dropped  # bytes of this cell's messages the relay did not forward
         idle = False
         timed_out = flooded = died = lost = False
+        reply_error: ExecError | None = None  # the error the shell reply reports, if any
         while True:
             now = time.monotonic()
             if replied_at is not None and idle:  # finished: the shell reply and the idle status for it
                 relay.settle()  # reports of this cell's messages the relay dropped
                 if relay.dropped > dropped0:
                     col.count_dropped(relay.dropped - dropped0)
+                if col.error is None:  # the iopub error message can be lost in a flood; the reply is not
+                    col.error = reply_error
                 return self._finish(col, k, cpu0, t0, timed_out, flooded, timeout)
             if replied_at is not None and now >= max(replied_at, heard_at) + IDLE_AFTER_REPLY_S:
                 lost = True  # the iopub channel is gone (zmq drops a connection that sent an oversized frame)
@@ -864,6 +867,7 @@ class JupyterSandbox:
                 reply = _recv(kc.get_shell_msg)
                 if reply is not None and _parent(reply) == mine and reply.get("msg_type") == "execute_reply":
                     replied_at = time.monotonic()
+                    reply_error = _reply_error(reply)
             if iopub_sock in ready:
                 for _ in range(RCVHWM):  # what is queued now, then look at the shell socket again
                     msg = _recv(kc.get_iopub_msg)
@@ -1048,6 +1052,24 @@ def _recv(get: Callable[..., dict[str, Any]]) -> dict[str, Any] | None:
         log.info("dropped a malformed kernel message: %s", type(e).__name__)
         return {}
     return msg if isinstance(msg, dict) else {}
+
+
+def _reply_error(reply: dict[str, Any]) -> ExecError | None:
+    """The error an ``execute_reply`` reports, or None when it reports none.
+
+    The iopub ``error`` message normally carries it; a cell that floods iopub can make that message be
+    dropped on the way (PUB sockets drop past their high-water mark), while the shell reply, on a
+    channel that does not drop, still says how the cell ended. Checked like every kernel message."""
+    c = reply.get("content")
+    if not isinstance(c, dict) or c.get("status") != "error":
+        return None
+    tb = c.get("traceback")
+    frames = [_str(f) for f in tb] if isinstance(tb, list) else []
+    return ExecError(
+        safe_text(_str(c.get("ename")))[:1000] or "Error",
+        safe_text(_str(c.get("evalue")))[:20_000],
+        safe_text(clean_traceback(frames)),
+    )
 
 
 def _parent(msg: dict[str, Any]) -> tuple[Any, Any] | None:

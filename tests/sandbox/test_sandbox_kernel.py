@@ -31,6 +31,18 @@ def test_exception_comes_back_with_a_useful_traceback(sb):
     assert sb.run("1 + 1").result == "2"  # the kernel is fine afterwards
 
 
+def test_an_error_whose_iopub_message_is_lost_still_comes_back(config):
+    # A cell that floods iopub can make its error message be dropped on the way (PUB sockets drop past
+    # their high-water mark); the shell reply still says how the cell ended. Here the kernel is made
+    # never to publish errors, so only the reply can carry it.
+    with JupyterSandbox(config) as s:
+        assert s.run("get_ipython()._showtraceback = lambda *a, **k: None").ok
+        r = s.run("raise KeyError('lost on iopub')")
+        assert r.error is not None and r.error.ename == "KeyError", r
+        assert "lost on iopub" in r.error.evalue
+        assert not r.kernel_restarted and s.run("1 + 1").result == "2"
+
+
 def test_syntax_error(sb):
     r = sb.run("def broken(:\n    pass")
     assert r.error is not None and r.error.ename == "SyntaxError"
