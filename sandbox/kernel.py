@@ -935,13 +935,7 @@ class JupyterSandbox:
             elif text:
                 col.add("stdout", _str(text) + "\n")
         elif kind == "error":
-            tb = c.get("traceback")
-            frames = [_str(f) for f in tb] if isinstance(tb, list) else []
-            col.error = ExecError(
-                safe_text(_str(c.get("ename")))[:1000],
-                safe_text(_str(c.get("evalue")))[:20_000],
-                safe_text(clean_traceback(frames)),
-            )
+            col.error = _exec_error(c)
         elif kind == "status" and c.get("execution_state") == "idle":
             return True
         return False
@@ -1063,11 +1057,17 @@ def _reply_error(reply: dict[str, Any]) -> ExecError | None:
     c = reply.get("content")
     if not isinstance(c, dict) or c.get("status") != "error":
         return None
-    tb = c.get("traceback")
+    return _exec_error(c)
+
+
+def _exec_error(content: dict[str, Any]) -> ExecError:
+    """The error in an iopub ``error`` message's or an error ``execute_reply``'s content (the same
+    ``ename``/``evalue``/``traceback`` fields), every string made safe and bounded."""
+    tb = content.get("traceback")
     frames = [_str(f) for f in tb] if isinstance(tb, list) else []
     return ExecError(
-        safe_text(_str(c.get("ename")))[:1000] or "Error",
-        safe_text(_str(c.get("evalue")))[:20_000],
+        safe_text(_str(content.get("ename")))[:1000],
+        safe_text(_str(content.get("evalue")))[:20_000],
         safe_text(clean_traceback(frames)),
     )
 
